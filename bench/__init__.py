@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each writes JSON results to ``bench/results/``."""

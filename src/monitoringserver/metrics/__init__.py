@@ -1,0 +1,1 @@
+"""Metric storage interfaces (``api``) and their embedded implementation."""

@@ -1,0 +1,1 @@
+"""promql package."""

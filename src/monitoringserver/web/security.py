@@ -1,0 +1,59 @@
+"""Request authentication for every router: ``Depends(require_scope(Scope.READ))``.
+
+The application stores an ``Authenticator`` on ``app.state.authenticator``; when
+``app.state.auth_enabled`` is false every request is an anonymous admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from monitoringserver.auth.api import Authenticator, Principal, Scope
+from monitoringserver.errors import AuthError, ForbiddenError
+
+__all__ = ["ANONYMOUS", "authenticate_request", "require_scope"]
+
+ANONYMOUS = Principal(name="anonymous", scopes=frozenset(Scope), kind="anonymous")
+
+
+def _credential(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    cookie = request.cookies.get("ms_session")
+    if cookie:
+        return cookie
+    return None
+
+
+def authenticate_request(request: Request) -> Principal:
+    """The caller of ``request``; raises ``AuthError`` (401) when there is none."""
+    if not getattr(request.app.state, "auth_enabled", True):
+        return ANONYMOUS
+    credential = _credential(request)
+    if credential is None:
+        raise AuthError(
+            "cannot authenticate request: missing 'Authorization: Bearer <token>' header"
+        )
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = authenticator.authenticate(credential)
+    if principal is None:
+        raise AuthError("cannot authenticate request: token is not valid")
+    return principal
+
+
+def require_scope(scope: Scope) -> Callable[[Request], Principal]:
+    """A FastAPI dependency that admits callers holding ``scope`` (or ``admin``)."""
+
+    def dependency(request: Request) -> Principal:
+        principal = authenticate_request(request)
+        if not principal.has(scope):
+            raise ForbiddenError(f"cannot authorize request: scope {scope.value!r} is required")
+        return principal
+
+    return dependency

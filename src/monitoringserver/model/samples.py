@@ -26,7 +26,9 @@ STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 
 def is_stale_nan(values: NDArray[np.float64]) -> NDArray[np.bool_]:
     """Element-wise: is this value the staleness marker (not just any NaN)?"""
-    return np.asarray(values, dtype=np.float64).view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    bits = np.asarray(values, dtype=np.float64).view(np.uint64)
+    result: NDArray[np.bool_] = bits == np.uint64(STALE_NAN_BITS)
+    return result
 
 
 @dataclass(frozen=True, slots=True)

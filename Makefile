@@ -10,7 +10,7 @@ GRPC_LISTEN ?= 127.0.0.1:9941
 DATA_DIR ?= ./data
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test check fmt bench env system-deps lock clean
+.PHONY: run test check fmt bench env system-deps lock clean proto
 
 ## env: create .venv from uv.lock (quick when nothing changed)
 env: $(VENV)/.synced
@@ -47,6 +47,10 @@ fmt: env
 ## bench: benchmarks (not tests); results as JSON in bench/results/
 bench: env
 	$(BIN)/python -m bench.run_all
+
+## proto: regenerate the gRPC modules from src/monitoringserver/proto/monitoring.proto
+proto: env
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src --pyi_out=src monitoringserver/proto/monitoring.proto
 
 lock:
 	$(UV) lock

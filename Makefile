@@ -51,7 +51,6 @@ bench: env
 ## proto: regenerate the gRPC modules from src/monitoringserver/proto/monitoring.proto
 proto: env
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src --pyi_out=src monitoringserver/proto/monitoring.proto
-	$(BIN)/ruff format src/monitoringserver/proto/monitoring_pb2.pyi
 
 lock:
 	$(UV) lock

@@ -7,18 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = (
-        "hostname",
-        "os",
-        "os_version",
-        "kernel",
-        "arch",
-        "cpu_count",
-        "memory_bytes",
-        "agent_version",
-        "labels",
-        "boot_time_s",
-    )
+    __slots__ = ("hostname", "os", "os_version", "kernel", "arch", "cpu_count", "memory_bytes", "agent_version", "labels", "boot_time_s")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,7 +15,6 @@ class NodeInfo(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     OS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -47,19 +35,7 @@ class NodeInfo(_message.Message):
     agent_version: str
     labels: _containers.ScalarMap[str, str]
     boot_time_s: float
-    def __init__(
-        self,
-        hostname: _Optional[str] = ...,
-        os: _Optional[str] = ...,
-        os_version: _Optional[str] = ...,
-        kernel: _Optional[str] = ...,
-        arch: _Optional[str] = ...,
-        cpu_count: _Optional[int] = ...,
-        memory_bytes: _Optional[int] = ...,
-        agent_version: _Optional[str] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        boot_time_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., os_version: _Optional[str] = ..., kernel: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., boot_time_s: _Optional[float] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("agent_id", "node")
@@ -67,9 +43,7 @@ class RegisterRequest(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     node: NodeInfo
-    def __init__(
-        self, agent_id: _Optional[str] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ...
-    ) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("session_id", "suggested_interval_s", "last_batch_seq")
@@ -79,26 +53,10 @@ class RegisterResponse(_message.Message):
     session_id: str
     suggested_interval_s: float
     last_batch_seq: int
-    def __init__(
-        self,
-        session_id: _Optional[str] = ...,
-        suggested_interval_s: _Optional[float] = ...,
-        last_batch_seq: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., suggested_interval_s: _Optional[float] = ..., last_batch_seq: _Optional[int] = ...) -> None: ...
 
 class AgentStats(_message.Message):
-    __slots__ = (
-        "total_reports",
-        "failed_reports",
-        "success_rate_percent",
-        "last_report_status",
-        "current_interval_s",
-        "adaptive",
-        "spool_depth",
-        "spool_bytes",
-        "spool_dropped",
-        "last_report_time_s",
-    )
+    __slots__ = ("total_reports", "failed_reports", "success_rate_percent", "last_report_status", "current_interval_s", "adaptive", "spool_depth", "spool_bytes", "spool_dropped", "last_report_time_s")
     TOTAL_REPORTS_FIELD_NUMBER: _ClassVar[int]
     FAILED_REPORTS_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_RATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -119,19 +77,7 @@ class AgentStats(_message.Message):
     spool_bytes: int
     spool_dropped: int
     last_report_time_s: float
-    def __init__(
-        self,
-        total_reports: _Optional[int] = ...,
-        failed_reports: _Optional[int] = ...,
-        success_rate_percent: _Optional[float] = ...,
-        last_report_status: _Optional[str] = ...,
-        current_interval_s: _Optional[float] = ...,
-        adaptive: _Optional[bool] = ...,
-        spool_depth: _Optional[int] = ...,
-        spool_bytes: _Optional[int] = ...,
-        spool_dropped: _Optional[int] = ...,
-        last_report_time_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, total_reports: _Optional[int] = ..., failed_reports: _Optional[int] = ..., success_rate_percent: _Optional[float] = ..., last_report_status: _Optional[str] = ..., current_interval_s: _Optional[float] = ..., adaptive: _Optional[bool] = ..., spool_depth: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., spool_dropped: _Optional[int] = ..., last_report_time_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("agent_id", "session_id", "stats")
@@ -141,12 +87,7 @@ class HeartbeatRequest(_message.Message):
     agent_id: str
     session_id: str
     stats: AgentStats
-    def __init__(
-        self,
-        agent_id: _Optional[str] = ...,
-        session_id: _Optional[str] = ...,
-        stats: _Optional[_Union[AgentStats, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., stats: _Optional[_Union[AgentStats, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("suggested_interval_s",)
@@ -166,14 +107,7 @@ class SeriesDef(_message.Message):
     unit: str
     help: str
     type: str
-    def __init__(
-        self,
-        id: _Optional[int] = ...,
-        labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...,
-        unit: _Optional[str] = ...,
-        help: _Optional[str] = ...,
-        type: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., unit: _Optional[str] = ..., help: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("name", "value")
@@ -184,16 +118,7 @@ class Label(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class MetricsBatch(_message.Message):
-    __slots__ = (
-        "agent_id",
-        "batch_seq",
-        "session_id",
-        "self_contained",
-        "series",
-        "series_ids",
-        "timestamps_ms",
-        "values",
-    )
+    __slots__ = ("agent_id", "batch_seq", "session_id", "self_contained", "series", "series_ids", "timestamps_ms", "values")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -210,17 +135,7 @@ class MetricsBatch(_message.Message):
     series_ids: bytes
     timestamps_ms: bytes
     values: bytes
-    def __init__(
-        self,
-        agent_id: _Optional[str] = ...,
-        batch_seq: _Optional[int] = ...,
-        session_id: _Optional[str] = ...,
-        self_contained: _Optional[bool] = ...,
-        series: _Optional[_Iterable[_Union[SeriesDef, _Mapping]]] = ...,
-        series_ids: _Optional[bytes] = ...,
-        timestamps_ms: _Optional[bytes] = ...,
-        values: _Optional[bytes] = ...,
-    ) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., batch_seq: _Optional[int] = ..., session_id: _Optional[str] = ..., self_contained: _Optional[bool] = ..., series: _Optional[_Iterable[_Union[SeriesDef, _Mapping]]] = ..., series_ids: _Optional[bytes] = ..., timestamps_ms: _Optional[bytes] = ..., values: _Optional[bytes] = ...) -> None: ...
 
 class SendMetricsResponse(_message.Message):
     __slots__ = ("accepted", "duplicate", "rejected", "suggested_interval_s")
@@ -231,7 +146,6 @@ class SendMetricsResponse(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
-
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
@@ -240,13 +154,7 @@ class SendMetricsResponse(_message.Message):
     duplicate: bool
     rejected: _containers.ScalarMap[str, int]
     suggested_interval_s: float
-    def __init__(
-        self,
-        accepted: _Optional[int] = ...,
-        duplicate: _Optional[bool] = ...,
-        rejected: _Optional[_Mapping[str, int]] = ...,
-        suggested_interval_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, accepted: _Optional[int] = ..., duplicate: _Optional[bool] = ..., rejected: _Optional[_Mapping[str, int]] = ..., suggested_interval_s: _Optional[float] = ...) -> None: ...
 
 class LogRecord(_message.Message):
     __slots__ = ("timestamp_ms", "level", "logger", "source", "message", "attrs")
@@ -257,7 +165,6 @@ class LogRecord(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     LOGGER_FIELD_NUMBER: _ClassVar[int]
@@ -270,15 +177,7 @@ class LogRecord(_message.Message):
     source: str
     message: str
     attrs: _containers.ScalarMap[str, str]
-    def __init__(
-        self,
-        timestamp_ms: _Optional[int] = ...,
-        level: _Optional[str] = ...,
-        logger: _Optional[str] = ...,
-        source: _Optional[str] = ...,
-        message: _Optional[str] = ...,
-        attrs: _Optional[_Mapping[str, str]] = ...,
-    ) -> None: ...
+    def __init__(self, timestamp_ms: _Optional[int] = ..., level: _Optional[str] = ..., logger: _Optional[str] = ..., source: _Optional[str] = ..., message: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("agent_id", "batch_seq", "records")
@@ -288,12 +187,7 @@ class LogBatch(_message.Message):
     agent_id: str
     batch_seq: int
     records: _containers.RepeatedCompositeFieldContainer[LogRecord]
-    def __init__(
-        self,
-        agent_id: _Optional[str] = ...,
-        batch_seq: _Optional[int] = ...,
-        records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., batch_seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ...) -> None: ...
 
 class SendLogsResponse(_message.Message):
     __slots__ = ("accepted", "duplicate")
@@ -301,9 +195,7 @@ class SendLogsResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     duplicate: bool
-    def __init__(
-        self, accepted: _Optional[int] = ..., duplicate: _Optional[bool] = ...
-    ) -> None: ...
+    def __init__(self, accepted: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class StreamLogsResponse(_message.Message):
     __slots__ = ("accepted", "batches", "duplicates")
@@ -313,12 +205,7 @@ class StreamLogsResponse(_message.Message):
     accepted: int
     batches: int
     duplicates: int
-    def __init__(
-        self,
-        accepted: _Optional[int] = ...,
-        batches: _Optional[int] = ...,
-        duplicates: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, accepted: _Optional[int] = ..., batches: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class ControlSubscribe(_message.Message):
     __slots__ = ("agent_id", "session_id")
@@ -326,9 +213,7 @@ class ControlSubscribe(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_id: str
-    def __init__(
-        self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class ControlCommand(_message.Message):
     __slots__ = ("command_id", "kind", "args", "timeout_s")
@@ -339,7 +224,6 @@ class ControlCommand(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -348,13 +232,7 @@ class ControlCommand(_message.Message):
     kind: str
     args: _containers.ScalarMap[str, str]
     timeout_s: float
-    def __init__(
-        self,
-        command_id: _Optional[str] = ...,
-        kind: _Optional[str] = ...,
-        args: _Optional[_Mapping[str, str]] = ...,
-        timeout_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, command_id: _Optional[str] = ..., kind: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
 class CommandResult(_message.Message):
     __slots__ = ("agent_id", "command_id", "ok", "exit_status", "output", "error")
@@ -370,31 +248,14 @@ class CommandResult(_message.Message):
     exit_status: int
     output: str
     error: str
-    def __init__(
-        self,
-        agent_id: _Optional[str] = ...,
-        command_id: _Optional[str] = ...,
-        ok: _Optional[bool] = ...,
-        exit_status: _Optional[int] = ...,
-        output: _Optional[str] = ...,
-        error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., command_id: _Optional[str] = ..., ok: _Optional[bool] = ..., exit_status: _Optional[int] = ..., output: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ReportResultResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class StateAlertRequest(_message.Message):
-    __slots__ = (
-        "source",
-        "name",
-        "severity",
-        "state",
-        "title",
-        "message",
-        "labels",
-        "timestamp_ms",
-    )
+    __slots__ = ("source", "name", "severity", "state", "title", "message", "labels", "timestamp_ms")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -402,7 +263,6 @@ class StateAlertRequest(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
@@ -419,17 +279,7 @@ class StateAlertRequest(_message.Message):
     message: str
     labels: _containers.ScalarMap[str, str]
     timestamp_ms: int
-    def __init__(
-        self,
-        source: _Optional[str] = ...,
-        name: _Optional[str] = ...,
-        severity: _Optional[str] = ...,
-        state: _Optional[str] = ...,
-        title: _Optional[str] = ...,
-        message: _Optional[str] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        timestamp_ms: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, source: _Optional[str] = ..., name: _Optional[str] = ..., severity: _Optional[str] = ..., state: _Optional[str] = ..., title: _Optional[str] = ..., message: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class StateAlertResponse(_message.Message):
     __slots__ = ("alert_id", "accepted")
@@ -448,7 +298,6 @@ class StateSample(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     NAME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -457,13 +306,7 @@ class StateSample(_message.Message):
     labels: _containers.ScalarMap[str, str]
     value: float
     timestamp_ms: int
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        value: _Optional[float] = ...,
-        timestamp_ms: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., value: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class StateMetricsRequest(_message.Message):
     __slots__ = ("source", "samples")
@@ -471,11 +314,7 @@ class StateMetricsRequest(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     source: str
     samples: _containers.RepeatedCompositeFieldContainer[StateSample]
-    def __init__(
-        self,
-        source: _Optional[str] = ...,
-        samples: _Optional[_Iterable[_Union[StateSample, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, source: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[StateSample, _Mapping]]] = ...) -> None: ...
 
 class StateMetricsResponse(_message.Message):
     __slots__ = ("accepted",)
@@ -498,7 +337,6 @@ class AlertRuleConfig(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     class AnnotationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -506,7 +344,6 @@ class AlertRuleConfig(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPR_FIELD_NUMBER: _ClassVar[int]
     FOR_S_FIELD_NUMBER: _ClassVar[int]
@@ -519,15 +356,7 @@ class AlertRuleConfig(_message.Message):
     severity: str
     labels: _containers.ScalarMap[str, str]
     annotations: _containers.ScalarMap[str, str]
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        expr: _Optional[str] = ...,
-        for_s: _Optional[float] = ...,
-        severity: _Optional[str] = ...,
-        labels: _Optional[_Mapping[str, str]] = ...,
-        annotations: _Optional[_Mapping[str, str]] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., expr: _Optional[str] = ..., for_s: _Optional[float] = ..., severity: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AlertConfigResponse(_message.Message):
     __slots__ = ("rules", "eval_interval_s")
@@ -535,8 +364,4 @@ class AlertConfigResponse(_message.Message):
     EVAL_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     rules: _containers.RepeatedCompositeFieldContainer[AlertRuleConfig]
     eval_interval_s: float
-    def __init__(
-        self,
-        rules: _Optional[_Iterable[_Union[AlertRuleConfig, _Mapping]]] = ...,
-        eval_interval_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, rules: _Optional[_Iterable[_Union[AlertRuleConfig, _Mapping]]] = ..., eval_interval_s: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,140 @@
+"""Window counts, patterns, rules and metric export."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from monitoringserver.errors import BadDataError
+from monitoringserver.logs.aggregator import AggregationRules, LogAggregator
+from monitoringserver.model.labels import labels_to_dict
+from monitoringserver.model.logs import LogBatch, LogRecord
+from monitoringserver.model.samples import SampleBatch
+
+
+def _batch(*rows: tuple[str, str, str, str]) -> LogBatch:
+    return LogBatch.from_records(
+        LogRecord(1, msg, server_id=h, level=lv, logger=lg) for h, lv, lg, msg in rows
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _samples(batch: SampleBatch) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(labels_to_dict(lbl).items())): v for lbl, _, v in batch.rows()}
+
+
+def test_counts_and_patterns_export_as_cumulative_counters() -> None:
+    clock = Clock()
+    agg = LogAggregator(clock=clock)
+    agg.aggregate(
+        _batch(
+            ("h1", "error", "db", "timeout after 30 ms"),
+            ("h1", "error", "db", "timeout after 45 ms"),
+            ("h2", "info", "", "started"),
+        )
+    )
+    first = _samples(agg.snapshot(5))
+    key = (
+        ("__name__", "log_lines_total"),
+        ("level", "error"),
+        ("logger", "db"),
+        ("server_id", "h1"),
+    )
+    assert first[key] == 2.0
+    assert first[(("__name__", "log_lines_total"), ("level", "info"), ("server_id", "h2"))] == 1.0
+    pats = agg.top_patterns(10)
+    assert [(p.template, p.count) for p in pats] == [("timeout after <num> ms", 2), ("started", 1)]
+    assert pats[0].samples == ["timeout after 30 ms", "timeout after 45 ms"]
+    pkey = (
+        ("__name__", "log_pattern_lines_total"),
+        ("level", "error"),
+        ("pattern_id", pats[0].pattern_id),
+    )
+    assert first[pkey] == 2.0
+    agg.aggregate(_batch(("h1", "error", "db", "timeout after 1 ms")))
+    assert agg.top_patterns(1, window=True)[0].window_count == 1
+    second = _samples(agg.snapshot(6))
+    assert second[key] == 3.0
+    stats = agg.get_stats()
+    assert (stats.lines_total, stats.window_lines, stats.patterns_tracked) == (4, 0, 2)
+    assert agg.top_patterns(5, level="info")[0].template == "started"
+
+
+def test_rules_select_what_is_aggregated() -> None:
+    agg = LogAggregator()
+    agg.set_rules(
+        AggregationRules(
+            group_by=("level",),
+            pattern_levels=("error",),
+            exclude_loggers=("noisy",),
+            pattern_metric_top=0,
+        )
+    )
+    agg.aggregate(
+        _batch(
+            ("h1", "error", "a", "x 1"),
+            ("h2", "info", "a", "y 2"),
+            ("h3", "error", "noisy", "z"),
+        )
+    )
+    out = _samples(agg.snapshot(1))
+    assert out == {
+        (("__name__", "log_lines_total"), ("level", "error")): 1.0,
+        (("__name__", "log_lines_total"), ("level", "info")): 1.0,
+    }
+    assert [p.template for p in agg.top_patterns()] == ["x <num>"]
+    assert agg.rules.group_by == ("level",)
+    assert agg.get_stats().rules.exclude_loggers == ("noisy",)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"window_s": 0}, {"group_by": ("host",)}, {"max_patterns": 0}, {"pattern_metric_top": -1}],
+)
+def test_bad_rules(kwargs: dict[str, object]) -> None:
+    with pytest.raises(BadDataError):
+        AggregationRules(**kwargs)  # type: ignore[arg-type]
+
+
+def test_patterns_are_bounded() -> None:
+    agg = LogAggregator(AggregationRules(max_patterns=10))
+    for i in range(30):
+        agg.aggregate(_batch(("h", "info", "", f"word{chr(97 + i % 26)}{i // 26} x")))
+    assert agg.get_stats().patterns_tracked <= 10
+    assert agg.get_stats().patterns_evicted >= 20
+
+
+async def test_export_sends_to_sink_and_survives_sink_errors() -> None:
+    got: list[SampleBatch] = []
+
+    async def sink(batch: SampleBatch) -> None:
+        got.append(batch)
+
+    agg = LogAggregator(AggregationRules(window_s=0.01), sink=sink)
+    assert await agg.export() == 0
+    agg.aggregate(_batch(("h", "info", "", "m")))
+    task = asyncio.create_task(agg.run())
+    deadline = asyncio.get_running_loop().time() + 5
+    while not got and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    await agg.aclose()
+    await task
+    assert got
+    assert agg.get_stats().windows_exported >= 1
+
+    async def bad(batch: SampleBatch) -> None:
+        raise RuntimeError("down")
+
+    agg2 = LogAggregator(sink=bad)
+    agg2.aggregate(_batch(("h", "info", "", "m")))
+    assert await agg2.export() == 0
+    assert agg2.get_stats().export_errors == 1
+    assert len(LogAggregator().snapshot()) == 0

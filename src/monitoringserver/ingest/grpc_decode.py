@@ -1,0 +1,148 @@
+"""Decode ``monitoringserver.v1.MetricsBatch`` into a columnar :class:`SampleBatch`.
+
+Samples arrive as three little-endian byte strings (``u32`` series ids, ``i64``
+timestamps in ms, ``f64`` values) and are viewed with ``numpy.frombuffer``: no
+per-sample Python objects. Series ids are resolved against a :class:`SeriesTable`
+(one per agent session, or a throw-away one for ``self_contained`` batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitoringserver.errors import BadDataError, CardinalityLimitError
+from monitoringserver.model.labels import (
+    METRIC_NAME,
+    Labels,
+    validate_label_name,
+    validate_metric_name,
+)
+from monitoringserver.model.samples import SampleBatch
+from monitoringserver.proto import monitoring_pb2 as pb
+
+__all__ = ["MetricMeta", "SeriesTable", "decode_samples"]
+
+_U32 = np.dtype("<u4")
+_I64 = np.dtype("<i8")
+_F64 = np.dtype("<f8")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricMeta:
+    """Self-description of a metric name, as the agent sent it."""
+
+    type: str
+    unit: str
+    help: str
+
+
+class SeriesTable:
+    """``series id -> Labels`` for one session; ids are small integers chosen by the agent.
+
+    Bounded by ``max_series`` (a definition past it raises ``CardinalityLimitError``).
+    Every series gets ``server_id=<agent id>`` when it does not carry one.
+    """
+
+    def __init__(self, agent_id: str, *, max_series: int = 100_000) -> None:
+        self.agent_id = agent_id
+        self._max_series = max_series
+        self._labels: list[Labels | None] = []
+        self._holes = 0
+        self._snapshot: tuple[Labels, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self._labels) - self._holes
+
+    def define(self, defs: Iterable[pb.SeriesDef], meta: dict[str, MetricMeta]) -> None:
+        """Add or replace definitions; records metric metadata into ``meta``."""
+        for d in defs:
+            if d.id >= self._max_series:
+                raise CardinalityLimitError(
+                    f"cannot define series id {d.id}: a session holds at most "
+                    f"{self._max_series} series"
+                )
+            labels = _labels_of(d, self.agent_id)
+            if d.help or d.unit or d.type:
+                meta[dict(labels)[METRIC_NAME]] = MetricMeta(d.type, d.unit, d.help)
+            if d.id >= len(self._labels):
+                missing = d.id + 1 - len(self._labels)
+                self._labels.extend([None] * missing)
+                self._holes += missing
+            if self._labels[d.id] is None:
+                self._holes -= 1
+            self._labels[d.id] = labels
+            self._snapshot = None
+
+    def resolve(self, ids: NDArray[np.uint32]) -> tuple[tuple[Labels, ...], NDArray[np.uint32]]:
+        """``(series, series_idx)`` for a :class:`SampleBatch`; raises on unknown ids."""
+        n = len(self._labels)
+        if len(ids) == 0:
+            return (), np.empty(0, dtype=np.uint32)
+        top = int(ids.max())
+        if top >= n:
+            raise BadDataError(f"cannot decode metrics batch: unknown series id {top}")
+        if self._holes == 0 and len(ids) >= n:
+            # Dense table and a batch at least as long as it: use the table as is.
+            if self._snapshot is None:
+                self._snapshot = tuple(lbl for lbl in self._labels if lbl is not None)
+            return self._snapshot, ids
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        series: list[Labels] = []
+        for sid in uniq.tolist():
+            lbl = self._labels[sid]
+            if lbl is None:
+                raise BadDataError(f"cannot decode metrics batch: unknown series id {sid}")
+            series.append(lbl)
+        return tuple(series), inverse.astype(np.uint32, copy=False)
+
+
+def _labels_of(d: pb.SeriesDef, agent_id: str) -> Labels:
+    pairs: dict[str, str] = {}
+    for lbl in d.labels:
+        if lbl.name in pairs:
+            raise BadDataError(f"cannot define series id {d.id}: label {lbl.name!r} appears twice")
+        validate_label_name(lbl.name)
+        if lbl.value:
+            pairs[lbl.name] = lbl.value
+    name = pairs.get(METRIC_NAME, "")
+    if not name:
+        raise BadDataError(f"cannot define series id {d.id}: it has no __name__ label")
+    validate_metric_name(name)
+    pairs.setdefault("server_id", agent_id)
+    return tuple(sorted(pairs.items()))
+
+
+def _view(raw: bytes, dtype: np.dtype[np.generic], what: str) -> NDArray[np.generic]:
+    if len(raw) % dtype.itemsize:
+        raise BadDataError(
+            f"cannot decode metrics batch: {what} has {len(raw)} bytes, "
+            f"not a multiple of {dtype.itemsize}"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def decode_samples(msg: pb.MetricsBatch, table: SeriesTable) -> SampleBatch:
+    """Turn the sample bytes of ``msg`` into a batch, resolving ids through ``table``.
+
+    Raises ``BadDataError`` for malformed byte lengths, differing element counts,
+    unknown series ids and non-finite timestamps.
+    """
+    ids = _view(msg.series_ids, _U32, "series_ids")
+    ts = _view(msg.timestamps_ms, _I64, "timestamps_ms")
+    values = _view(msg.values, _F64, "values")
+    if not len(ids) == len(ts) == len(values):
+        raise BadDataError(
+            "cannot decode metrics batch: series_ids, timestamps_ms and values hold "
+            f"{len(ids)}, {len(ts)} and {len(values)} elements"
+        )
+    series, idx = table.resolve(ids.astype(np.uint32, copy=False))
+    return SampleBatch(
+        series=series,
+        series_idx=idx,
+        ts_ms=ts.astype(np.int64, copy=False),
+        values=values.astype(np.float64, copy=False),
+    )

@@ -1,0 +1,364 @@
+"""gRPC ingest: the ``monitoringserver.v1.NodeAgent`` service and the listener.
+
+Runs on the server's event loop (``grpc.aio``), next to uvicorn. Every call needs a
+bearer token with ``monitoring:write`` (checked through the injected
+:class:`~monitoringserver.auth.api.Authenticator`; ``None`` turns auth off).
+
+Sessions: ``Register`` opens a session whose series table (id -> labels) lives here,
+bounded by ``GrpcOptions.max_sessions`` (least recently used sessions are dropped; their
+agents get ``NOT_FOUND`` and register again). Batches are handed to the
+:class:`~monitoringserver.metrics.api.MetricAppender` with ``DedupKey(agent_id,
+batch_seq)`` so retries and spool replays are applied once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from monitoringserver.auth.api import Authenticator, Scope
+from monitoringserver.errors import BadDataError, NotFoundError, UnavailableError
+from monitoringserver.ingest.grpc_common import GrpcOptions, InflightLimiter, abort, authorize
+from monitoringserver.ingest.grpc_decode import MetricMeta, SeriesTable, decode_samples
+from monitoringserver.logs.api import DedupKey as LogDedupKey
+from monitoringserver.logs.api import LogAppender
+from monitoringserver.metrics.api import DedupKey, MetricAppender
+from monitoringserver.model.logs import LogBatch, normalize_level
+from monitoringserver.nodes.control import ControlHub
+from monitoringserver.nodes.registry import NodeRegistry
+from monitoringserver.nodes.types import CommandOutcome, NodeInfo
+from monitoringserver.proto import monitoring_pb2 as pb
+from monitoringserver.proto import monitoring_pb2_grpc as pb_grpc
+
+__all__ = ["GrpcServer", "NodeAgentService"]
+
+_MAX_AGENT_ID = 200
+
+
+@dataclass(slots=True)
+class _Session:
+    agent_id: str
+    table: SeriesTable
+
+
+def _agent_id(value: str) -> str:
+    if not value or len(value) > _MAX_AGENT_ID or not value.isprintable():
+        raise BadDataError(f"cannot accept agent_id {value[:40]!r}: 1-200 printable characters")
+    return value
+
+
+class NodeAgentService(pb_grpc.NodeAgentServicer):
+    """The servicer. ``registry``/``hub`` may be None (ingest without node tracking);
+    ``log_appender`` None answers ``SendLogs``/``StreamLogs`` with UNAVAILABLE."""
+
+    def __init__(
+        self,
+        appender: MetricAppender,
+        *,
+        registry: NodeRegistry | None = None,
+        hub: ControlHub | None = None,
+        log_appender: LogAppender | None = None,
+        authenticator: Authenticator | None = None,
+        options: GrpcOptions | None = None,
+    ) -> None:
+        self._appender = appender
+        self._registry = registry
+        self._hub = hub
+        self._logs = log_appender
+        self._auth = authenticator
+        self.options = options or GrpcOptions()
+        self.limiter = InflightLimiter(self.options.max_inflight, self.options.retry_after_s)
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._last_seq: dict[str, int] = {}
+        #: metric name -> self-description sent by agents (for /api/v1/metadata).
+        self.metadata: dict[str, MetricMeta] = {}
+
+    # ------------------------------------------------------------ sessions
+
+    def _open_session(self, agent_id: str) -> str:
+        session_id = uuid.uuid4().hex
+        table = SeriesTable(agent_id, max_series=self.options.max_series_per_session)
+        self._sessions[session_id] = _Session(agent_id, table)
+        while len(self._sessions) > self.options.max_sessions:
+            self._sessions.popitem(last=False)
+        return session_id
+
+    def _session(self, session_id: str, agent_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None or session.agent_id != agent_id:
+            raise NotFoundError(
+                f"cannot find session {session_id[:32]!r} of agent {agent_id!r}: register again"
+            )
+        self._sessions.move_to_end(session_id)
+        return session
+
+    # ------------------------------------------------------------ RPCs
+
+    async def Register(  # noqa: N802 (gRPC method name)
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterResponse:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            agent_id = _agent_id(request.agent_id)
+            n = request.node
+            if self._registry is not None:
+                await self._registry.register(
+                    agent_id,
+                    NodeInfo(
+                        hostname=n.hostname,
+                        os=n.os,
+                        os_version=n.os_version,
+                        kernel=n.kernel,
+                        arch=n.arch,
+                        cpu_count=n.cpu_count,
+                        memory_bytes=n.memory_bytes,
+                        agent_version=n.agent_version,
+                        labels=dict(n.labels),
+                        boot_time_s=n.boot_time_s,
+                    ),
+                )
+            return pb.RegisterResponse(
+                session_id=self._open_session(agent_id),
+                suggested_interval_s=self.options.suggested_interval_s,
+                last_batch_seq=self._last_seq.get(agent_id, 0),
+            )
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+
+    async def Heartbeat(  # noqa: N802 (gRPC method name)
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            agent_id = _agent_id(request.agent_id)
+            self._session(request.session_id, agent_id)
+            if self._registry is not None:
+                if not self._registry.known(agent_id):
+                    raise NotFoundError(f"cannot find node {agent_id!r}: register again")
+                s = request.stats
+                self._registry.heartbeat(
+                    agent_id,
+                    {
+                        "total_reports": s.total_reports,
+                        "failed_reports": s.failed_reports,
+                        "success_rate_percent": s.success_rate_percent,
+                        "last_report_status": s.last_report_status,
+                        "current_interval": s.current_interval_s,
+                        "adaptive": s.adaptive,
+                        "spool_depth": s.spool_depth,
+                        "spool_bytes": s.spool_bytes,
+                        "spool_dropped": s.spool_dropped,
+                        "last_report_time": s.last_report_time_s,
+                    },
+                )
+            return pb.HeartbeatResponse(suggested_interval_s=self.options.suggested_interval_s)
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+
+    async def SendMetrics(  # noqa: N802 (gRPC method name)
+        self, request: pb.MetricsBatch, context: grpc.aio.ServicerContext
+    ) -> pb.SendMetricsResponse:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            agent_id = _agent_id(request.agent_id)
+            with self.limiter:
+                if request.self_contained:
+                    table = SeriesTable(agent_id, max_series=self.options.max_series_per_session)
+                else:
+                    table = self._session(request.session_id, agent_id).table
+                table.define(request.series, self.metadata)
+                batch = decode_samples(request, table)
+                if self._registry is not None:
+                    self._registry.touch(agent_id)
+                if len(batch) == 0:
+                    return pb.SendMetricsResponse(
+                        suggested_interval_s=self.options.suggested_interval_s
+                    )
+                seq = request.batch_seq
+                dedup = DedupKey(agent_id, seq) if seq else None
+                result = await self._appender.append(batch, source=agent_id, dedup=dedup)
+            if seq > self._last_seq.get(agent_id, 0):
+                self._last_seq[agent_id] = seq
+            return pb.SendMetricsResponse(
+                accepted=result.accepted,
+                duplicate=result.duplicate,
+                rejected=result.rejected,
+                suggested_interval_s=self.options.suggested_interval_s,
+            )
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+
+    async def _append_logs(self, request: pb.LogBatch) -> tuple[int, bool]:
+        if self._logs is None:
+            raise UnavailableError("cannot accept logs: no log store is configured")
+        agent_id = _agent_id(request.agent_id)
+        records = request.records
+        now_ms = int(time.time() * 1000)
+        batch = LogBatch(
+            ts_ms=np.fromiter(
+                (r.timestamp_ms or now_ms for r in records), dtype=np.int64, count=len(records)
+            ),
+            server_id=[agent_id] * len(records),
+            level=[normalize_level(r.level) for r in records],
+            logger=[r.logger for r in records],
+            source=[r.source for r in records],
+            message=[r.message for r in records],
+            attrs=[dict(r.attrs) for r in records],
+        )
+        if self._registry is not None:
+            self._registry.touch(agent_id)
+        if len(batch) == 0:
+            return 0, False
+        seq = request.batch_seq
+        with self.limiter:
+            result = await self._logs.append(
+                batch, source=agent_id, dedup=LogDedupKey(agent_id, seq) if seq else None
+            )
+        return result.accepted, result.duplicate
+
+    async def SendLogs(  # noqa: N802 (gRPC method name)
+        self, request: pb.LogBatch, context: grpc.aio.ServicerContext
+    ) -> pb.SendLogsResponse:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            accepted, duplicate = await self._append_logs(request)
+            return pb.SendLogsResponse(accepted=accepted, duplicate=duplicate)
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+
+    async def StreamLogs(  # noqa: N802 (gRPC method name)
+        self, request_iterator: AsyncIterator[pb.LogBatch], context: grpc.aio.ServicerContext
+    ) -> pb.StreamLogsResponse:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            accepted = batches = duplicates = 0
+            async for request in request_iterator:
+                n, dup = await self._append_logs(request)
+                accepted += n
+                batches += 1
+                duplicates += int(dup)
+            return pb.StreamLogsResponse(accepted=accepted, batches=batches, duplicates=duplicates)
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+
+    async def Control(  # noqa: N802 (gRPC method name)
+        self, request: pb.ControlSubscribe, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ControlCommand]:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            agent_id = _agent_id(request.agent_id)
+            self._session(request.session_id, agent_id)
+            if self._hub is None:
+                raise UnavailableError("cannot open control stream: remote control is off")
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+        hub = self._hub
+        sub = hub.subscribe(agent_id)
+        if self._registry is not None:
+            self._registry.set_connected(agent_id, True)
+        try:
+            while (command := await sub.get()) is not None:
+                yield pb.ControlCommand(
+                    command_id=command.command_id,
+                    kind=command.kind,
+                    args=dict(command.args),
+                    timeout_s=command.timeout_s,
+                )
+        finally:
+            sub.close()
+            # A newer stream of the same agent may have replaced this one.
+            if self._registry is not None:
+                self._registry.set_connected(agent_id, hub.connected(agent_id))
+
+    def close_streams(self) -> None:
+        """End every Control stream (before a graceful stop, which would wait on them)."""
+        if self._hub is not None:
+            self._hub.close()
+
+    async def ReportResult(  # noqa: N802 (gRPC method name)
+        self, request: pb.CommandResult, context: grpc.aio.ServicerContext
+    ) -> pb.ReportResultResponse:
+        try:
+            authorize(self._auth, context, Scope.WRITE)
+            if self._hub is not None:
+                self._hub.resolve(
+                    CommandOutcome(
+                        command_id=request.command_id,
+                        node_id=_agent_id(request.agent_id),
+                        ok=request.ok,
+                        exit_status=request.exit_status,
+                        output=request.output[-16384:],
+                        error=request.error[-4096:],
+                    )
+                )
+            return pb.ReportResultResponse()
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
+            await abort(context, exc)
+
+
+class GrpcServer:
+    """The ``grpc.aio`` listener. Create and use it inside the running event loop.
+
+    ``await start()`` binds (``options.listen``; port 0 picks a free one, see
+    :attr:`port`), ``await run()`` serves until cancelled, ``await aclose()`` stops with
+    a grace period.
+    """
+
+    def __init__(
+        self,
+        node_agent: NodeAgentService,
+        *,
+        state_manager: pb_grpc.StateManagerServicer | None = None,
+        options: GrpcOptions | None = None,
+    ) -> None:
+        self.options = options or node_agent.options
+        self._node_agent = node_agent
+        self._state_manager = state_manager
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        opts = self.options
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", opts.max_message_bytes),
+                ("grpc.max_send_message_length", opts.max_message_bytes),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        pb_grpc.add_NodeAgentServicer_to_server(self._node_agent, server)  # type: ignore[no-untyped-call]
+        if self._state_manager is not None:
+            pb_grpc.add_StateManagerServicer_to_server(  # type: ignore[no-untyped-call]
+                self._state_manager, server
+            )
+        if opts.tls_cert is not None and opts.tls_key is not None:
+            creds = grpc.ssl_server_credentials(
+                [(opts.tls_key.read_bytes(), opts.tls_cert.read_bytes())]
+            )
+            self.port = server.add_secure_port(opts.listen, creds)
+        else:
+            self.port = server.add_insecure_port(opts.listen)
+        await server.start()
+        self._server = server
+        return self.port
+
+    async def run(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            self._node_agent.close_streams()
+            await server.stop(grace_s)

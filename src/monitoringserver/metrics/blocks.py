@@ -1,0 +1,201 @@
+"""Parquet files of the metric store: writing, reading, merging and rolling up.
+
+Raw files hold :mod:`monitoringserver.storage.codec` columns sorted by
+``(series_id, ts)``; rollup files hold plain ``series_id, ts (bucket start), min, max,
+sum, count, last`` sorted the same way. Readers filter by series id (row groups are
+pruned by their min/max statistics) and restore the file order with ``file_row_number``
+so the per-series deltas decode.
+
+Columns are passed around as ``dict[str, ndarray]``; DuckDB scans such a dict by the
+name of the local variable holding it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+from numpy.typing import NDArray
+
+from monitoringserver.errors import StorageError
+from monitoringserver.storage import codec
+
+__all__ = [
+    "ROLLUP_FIELDS",
+    "Columns",
+    "compute_rollups",
+    "concat",
+    "dedup_last",
+    "read_raw",
+    "read_rollup",
+    "split_by_rows",
+    "take",
+    "write_parquet",
+]
+
+Columns = dict[str, NDArray[Any]]
+ROLLUP_FIELDS = ("min", "max", "sum", "count", "last")
+_ROLLUP_SELECT = ", ".join(f'"{f}"' for f in ROLLUP_FIELDS)
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def write_parquet(
+    con: duckdb.DuckDBPyConnection, columns: Columns, path: Path, *, zstd_level: int
+) -> int:
+    """Write ``columns`` (already sorted) to ``path``; return its size in bytes."""
+    data = columns
+    names = ", ".join(data)
+    try:
+        con.execute(
+            f"COPY (SELECT {names} FROM data) TO {_quote(path)} "  # noqa: S608 (quoted path)
+            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "
+            "PARQUET_VERSION V2)"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot write parquet file {path}: {exc}") from exc
+    return path.stat().st_size
+
+
+def _filter_sql(lo: int, hi: int, wanted: NDArray[np.uint64] | None) -> tuple[str, list[int]]:
+    sql = "series_id BETWEEN ? AND ?"
+    if wanted is not None:
+        sql += " AND series_id IN (SELECT sid FROM wanted)"
+    return sql, [lo, hi]
+
+
+def read_raw(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    lo: int,
+    hi: int,
+    ids: NDArray[np.uint64] | None = None,
+) -> Columns:
+    """Decoded ``series_id, ts, value`` of series ``lo..hi`` (and in ``ids``) in a file."""
+    where, params = _filter_sql(lo, hi, ids)
+    wanted = {"sid": ids if ids is not None else np.empty(0, np.uint64)}  # scanned by name
+    try:
+        got = con.execute(
+            "SELECT series_id, ts, m, enc, file_row_number FROM read_parquet("  # noqa: S608
+            f"{_quote(path)}, file_row_number = true) WHERE {where}",
+            params,
+        ).fetchnumpy()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read parquet file {path}: {exc}") from exc
+    del wanted
+    order = np.argsort(np.asarray(got["file_row_number"]), kind="stable")
+    sid, ts, values = codec.decode(
+        np.asarray(got["series_id"])[order],
+        np.asarray(got["ts"])[order],
+        np.asarray(got["m"])[order],
+        np.asarray(got["enc"])[order],
+    )
+    return {"series_id": sid, "ts": ts, "value": values}
+
+
+def read_rollup(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    lo: int,
+    hi: int,
+    *,
+    start_ms: int,
+    end_ms: int,
+    ids: NDArray[np.uint64] | None = None,
+) -> Columns:
+    """Rollup rows of series ``lo..hi`` (and in ``ids``) with bucket start in range."""
+    where, params = _filter_sql(lo, hi, ids)
+    wanted = {"sid": ids if ids is not None else np.empty(0, np.uint64)}  # scanned by name
+    try:
+        got = con.execute(
+            f"SELECT series_id, ts, {_ROLLUP_SELECT} "  # noqa: S608 (constants, quoted path)
+            f"FROM read_parquet({_quote(path)}) WHERE {where} AND ts BETWEEN ? AND ?",
+            [*params, start_ms, end_ms],
+        ).fetchnumpy()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read parquet file {path}: {exc}") from exc
+    del wanted
+    return {k: np.asarray(v) for k, v in got.items()}
+
+
+def concat(parts: Sequence[Columns], names: Sequence[str]) -> Columns:
+    return {n: np.concatenate([p[n] for p in parts]) if parts else np.empty(0) for n in names}
+
+
+def take(columns: Columns, index: NDArray[np.intp] | NDArray[np.bool_]) -> Columns:
+    return {k: v[index] for k, v in columns.items()}
+
+
+def dedup_last(parts: Sequence[Columns]) -> Columns:
+    """Concatenate ``parts`` (oldest first), sort by ``(series_id, ts)``, keep the newest
+    row of each key."""
+    if not parts:
+        raise ValueError("dedup_last needs at least one part")
+    names = list(parts[0])
+    cols = concat(parts, names)
+    sid = cols["series_id"].astype(np.uint64, copy=False)
+    ts = cols["ts"].astype(np.int64, copy=False)
+    if len(ts) == 0:
+        return cols
+    order = np.lexsort((ts, sid))  # stable: equal keys keep part order
+    sid_s, ts_s = sid[order], ts[order]
+    last = np.ones(len(order), dtype=np.bool_)
+    last[:-1] = (sid_s[1:] != sid_s[:-1]) | (ts_s[1:] != ts_s[:-1])
+    return take(cols, order[last])
+
+
+def compute_rollups(columns: Columns, step_ms: int) -> Columns:
+    """Bucket raw rows (sorted by series and time) into ``step_ms`` aggregates.
+
+    NaN samples (including staleness markers) do not count; a bucket of only NaNs is
+    omitted. ``ts`` of a rollup row is its bucket start.
+    """
+    values = np.asarray(columns["value"], dtype=np.float64)
+    keep = ~np.isnan(values)
+    sid = np.asarray(columns["series_id"], dtype=np.uint64)[keep]
+    ts = np.asarray(columns["ts"], dtype=np.int64)[keep]
+    values = values[keep]
+    if len(values) == 0:
+        return {
+            "series_id": np.empty(0, np.uint64),
+            "ts": np.empty(0, np.int64),
+            **{f: np.empty(0, np.int64 if f == "count" else np.float64) for f in ROLLUP_FIELDS},
+        }
+    bucket = ts - ts % step_ms
+    start = np.ones(len(ts), dtype=np.bool_)
+    start[1:] = (sid[1:] != sid[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(start)
+    ends = np.append(starts[1:], len(ts)) - 1
+    return {
+        "series_id": sid[starts],
+        "ts": bucket[starts],
+        "min": np.minimum.reduceat(values, starts),
+        "max": np.maximum.reduceat(values, starts),
+        "sum": np.add.reduceat(values, starts),
+        "count": np.diff(np.append(starts, len(ts))).astype(np.int64),
+        "last": values[ends],
+    }
+
+
+def split_by_rows(
+    series_ids: NDArray[np.uint64], counts: NDArray[np.int64], max_rows: int
+) -> list[tuple[int, int]]:
+    """Cut sorted series ids into inclusive ``(lo, hi)`` ranges of at most ``max_rows``
+    rows each (a single larger series gets a range of its own)."""
+    ranges: list[tuple[int, int]] = []
+    if len(series_ids) == 0:
+        return ranges
+    lo_i = 0
+    acc = 0
+    for i, c in enumerate(counts.tolist()):
+        if acc and acc + c > max_rows:
+            ranges.append((int(series_ids[lo_i]), int(series_ids[i - 1])))
+            lo_i, acc = i, 0
+        acc += c
+    ranges.append((int(series_ids[lo_i]), int(series_ids[-1])))
+    return ranges

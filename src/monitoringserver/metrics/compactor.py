@@ -1,0 +1,373 @@
+"""The LSM: head → Parquet parts → merged blocks → rollups → retention.
+
+* :meth:`Compactor.flush_head` writes every head row (up to the newest committed batch)
+  into level-0 parts, one file per raw time partition and series range, then in one
+  transaction lists them in the manifest and deletes those rows from the head.
+* :meth:`Compactor.merge_once` merges, per resolution and time partition, ``merge_fan_in``
+  runs of one level into the next; a closed partition (its end plus the grace period has
+  passed) is merged into its final block, and for raw data the 5 m and 1 h rollups are
+  computed from it then and published in the same transaction.
+* :meth:`Compactor.apply_retention` drops whole files past their resolution's retention;
+  raw files are only dropped once rolled up.
+
+Every job works one series range (at most ``max_file_rows`` rows) at a time, so memory
+stays bounded whatever the partition size. Jobs run one at a time (``_lock``) on the
+calling thread; the DuckDB transaction runs on the database's writer thread.
+A run's ``seq`` is the newest flush it contains: rows of a higher ``seq`` win over
+equal ``(series_id, ts)`` keys of a lower one, and the head wins over every file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from monitoringserver.metrics import blocks
+from monitoringserver.metrics.index import SeriesIndex
+from monitoringserver.metrics.manifest import (
+    FINAL_LEVEL,
+    FileEntry,
+    Manifest,
+    delete_entries,
+    insert_entries,
+    publish_file,
+)
+from monitoringserver.metrics.schema import get_state, save_series_ranges, set_state
+from monitoringserver.storage import codec
+from monitoringserver.storage.db import Database
+from monitoringserver.storage.options import StorageOptions
+
+__all__ = ["CompactionReport", "Compactor"]
+
+_STEP_MS = {"5m": 300_000, "1h": 3_600_000}
+_MAX_MERGED_LEVEL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionReport:
+    kind: str  # flush | merge | final | retention
+    files_in: int
+    files_out: int
+    rows: int
+    seconds: float
+
+
+class Compactor:
+    """Runs flush, merge and retention jobs for one store."""
+
+    def __init__(
+        self,
+        db: Database,
+        manifest: Manifest,
+        index: SeriesIndex,
+        options: StorageOptions,
+        *,
+        on_job: Callable[[CompactionReport], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._manifest = manifest
+        self._index = index
+        self._opt = options
+        self._on_job = on_job
+        self._lock = threading.Lock()
+        with self._lock:
+            self._next_file_id = max((f.id for f in manifest.files()), default=0) + 1
+        self.last_job_wall_ms: int | None = None
+        self.last_job_seconds: float | None = None
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _file_id(self) -> int:
+        fid = self._next_file_id
+        self._next_file_id += 1
+        return fid
+
+    def _write(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        cols: blocks.Columns,
+        *,
+        resolution: str,
+        partition: int,
+        level: int,
+        seq: int,
+        rolled_up: bool,
+    ) -> FileEntry:
+        fid = self._file_id()
+        rel = Path(resolution) / str(partition) / f"{fid}.parquet"
+        final = self._manifest.root / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{fid}.parquet")
+        sid = np.asarray(cols["series_id"], dtype=np.uint64)
+        ts = np.asarray(cols["ts"], dtype=np.int64)
+        if resolution == "raw":
+            data: blocks.Columns = codec.encode(
+                sid,
+                ts,
+                np.asarray(cols["value"], dtype=np.float64),
+                max_digits=self._opt.max_decimal_digits,
+            )
+        else:
+            data = cols
+        size = blocks.write_parquet(con, data, tmp, zstd_level=self._opt.zstd_level)
+        publish_file(tmp, final)
+        return FileEntry(
+            id=fid,
+            path=str(rel),
+            resolution=resolution,
+            level=level,
+            seq=seq,
+            partition_start=partition,
+            min_sid=int(sid.min()),
+            max_sid=int(sid.max()),
+            min_ts=int(ts.min()),
+            max_ts=int(ts.max()),
+            rows=len(sid),
+            bytes=size,
+            rolled_up=rolled_up,
+        )
+
+    def _publish(
+        self,
+        added: list[FileEntry],
+        removed: list[FileEntry],
+        extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> None:
+        def commit(con: duckdb.DuckDBPyConnection) -> None:
+            insert_entries(con, added)
+            delete_entries(con, removed)
+            if extra is not None:
+                extra(con)
+
+        try:
+            with self._manifest.publishing():
+                self._db.write(commit)
+                self._manifest.apply(added, removed)
+        except BaseException:
+            for f in added:
+                (self._manifest.root / f.path).unlink(missing_ok=True)
+            raise
+
+    def _report(self, kind: str, files_in: int, files_out: int, rows: int, t0: float) -> None:
+        seconds = time.perf_counter() - t0
+        self.last_job_wall_ms = int(time.time() * 1000)
+        self.last_job_seconds = seconds
+        if self._on_job is not None:
+            self._on_job(CompactionReport(kind, files_in, files_out, rows, seconds))
+
+    # -- flush -------------------------------------------------------------------------
+
+    def flush_head(self) -> int:
+        """Move every committed head row into level-0 parts; return the row count."""
+        with self._lock:
+            t0 = time.perf_counter()
+            cur = self._db.cursor()
+            top = cur.execute("SELECT max(batch) FROM metric_head").fetchall()
+            if top[0][0] is None:
+                return 0
+            batch = int(top[0][0])
+            seq = get_state(cur, "flush_seq") + 1
+            pms = self._opt.partition_ms("raw")
+            groups = cur.execute(
+                "SELECT ts - ts % ? AS p, series_id, count(*) AS n FROM metric_head "
+                "WHERE batch <= ? GROUP BY ALL ORDER BY p, series_id",
+                [pms, batch],
+            ).fetchnumpy()
+            added: list[FileEntry] = []
+            rows = 0
+            try:
+                p_col = np.asarray(groups["p"], dtype=np.int64)
+                for p in np.unique(p_col).tolist():
+                    sel = p_col == p
+                    sids = np.asarray(groups["series_id"], dtype=np.uint64)[sel]
+                    counts = np.asarray(groups["n"], dtype=np.int64)[sel]
+                    for lo, hi in blocks.split_by_rows(sids, counts, self._opt.max_file_rows):
+                        got = cur.execute(
+                            "SELECT series_id, ts, value, batch FROM metric_head WHERE batch <= ? "
+                            "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ?",
+                            [batch, p, p + pms, lo, hi],
+                        ).fetchnumpy()
+                        cols = {k: np.asarray(v) for k, v in got.items()}
+                        by_batch = np.argsort(cols.pop("batch"), kind="stable")
+                        merged = blocks.dedup_last([blocks.take(cols, by_batch)])
+                        rows += len(merged["ts"])
+                        added.append(
+                            self._write(
+                                cur,
+                                merged,
+                                resolution="raw",
+                                partition=p,
+                                level=0,
+                                seq=seq,
+                                rolled_up=False,
+                            )
+                        )
+            except BaseException:
+                for f in added:
+                    (self._manifest.root / f.path).unlink(missing_ok=True)
+                raise
+            lo_ts, hi_ts = self._index.time_ranges()
+
+            def extra(con: duckdb.DuckDBPyConnection) -> None:
+                con.execute("DELETE FROM metric_head WHERE batch <= ?", [batch])
+                set_state(con, "flush_seq", seq)
+                save_series_ranges(con, lo_ts, hi_ts)
+
+            self._publish(added, [], extra)
+            self._report("flush", 0, len(added), rows, t0)
+            return rows
+
+    # -- merge -------------------------------------------------------------------------
+
+    def merge_once(self, now_ms: int) -> bool:
+        """Run the first merge job found; return whether there was one."""
+        with self._lock:
+            files = self._manifest.files()
+            for res in ("raw", "5m", "1h"):
+                pms = self._opt.partition_ms(res)
+                parts: dict[int, list[FileEntry]] = {}
+                for f in files:
+                    if f.resolution == res:
+                        parts.setdefault(f.partition_start, []).append(f)
+                for p in sorted(parts):
+                    entries = parts[p]
+                    closed = now_ms >= p + pms + int(self._opt.merge_grace_s * 1000)
+                    if closed and _needs_final(res, entries):
+                        self._merge(res, p, entries, FINAL_LEVEL)
+                        return True
+                    for level in range(_MAX_MERGED_LEVEL + 1):
+                        runs = {f.seq for f in entries if f.level == level}
+                        if len(runs) >= self._opt.merge_fan_in:
+                            chosen = [f for f in entries if f.level == level]
+                            self._merge(res, p, chosen, min(level + 1, _MAX_MERGED_LEVEL))
+                            return True
+            return False
+
+    def _merge(self, res: str, partition: int, inputs: list[FileEntry], level: int) -> None:
+        t0 = time.perf_counter()
+        cur = self._db.cursor()
+        inputs = sorted(inputs, key=lambda f: f.seq)
+        seq = inputs[-1].seq
+        paths = [str(self._manifest.root / f.path) for f in inputs]
+        counts = cur.execute(
+            "SELECT series_id, count(*) AS n FROM read_parquet(?) GROUP BY 1 ORDER BY 1",
+            [paths],
+        ).fetchnumpy()
+        roll = res == "raw" and level == FINAL_LEVEL
+        pending: dict[str, list[blocks.Columns]] = {"5m": [], "1h": []}
+        pending_rows = dict.fromkeys(pending, 0)
+        added: list[FileEntry] = []
+        rows = 0
+        try:
+            ranges = blocks.split_by_rows(
+                np.asarray(counts["series_id"], dtype=np.uint64),
+                np.asarray(counts["n"], dtype=np.int64),
+                self._opt.max_file_rows,
+            )
+            for lo, hi in ranges:
+                chunk = [
+                    self._read(cur, f, lo, hi)
+                    for f in inputs
+                    if f.min_sid <= hi and f.max_sid >= lo
+                ]
+                merged = blocks.dedup_last(chunk)
+                del chunk
+                rows += len(merged["ts"])
+                added.append(
+                    self._write(
+                        cur,
+                        merged,
+                        resolution=res,
+                        partition=partition,
+                        level=level,
+                        seq=seq,
+                        rolled_up=roll,
+                    )
+                )
+                if roll:
+                    for r, buffered in pending.items():
+                        rolled = blocks.compute_rollups(merged, _STEP_MS[r])
+                        buffered.append(rolled)
+                        pending_rows[r] += len(rolled["ts"])
+                        if pending_rows[r] >= self._opt.max_file_rows:
+                            added.append(self._write_rollup(cur, r, partition, seq, buffered))
+                            buffered.clear()
+                            pending_rows[r] = 0
+            for r, cols in pending.items():
+                if pending_rows[r]:
+                    added.append(self._write_rollup(cur, r, partition, seq, cols))
+        except BaseException:
+            for f in added:
+                (self._manifest.root / f.path).unlink(missing_ok=True)
+            raise
+        self._publish(added, inputs)
+        kind = "final" if level == FINAL_LEVEL else "merge"
+        self._report(kind, len(inputs), len(added), rows, t0)
+
+    def _read(
+        self, cur: duckdb.DuckDBPyConnection, f: FileEntry, lo: int, hi: int
+    ) -> blocks.Columns:
+        path = self._manifest.root / f.path
+        if f.resolution == "raw":
+            return blocks.read_raw(cur, path, lo, hi)
+        return blocks.read_rollup(cur, path, lo, hi, start_ms=-(2**63), end_ms=2**63 - 1)
+
+    def _write_rollup(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        res: str,
+        raw_partition: int,
+        seq: int,
+        parts: list[blocks.Columns],
+    ) -> FileEntry:
+        pms = self._opt.partition_ms(res)
+        cols = blocks.concat(parts, ["series_id", "ts", *blocks.ROLLUP_FIELDS])
+        partition = raw_partition - raw_partition % pms
+        return self._write(
+            cur, cols, resolution=res, partition=partition, level=0, seq=seq, rolled_up=False
+        )
+
+    # -- retention ---------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Drop files whose partition ended before the retention horizon; return count."""
+        with self._lock:
+            t0 = time.perf_counter()
+            doomed: list[FileEntry] = []
+            files = self._manifest.files()
+            for res in ("raw", "5m", "1h"):
+                pms = self._opt.partition_ms(res)
+                horizon = now_ms - self._opt.retention_ms(res)
+                mine = [f for f in files if f.resolution == res]
+                unrolled = {f.partition_start for f in mine if not f.rolled_up}
+                for f in mine:
+                    if f.partition_start + pms > horizon:
+                        continue
+                    if res == "raw" and f.partition_start in unrolled:
+                        continue  # merge_once rolls it up first
+                    doomed.append(f)
+            if doomed:
+                self._publish([], doomed)
+                self._report("retention", len(doomed), 0, sum(f.rows for f in doomed), t0)
+            return len(doomed)
+
+    def compact_all(self, now_ms: int) -> None:
+        """Flush, merge until nothing is left to merge, apply retention (tests, shutdown)."""
+        self.flush_head()
+        while self.merge_once(now_ms):
+            pass
+        self.apply_retention(now_ms)
+
+
+def _needs_final(res: str, entries: list[FileEntry]) -> bool:
+    if any(f.level != FINAL_LEVEL for f in entries):
+        return True
+    if len({f.seq for f in entries}) > 1:
+        return True
+    return res == "raw" and not all(f.rolled_up for f in entries)

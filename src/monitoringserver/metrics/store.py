@@ -1,0 +1,318 @@
+"""``EmbeddedMetricStore``: the :class:`MetricQuerier` over head, parts, blocks and rollups.
+
+A query resolves matchers with the series index, then reads the head table and every
+manifest file whose series and time ranges overlap, merging them so that of equal
+``(series, ts)`` keys the newest write wins (head over files, higher ``seq`` over lower).
+A manifest generation check around the read retries when a flush or merge committed in
+between (so rows moving from the head into a part are never missed).
+
+Thread-safety: every method may run on any thread concurrently (own DuckDB cursor per
+thread); nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from numpy.typing import NDArray
+
+from monitoringserver.errors import BadDataError
+from monitoringserver.metrics import blocks
+from monitoringserver.metrics.api import (
+    Resolution,
+    ResolutionStats,
+    RollupSeries,
+    SeriesData,
+    StoreStats,
+)
+from monitoringserver.metrics.index import SeriesIndex
+from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
+from monitoringserver.model.labels import Labels
+from monitoringserver.model.matchers import Matcher
+from monitoringserver.storage.db import Database
+from monitoringserver.storage.options import StorageOptions
+
+__all__ = ["EmbeddedMetricStore"]
+
+_RAW_NAMES = ("series_id", "ts", "value")
+_ROLLUP_NAMES = ("series_id", "ts", *blocks.ROLLUP_FIELDS)
+_RETRIES = 5
+IdArray = NDArray[np.uint64]
+
+
+class EmbeddedMetricStore:
+    """Reads the embedded store. ``wal_bytes`` and ``compaction`` feed :meth:`stats`."""
+
+    def __init__(
+        self,
+        db: Database,
+        index: SeriesIndex,
+        manifest: Manifest,
+        options: StorageOptions,
+        *,
+        wal_bytes: Callable[[], int] = lambda: 0,
+        compaction: Callable[[], tuple[int | None, float | None]] = lambda: (None, None),
+    ) -> None:
+        self._db = db
+        self._index = index
+        self._manifest = manifest
+        self._opt = options
+        self._wal_bytes = wal_bytes
+        self._compaction = compaction
+
+    # -- raw ---------------------------------------------------------------------------
+
+    def _head(
+        self, cur: duckdb.DuckDBPyConnection, ids: IdArray, start_ms: int, end_ms: int
+    ) -> blocks.Columns:
+        wanted = {"sid": ids}  # scanned by name
+        got = cur.execute(
+            "SELECT series_id, ts, value, batch FROM metric_head WHERE ts BETWEEN ? AND ? "
+            "AND series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)",
+            [start_ms, end_ms, int(ids[0]), int(ids[-1])],
+        ).fetchnumpy()
+        del wanted
+        cols = {k: np.asarray(v) for k, v in got.items()}
+        order = np.argsort(cols.pop("batch"), kind="stable")
+        return blocks.take(cols, order)
+
+    def _read_raw(
+        self, ids: IdArray, start_ms: int, end_ms: int
+    ) -> tuple[blocks.Columns, Snapshot]:
+        """Merged raw rows of ``ids`` in the range, and the snapshot they came from."""
+        cur = self._db.cursor()
+        for attempt in range(_RETRIES):
+            with self._manifest.snapshot() as snap:
+                parts = [
+                    self._raw_file(cur, f, ids, start_ms, end_ms)
+                    for f in _overlapping(snap.of("raw"), ids, start_ms, end_ms)
+                ]
+                parts.append(self._head(cur, ids, start_ms, end_ms))
+                stable = snap.generation % 2 == 0
+                if (stable and self._manifest.generation == snap.generation) or (
+                    attempt == _RETRIES - 1
+                ):
+                    return blocks.dedup_last(parts), snap
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raw_file(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        f: FileEntry,
+        ids: IdArray,
+        start_ms: int,
+        end_ms: int,
+    ) -> blocks.Columns:
+        wanted = ids[(ids >= f.min_sid) & (ids <= f.max_sid)]
+        cols = blocks.read_raw(
+            cur, self._manifest.root / f.path, int(wanted[0]), int(wanted[-1]), wanted
+        )
+        keep = (cols["ts"] >= start_ms) & (cols["ts"] <= end_ms)
+        return blocks.take(cols, keep)
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        ids = self._index.select(matchers)
+        if len(ids) == 0 or start_ms > end_ms:
+            return []
+        cols, snap = self._read_raw(ids, start_ms, end_ms)
+        raw_oldest = min((f.min_ts for f in snap.of("raw")), default=None)
+        if raw_oldest is None or start_ms < raw_oldest:
+            # Raw data aged out (or never was): the finest rollup's ``last`` stands in.
+            cutoff = end_ms if raw_oldest is None else min(end_ms, raw_oldest - 1)
+            fallback = self._rollup_last(ids, start_ms, cutoff, cols)
+            if fallback is not None:
+                cols = blocks.dedup_last([fallback, cols])
+        return self._split_raw(cols)
+
+    def _rollup_last(
+        self, ids: IdArray, start_ms: int, end_ms: int, raw: blocks.Columns
+    ) -> blocks.Columns | None:
+        pieces: list[blocks.Columns] = []
+        upper = end_ms
+        for res in (Resolution.M5, Resolution.H1):
+            with self._manifest.snapshot() as snap:
+                files = snap.of(res.value)
+                rows = self._rollup_files(files, ids, start_ms, upper)
+            if len(rows["ts"]):
+                pieces.insert(
+                    0, {"series_id": rows["series_id"], "ts": rows["ts"], "value": rows["last"]}
+                )
+            oldest = min((f.min_ts for f in files), default=None)
+            if oldest is None or oldest <= start_ms:
+                break
+            upper = oldest - 1
+        if not pieces:
+            return None
+        merged = blocks.dedup_last(pieces)
+        # Never let a rollup stand in where raw samples exist.
+        first_raw = np.full(int(merged["series_id"].max()) + 1, np.iinfo(np.int64).max)
+        if len(raw["ts"]):
+            np.minimum.at(first_raw, raw["series_id"].astype(np.intp), raw["ts"])
+        keep = merged["ts"] < first_raw[merged["series_id"].astype(np.intp)]
+        return blocks.take(merged, keep)
+
+    def _split_raw(self, cols: blocks.Columns) -> list[SeriesData]:
+        sid = np.asarray(cols["series_id"], dtype=np.uint64)
+        ts = np.asarray(cols["ts"], dtype=np.int64)
+        values = np.asarray(cols["value"], dtype=np.float64)
+        bounds = _bounds(sid)
+        labels = self._index.labels_many(int(sid[a]) for a, _ in bounds)
+        return [
+            SeriesData(lbl, ts[a:b].copy(), values[a:b].copy())
+            for lbl, (a, b) in zip(labels, bounds, strict=True)
+        ]
+
+    # -- rollups -----------------------------------------------------------------------
+
+    def _rollup_files(
+        self, files: list[FileEntry], ids: IdArray, start_ms: int, end_ms: int
+    ) -> blocks.Columns:
+        cur = self._db.cursor()
+        parts = []
+        for f in sorted(_overlapping(files, ids, start_ms, end_ms), key=lambda f: f.seq):
+            wanted = ids[(ids >= f.min_sid) & (ids <= f.max_sid)]
+            parts.append(
+                blocks.read_rollup(
+                    cur,
+                    self._manifest.root / f.path,
+                    int(wanted[0]),
+                    int(wanted[-1]),
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    ids=wanted,
+                )
+            )
+        if not parts:
+            return _empty_rollup()
+        return blocks.dedup_last(parts)
+
+    def select_rollup(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution: Resolution
+    ) -> list[RollupSeries]:
+        if resolution is Resolution.RAW:
+            raise BadDataError("cannot select rollups: resolution raw has no rollups")
+        ids = self._index.select(matchers)
+        if len(ids) == 0 or start_ms > end_ms:
+            return []
+        step = resolution.step_ms
+        first = start_ms - start_ms % step
+        last_end = end_ms - end_ms % step + step - 1
+        pms = self._opt.partition_ms("raw")
+        with self._manifest.snapshot() as snap:
+            raw_files = snap.of("raw")
+            unrolled = {f.partition_start for f in raw_files if not f.rolled_up}
+            unrolled |= self._head_partitions(pms)
+            stored = self._rollup_files(snap.of(resolution.value), ids, first, last_end)
+        keep = ~np.isin(stored["ts"] - stored["ts"] % pms, list(unrolled))
+        pieces = [blocks.take(stored, keep)]
+        for p in sorted(unrolled):
+            lo, hi = max(p, first), min(p + pms - 1, last_end)
+            if lo > hi:
+                continue
+            raw, _ = self._read_raw(ids, lo, hi)
+            pieces.append(blocks.compute_rollups(raw, step))
+        cols = blocks.dedup_last(pieces)
+        sid = np.asarray(cols["series_id"], dtype=np.uint64)
+        bounds = _bounds(sid)
+        labels = self._index.labels_many(int(sid[a]) for a, _ in bounds)
+        return [
+            RollupSeries(
+                lbl,
+                cols["ts"][a:b].astype(np.int64),
+                cols["min"][a:b].astype(np.float64),
+                cols["max"][a:b].astype(np.float64),
+                cols["sum"][a:b].astype(np.float64),
+                cols["count"][a:b].astype(np.int64),
+                cols["last"][a:b].astype(np.float64),
+            )
+            for lbl, (a, b) in zip(labels, bounds, strict=True)
+        ]
+
+    def _head_partitions(self, pms: int) -> set[int]:
+        rows = (
+            self._db.cursor()
+            .execute("SELECT DISTINCT ts - ts % ? FROM metric_head", [pms])
+            .fetchall()
+        )
+        return {int(r[0]) for r in rows}
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        ids = self._index.select(matchers, start_ms, end_ms)
+        return self._index.labels_many(ids.tolist())
+
+    def label_names(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        if not matchers:
+            return self._index.label_names()
+        return self._index.label_names(self._index.select(matchers, start_ms, end_ms))
+
+    def label_values(
+        self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> list[str]:
+        if not matchers:
+            return self._index.label_values(name)
+        return self._index.label_values(name, self._index.select(matchers, start_ms, end_ms))
+
+    def head_samples(self) -> int:
+        rows = self._db.cursor().execute("SELECT count(*) FROM metric_head").fetchall()
+        return int(rows[0][0])
+
+    def stats(self) -> StoreStats:
+        files = self._manifest.files()
+        resolutions: dict[str, ResolutionStats] = {}
+        for res in ("raw", "5m", "1h"):
+            mine = [f for f in files if f.resolution == res]
+            resolutions[res] = ResolutionStats(
+                samples=sum(f.rows for f in mine),
+                bytes=sum(f.bytes for f in mine),
+                files=len(mine),
+                oldest_ms=min((f.min_ts for f in mine), default=None),
+                newest_ms=max((f.max_ts for f in mine), default=None),
+            )
+        when, seconds = self._compaction()
+        return StoreStats(
+            series=len(self._index),
+            head_samples=self.head_samples(),
+            resolutions=resolutions,
+            wal_bytes=self._wal_bytes(),
+            last_compaction_ms=when,
+            last_compaction_duration_s=seconds,
+        )
+
+    @property
+    def root(self) -> Path:
+        return self._manifest.root
+
+
+def _overlapping(
+    files: list[FileEntry], ids: IdArray, start_ms: int, end_ms: int
+) -> list[FileEntry]:
+    lo, hi = int(ids[0]), int(ids[-1])
+    out = []
+    for f in sorted(files, key=lambda f: f.seq):
+        if f.max_ts < start_ms or f.min_ts > end_ms or f.max_sid < lo or f.min_sid > hi:
+            continue
+        i = np.searchsorted(ids, f.min_sid)
+        if i < len(ids) and ids[i] <= f.max_sid:
+            out.append(f)
+    return out
+
+
+def _bounds(sid: NDArray[np.uint64]) -> list[tuple[int, int]]:
+    if len(sid) == 0:
+        return []
+    starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+    ends = np.append(starts[1:], len(sid))
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _empty_rollup() -> blocks.Columns:
+    return {
+        "series_id": np.empty(0, np.uint64),
+        "ts": np.empty(0, np.int64),
+        **{f: np.empty(0, np.int64 if f == "count" else np.float64) for f in blocks.ROLLUP_FIELDS},
+    }

@@ -1,0 +1,238 @@
+"""A segmented write-ahead log of framed byte records.
+
+A record is framed as ``length (u32 LE) | crc32 of payload (u32 LE) | payload``. Records
+live in segment files named after the log position (LSN, a global byte offset) of their
+first byte, ``<lsn:020d>.wal``. :meth:`Wal.append` returns the LSN just past the record;
+a consumer that has committed everything up to that position downstream calls
+:meth:`Wal.truncate_before` with it, which deletes whole segments that are entirely
+below it. :meth:`Wal.replay` yields records starting at a position.
+
+A process killed in the middle of a write leaves a torn last frame; opening the log
+cuts the last segment back to its last complete frame. A bad frame in an older segment
+is corruption and raises :class:`~monitoringserver.errors.StorageError`.
+
+Thread-safety: every public method may be called from any thread (one lock).
+The payload is opaque bytes, so the log store reuses this class.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from monitoringserver.errors import StorageError
+from monitoringserver.storage.options import FsyncMode
+
+__all__ = ["Wal"]
+
+_HEADER = struct.Struct("<II")
+_SUFFIX = ".wal"
+#: A frame longer than this is treated as garbage (a torn length field).
+MAX_RECORD_BYTES = 1 << 30
+
+
+class Wal:
+    """Append-only framed log over segment files in ``directory``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 << 20,
+        fsync: FsyncMode = "interval",
+        fsync_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self._segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._fsync_interval_s = fsync_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Guarded by _lock:
+        self._file: BinaryIO | None = None
+        self._segments: list[int] = []  # start LSNs, ascending; the last one is active
+        self._end = 0  # LSN just past the last complete record
+        self._dirty = False
+        self._last_sync = clock()
+        self._open()
+
+    # -- opening -----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            names = sorted(p.name for p in self.directory.iterdir() if p.name.endswith(_SUFFIX))
+        except OSError as exc:
+            raise StorageError(f"cannot open write-ahead log {self.directory}: {exc}") from exc
+        self._segments = [int(n.removesuffix(_SUFFIX)) for n in names]
+        if not self._segments:
+            self._segments = [0]
+            self._end = 0
+        else:
+            last = self._segments[-1]
+            valid = self._scan_valid_length(self._path(last))
+            path = self._path(last)
+            if valid < path.stat().st_size:
+                with path.open("r+b") as f:
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+            self._end = last + valid
+        try:
+            self._file = self._path(self._segments[-1]).open("ab")
+        except OSError as exc:
+            raise StorageError(f"cannot open write-ahead log {self.directory}: {exc}") from exc
+
+    def _path(self, start: int) -> Path:
+        return self.directory / f"{start:020d}{_SUFFIX}"
+
+    @staticmethod
+    def _frames(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+        """Yield ``(start, end, payload)`` of each valid frame; stop at the first bad one."""
+        pos = 0
+        while pos + _HEADER.size <= len(data):
+            length, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if length > MAX_RECORD_BYTES or end > len(data):
+                return
+            payload = data[pos + _HEADER.size : end]
+            if zlib.crc32(payload) != crc:
+                return
+            yield pos, end, payload
+            pos = end
+
+    def _scan_valid_length(self, path: Path) -> int:
+        data = path.read_bytes()
+        valid = 0
+        for _, end, _ in self._frames(data):
+            valid = end
+        return valid
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Write one record; return the LSN just past it. Durable per the fsync mode."""
+        frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        with self._lock:
+            f = self._require_open()
+            try:
+                f.write(frame)
+                f.flush()
+            except OSError as exc:
+                raise StorageError(f"cannot append to write-ahead log: {exc}") from exc
+            self._end += len(frame)
+            self._dirty = True
+            if self._fsync == "always" or (
+                self._fsync == "interval"
+                and self._clock() - self._last_sync >= self._fsync_interval_s
+            ):
+                self._sync_locked()
+            if self._end - self._segments[-1] >= self._segment_bytes:
+                self._rotate_locked()
+            return self._end
+
+    def _require_open(self) -> BinaryIO:
+        if self._file is None:
+            raise StorageError("cannot write to write-ahead log: it is closed")
+        return self._file
+
+    def _sync_locked(self) -> None:
+        if self._file is not None and self._dirty:
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise StorageError(f"cannot sync write-ahead log: {exc}") from exc
+            self._dirty = False
+        self._last_sync = self._clock()
+
+    def _rotate_locked(self) -> None:
+        f = self._require_open()
+        if self._fsync != "never":
+            self._sync_locked()
+        f.close()
+        self._segments.append(self._end)
+        self._file = self._path(self._end).open("ab")
+        _fsync_dir(self.directory)
+
+    def sync(self) -> None:
+        """Force written records to disk (unless the mode is ``never``)."""
+        with self._lock:
+            if self._fsync != "never":
+                self._sync_locked()
+
+    # -- reading and truncating --------------------------------------------------------
+
+    @property
+    def end(self) -> int:
+        with self._lock:
+            return self._end
+
+    def size_bytes(self) -> int:
+        """Bytes currently kept on disk by the log."""
+        with self._lock:
+            return self._end - self._segments[0]
+
+    def replay(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(end_lsn, payload)`` for every record that begins at or after ``start``."""
+        with self._lock:
+            segments = list(self._segments)
+            end = self._end
+        for i, seg in enumerate(segments):
+            seg_end = segments[i + 1] if i + 1 < len(segments) else end
+            if seg_end <= start:
+                continue
+            try:
+                data = self._path(seg).read_bytes()[: seg_end - seg]
+            except OSError as exc:
+                raise StorageError(f"cannot read write-ahead log segment {seg}: {exc}") from exc
+            pos = 0
+            for f_start, f_end, payload in self._frames(data):
+                pos = f_end
+                if seg + f_start >= start:
+                    yield seg + f_end, payload
+            if pos != len(data):
+                raise StorageError(
+                    f"cannot replay write-ahead log: segment {seg} is corrupt at byte {pos}"
+                )
+
+    def truncate_before(self, lsn: int) -> int:
+        """Delete segments whose records all end at or before ``lsn``; return how many."""
+        removed = 0
+        with self._lock:
+            while len(self._segments) > 1 and self._segments[1] <= lsn:
+                try:
+                    self._path(self._segments[0]).unlink(missing_ok=True)
+                except OSError as exc:
+                    raise StorageError(f"cannot delete write-ahead log segment: {exc}") from exc
+                self._segments.pop(0)
+                removed += 1
+            if lsn >= self._end and self._end - self._segments[-1] >= self._segment_bytes // 16:
+                # Everything is committed: start a fresh segment so the old one can go.
+                self._rotate_locked()
+                self._path(self._segments[0]).unlink(missing_ok=True)
+                self._segments.pop(0)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is None:
+                return
+            if self._fsync != "never":
+                self._sync_locked()
+            self._file.close()
+            self._file = None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,144 @@
+"""Lossless column encoding of samples before the Parquet write.
+
+Values that are decimals in disguise (integers, ``12.34``) become integer mantissas with
+a per-series decimal scale, delta-encoded per series (first or second order, whichever
+is smaller for that series); timestamps are delta-encoded per series too. Parquet's zstd
+then sees small repeating integers instead of float bit patterns. A sample whose value
+does not survive ``mantissa / 10**scale == value`` bit for bit (NaN, ±Inf, the staleness
+marker, -0.0, values with more digits) keeps its raw float bits; the round trip is exact
+for every float64.
+
+Input and output rows are sorted by ``(series_id, ts)``; decoding needs the rows in the
+order they were encoded (the file order), which readers restore with ``file_row_number``.
+
+Columns: ``series_id`` uint64, ``ts`` int64 (first of a series absolute, then deltas),
+``m`` int64 (mantissa deltas, or raw bits), ``enc`` int8 (``scale | 16*second_order`` for
+decimal samples, ``RAW`` for raw-bits samples).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["RAW", "decode", "encode", "segment_starts"]
+
+RAW = np.int8(-1)
+_SECOND_ORDER = 16
+_P10 = np.array([10.0**k for k in range(16)], dtype=np.float64)
+_MAX_MANTISSA = float(2**53)
+
+EncodedColumns = dict[str, NDArray[np.generic]]
+
+
+def segment_starts(series_id: NDArray[np.uint64]) -> NDArray[np.intp]:
+    """Indices where a new series begins in a series-sorted array."""
+    if len(series_id) == 0:
+        return np.empty(0, dtype=np.intp)
+    change = np.flatnonzero(series_id[1:] != series_id[:-1]) + 1
+    return np.concatenate(([0], change)).astype(np.intp)
+
+
+def _segmented_diff(x: NDArray[np.int64], starts: NDArray[np.intp]) -> NDArray[np.int64]:
+    out = np.empty_like(x)
+    if len(x):
+        out[0] = x[0]
+        np.subtract(x[1:], x[:-1], out=out[1:])
+        out[starts] = x[starts]
+    return out
+
+
+def _segmented_cumsum(d: NDArray[np.int64], starts: NDArray[np.intp]) -> NDArray[np.int64]:
+    if len(d) == 0:
+        return d.copy()
+    c = np.cumsum(d)
+    base = np.zeros(len(starts), dtype=np.int64)
+    base[1:] = c[starts[1:] - 1]
+    lengths = np.diff(np.append(starts, len(d)))
+    result: NDArray[np.int64] = c - np.repeat(base, lengths)
+    return result
+
+
+def _scales(values: NDArray[np.float64], max_digits: int) -> NDArray[np.int64]:
+    """Smallest decimal scale per sample at which it round-trips, or -1."""
+    scale = np.full(len(values), -1, dtype=np.int64)
+    todo = np.isfinite(values) & ~((values == 0) & np.signbit(values))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(max_digits + 1):
+            if not todo.any():
+                break
+            idx = np.flatnonzero(todo)
+            v = values[idx]
+            m = np.rint(v * _P10[k])
+            ok = (np.abs(m) < _MAX_MANTISSA) & (m / _P10[k] == v)
+            scale[idx[ok]] = k
+            todo[idx[ok]] = False
+    return scale
+
+
+def encode(
+    series_id: NDArray[np.uint64],
+    ts: NDArray[np.int64],
+    values: NDArray[np.float64],
+    *,
+    max_digits: int = 9,
+) -> EncodedColumns:
+    """Encode rows sorted by ``(series_id, ts)``; see the module docstring for columns."""
+    n = len(series_id)
+    starts = segment_starts(series_id)
+    lengths = np.diff(np.append(starts, n))
+    sample_scale = _scales(values, max_digits)
+    # One scale per series keeps mantissas comparable, so deltas stay small.
+    series_scale = np.maximum.reduceat(sample_scale, starts) if n else np.empty(0, dtype=np.int64)
+    series_scale = np.maximum(series_scale, 0)
+    scale = np.repeat(series_scale, lengths)
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.rint(values * _P10[scale])
+        decimal = (sample_scale >= 0) & (np.abs(m) < _MAX_MANTISSA) & (m / _P10[scale] == values)
+    mant = np.where(decimal, m, 0).astype(np.int64)
+
+    # Deltas run over the decimal samples of each series only; raw samples sit between.
+    dec_idx = np.flatnonzero(decimal)
+    dec_sid = series_id[dec_idx]
+    dec_starts = segment_starts(dec_sid)
+    d1 = _segmented_diff(mant[dec_idx], dec_starts)
+    d2 = _segmented_diff(d1, dec_starts)
+    dec_lengths = np.diff(np.append(dec_starts, len(dec_idx)))
+    cost1 = np.add.reduceat(np.abs(d1), dec_starts) if len(dec_idx) else np.empty(0, np.int64)
+    cost2 = np.add.reduceat(np.abs(d2), dec_starts) if len(dec_idx) else np.empty(0, np.int64)
+    second = np.repeat(cost2 < cost1, dec_lengths)
+
+    m_col = values.view(np.int64).copy()
+    m_col[dec_idx] = np.where(second, d2, d1)
+    enc = np.full(n, RAW, dtype=np.int8)
+    enc[dec_idx] = (scale[dec_idx] + np.where(second, _SECOND_ORDER, 0)).astype(np.int8)
+    return {
+        "series_id": np.ascontiguousarray(series_id, dtype=np.uint64),
+        "ts": _segmented_diff(np.ascontiguousarray(ts, dtype=np.int64), starts),
+        "m": m_col,
+        "enc": enc,
+    }
+
+
+def decode(
+    series_id: NDArray[np.uint64],
+    ts: NDArray[np.int64],
+    m: NDArray[np.int64],
+    enc: NDArray[np.int8],
+) -> tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]:
+    """Invert :func:`encode`; the rows must be complete series in encoded order."""
+    series_id = np.asarray(series_id, dtype=np.uint64)
+    starts = segment_starts(series_id)
+    ts_out = _segmented_cumsum(np.asarray(ts, dtype=np.int64), starts)
+    m = np.asarray(m, dtype=np.int64)
+    enc = np.asarray(enc, dtype=np.int8)
+    values = m.view(np.float64).copy()
+    dec_idx = np.flatnonzero(enc != RAW)
+    if len(dec_idx):
+        dec_enc = enc[dec_idx].astype(np.int64)
+        dec_starts = segment_starts(series_id[dec_idx])
+        first = _segmented_cumsum(m[dec_idx], dec_starts)
+        both = _segmented_cumsum(first, dec_starts)
+        mant = np.where(dec_enc >= _SECOND_ORDER, both, first)
+        values[dec_idx] = mant.astype(np.float64) / _P10[dec_enc % _SECOND_ORDER]
+    return series_id, ts_out, values

@@ -1,0 +1,123 @@
+"""The FastAPI application: the routers of the foundation plus any routers others add.
+
+``create_app(components, extra_routers)`` is called by ``server.py`` only. Routers find
+what they need on ``request.app.state.components`` (a :class:`WebComponents`), so a
+router module never constructs anything itself.
+
+Middleware order (outermost first): request latency metrics → catch-all 500 → body
+limit / gzip → FastAPI (exception handlers, routing).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+
+from monitoringserver import __version__
+from monitoringserver.auth.tokens import TokenStore
+from monitoringserver.ingest.json_metrics import JsonMetricsDecoder, SeriesCache
+from monitoringserver.metrics.api import MetricAppender, MetricQuerier
+from monitoringserver.web.errors import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    install_error_handlers,
+)
+from monitoringserver.web.options import LimitsOptions
+from monitoringserver.web.selfmetrics import HttpMetrics, HttpMetricsMiddleware, IngestMetrics
+
+__all__ = ["ComponentHealth", "HealthCheck", "HealthStatus", "WebComponents", "create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class HealthStatus(enum.StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    status: HealthStatus
+    detail: str = ""
+
+
+#: A named health probe; it must answer within a few seconds and never raise on purpose.
+HealthCheck = Callable[[], Awaitable[ComponentHealth]]
+
+
+@dataclass(slots=True)
+class WebComponents:
+    """Everything the foundation routers use. Built by ``server.py`` (or a test).
+
+    ``sample_max_age_s`` / ``sample_max_future_s`` bound accepted sample timestamps
+    relative to ``clock()`` (seconds since the epoch). ``ready`` answers ``/readyz``.
+    """
+
+    appender: MetricAppender
+    querier: MetricQuerier
+    tokens: TokenStore
+    registry: CollectorRegistry
+    limits: LimitsOptions = field(default_factory=LimitsOptions)
+    auth_enabled: bool = True
+    sample_max_age_s: float = 15 * 86_400.0
+    sample_max_future_s: float = 600.0
+    ready: Callable[[], bool] = lambda: True
+    health_checks: Mapping[str, HealthCheck] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    # Built by create_app:
+    json_decoder: JsonMetricsDecoder = field(default_factory=JsonMetricsDecoder)
+    ingest_metrics: IngestMetrics | None = None
+
+
+def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The application with every foundation route and ``extra_routers`` included as is."""
+    from monitoringserver.web.routers import (
+        health,
+        metrics_json,
+        monitoring,
+        status,
+        tokens,
+    )
+
+    app = FastAPI(
+        title="monitoringserver",
+        version=__version__,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    components.json_decoder = JsonMetricsDecoder(SeriesCache(components.limits.json_series_cache))
+    if components.ingest_metrics is None:
+        components.ingest_metrics = IngestMetrics(components.registry)
+    app.state.components = components
+    app.state.authenticator = components.tokens
+    app.state.auth_enabled = components.auth_enabled
+    install_error_handlers(app)
+
+    app.include_router(health.router)
+    metrics_json.install(app)
+    app.include_router(monitoring.router)
+    app.include_router(tokens.router)
+    app.include_router(status.router)
+    for router in extra_routers:
+        app.include_router(router)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=components.limits.max_body_bytes,
+        max_decompressed_bytes=components.limits.max_decompressed_bytes,
+    )
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(components.registry))
+    return app

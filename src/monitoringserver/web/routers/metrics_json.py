@@ -1,0 +1,110 @@
+"""Seed-002 metrics over HTTP JSON, and the server's own exposition.
+
+* ``POST /api/v1/metrics`` and ``POST /metrics`` (``monitoring:write``): ingest. A
+  structurally invalid body is refused whole (400). Samples with out-of-window timestamps
+  are dropped and counted; the answer is 200 with ``accepted`` and ``rejected`` counts
+  when anything was accepted, 400 when nothing was.
+* ``GET /api/v1/metrics`` and ``GET /metrics`` with query parameters (``monitoring:read``):
+  history (see :mod:`monitoringserver.web.history`).
+* ``GET /metrics`` without query parameters (``monitoring:read``): Prometheus exposition of
+  the shared ``CollectorRegistry``.
+
+These are plain Starlette routes: msgspec decodes the body, no pydantic on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from monitoringserver.auth.api import Scope
+from monitoringserver.errors import BadDataError, MonitoringError
+from monitoringserver.ingest.json_metrics import split_by_window
+from monitoringserver.web.deps import components, require
+from monitoringserver.web.history import parse_history_query, run_history_query
+
+__all__ = ["install"]
+
+_FORMAT = "json"
+_encoder = msgspec.json.Encoder()
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+
+
+async def ingest(request: Request) -> Response:
+    require(request, Scope.WRITE)
+    comps = components(request)
+    metrics = comps.ingest_metrics
+    assert metrics is not None
+    try:
+        body = await request.body()
+        now_s = comps.clock()
+        now_ms = int(now_s * 1000)
+        parsed = comps.json_decoder.decode(body, now_ms=now_ms)
+        window = split_by_window(
+            parsed,
+            min_ms=now_ms - int(comps.sample_max_age_s * 1000),
+            max_ms=now_ms + int(comps.sample_max_future_s * 1000),
+        )
+        rejected = dict(window.rejected)
+        accepted = 0
+        if len(window.batch):
+            result = await comps.appender.append(window.batch, source="json")
+            accepted = result.accepted
+            for reason, n in result.rejected.items():
+                rejected[reason] = rejected.get(reason, 0) + n
+    except MonitoringError:
+        metrics.requests.labels(_FORMAT, "error").inc()
+        raise
+    for reason, n in rejected.items():
+        metrics.rejected.labels(_FORMAT, reason).inc(n)
+    metrics.samples.labels(_FORMAT).inc(accepted)
+    if accepted == 0 and rejected:
+        metrics.requests.labels(_FORMAT, "rejected").inc()
+        detail = "; ".join(window.errors) or ", ".join(f"{k}: {v}" for k, v in rejected.items())
+        raise BadDataError(f"cannot accept metrics: every sample was refused: {detail}")
+    metrics.requests.labels(_FORMAT, "ok").inc()
+    return _json(
+        {
+            "status": "success",
+            "data": {
+                "items": parsed.items,
+                "accepted": accepted,
+                "rejected": sum(rejected.values()),
+                "rejected_by_reason": rejected,
+                "errors": window.errors,
+            },
+        }
+    )
+
+
+async def history(request: Request) -> Response:
+    require(request, Scope.READ)
+    comps = components(request)
+    query = parse_history_query(dict(request.query_params), now_ms=int(comps.clock() * 1000))
+    data = await asyncio.to_thread(run_history_query, comps.querier, query, comps.limits)
+    return _json({"status": "success", "data": data})
+
+
+async def metrics_get(request: Request) -> Response:
+    """``GET /metrics``: history with query parameters, self-metrics without."""
+    if request.url.query:
+        return await history(request)
+    require(request, Scope.READ)
+    payload = generate_latest(components(request).registry)
+    return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI) -> None:
+    """Register the routes on ``app`` (plain Starlette routes, outside the OpenAPI schema)."""
+    app.router.add_route("/api/v1/metrics", ingest, methods=["POST"], include_in_schema=False)
+    app.router.add_route("/metrics", ingest, methods=["POST"], include_in_schema=False)
+    app.router.add_route("/api/v1/metrics", history, methods=["GET"], include_in_schema=False)
+    app.router.add_route("/metrics", metrics_get, methods=["GET"], include_in_schema=False)

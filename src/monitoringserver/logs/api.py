@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from monitoringserver.errors import BadDataError
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import SampleBatch
@@ -35,6 +36,7 @@ __all__ = [
     "LogQuery",
     "LogStoreStats",
     "MetricsSink",
+    "NumericFilter",
     "RotationResult",
     "SeriesCounts",
 ]
@@ -82,6 +84,20 @@ class LineFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class NumericFilter:
+    """``label <op> value`` on a label read as a number (``op``: == != > >= < <=);
+    lines whose label is not a number do not match."""
+
+    name: str
+    op: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.op not in ("==", "!=", ">", ">=", "<", "<="):
+            raise BadDataError(f"cannot use label filter operator {self.op!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class LogQuery:
     """A log search. Every condition must hold.
 
@@ -90,6 +106,9 @@ class LogQuery:
     fully anchored). ``filters`` apply to the message. ``start_ms <= ts <= end_ms``.
     ``direction`` is ``"backward"`` (newest first, the default) or ``"forward"``.
     ``cursor`` is the opaque ``next_cursor`` of a previous page of the same query.
+    ``parsers`` (``"json"``, ``"logfmt"``; LogQL ``| json``, ``| logfmt``) let label
+    names that are neither columns nor attrs keys be read from the message itself;
+    ``numeric`` filters compare such labels as numbers.
     """
 
     start_ms: int | None = None
@@ -99,6 +118,8 @@ class LogQuery:
     limit: int = 100
     direction: str = "backward"
     cursor: str | None = None
+    parsers: tuple[str, ...] = ()
+    numeric: tuple[NumericFilter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,357 @@
+"""Log search over the head table and the archives, inside DuckDB.
+
+Archives are pruned before any file is opened: by time range, by host (manifest
+``hosts`` against ``server_id`` matchers), by attrs keys, and for substring needles
+by the per-archive token bloom filter. Conditions become one SQL ``WHERE`` over
+``log_head UNION ALL read_parquet([...])``; no Python runs per line.
+
+Paging: results are ordered by ``ts`` (desc for ``backward``) then by host, source,
+logger and message. The cursor holds the last ``ts`` returned and how many lines
+with that ``ts`` were returned, so the next page resumes exactly after them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import duckdb
+import msgspec
+import numpy as np
+
+from monitoringserver.errors import BadDataError, StorageError
+from monitoringserver.logs.api import (
+    COLUMN_LABELS,
+    ArchiveFilter,
+    ArchiveInfo,
+    LineOp,
+    LogPage,
+    LogQuery,
+    LogStoreStats,
+    SeriesCounts,
+)
+from monitoringserver.logs.patterns import needle_tokens
+from monitoringserver.logs.store import ArchiveEntry, LogStore
+from monitoringserver.model.logs import LogBatch
+from monitoringserver.model.matchers import MatchOp
+
+__all__ = ["LogQueryEngine", "WriterCounters"]
+
+#: (wal_bytes, rejected, repaired) from the writer, for stats.
+WriterCounters = Callable[[], tuple[int, dict[str, int], dict[str, int]]]
+
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_SELECT = "ts, server_id, level, logger, source, message, attrs"
+_MAX_LIMIT = 10_000
+_RETRIES = 4
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _re2_escape(text: str) -> str:
+    return re.sub(r"([^A-Za-z0-9_])", r"\\\1", text)
+
+
+class _Sql:
+    """Collects a WHERE clause and its parameters."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, sql: str, *params: Any) -> None:
+        self.parts.append(sql)
+        self.params.extend(params)
+
+    def where(self) -> str:
+        return " AND ".join(self.parts) if self.parts else "true"
+
+
+def label_expr(name: str, parsers: Sequence[str]) -> str:
+    """SQL for a label's value ('' when absent): a column, an attrs key, or a field of
+    the message when a parser is active."""
+    if name in COLUMN_LABELS:
+        return name
+    if not _LABEL_NAME.fullmatch(name):
+        raise BadDataError(f"cannot query label {name!r}: invalid label name")
+    path = _quote(f'$."{name}"')
+    alts = [
+        f"CASE WHEN attrs = '' THEN NULL ELSE nullif(json_extract_string(attrs, {path}), '') END"
+    ]
+    for parser in parsers:
+        if parser == "json":
+            alts.append(
+                f"CASE WHEN json_valid(message) THEN json_extract_string(message, {path}) END"
+            )
+        elif parser == "logfmt":
+            pat = _quote(rf'(?:^|\s){_re2_escape(name)}=(?:"((?:[^"\\]|\\.)*)"|(\S*))')
+            alts.append(
+                f"coalesce(nullif(regexp_extract(message, {pat}, 1), ''), "
+                f"nullif(regexp_extract(message, {pat}, 2), ''))"
+            )
+        else:
+            raise BadDataError(f"cannot use log parser {parser!r}: expected json or logfmt")
+    return f"coalesce({', '.join(alts)}, '')"
+
+
+def _conditions(q: LogQuery, sql: _Sql) -> None:
+    if q.start_ms is not None:
+        sql.add("ts >= ?", q.start_ms)
+    if q.end_ms is not None:
+        sql.add("ts <= ?", q.end_ms)
+    for m in q.matchers:
+        expr = label_expr(m.name, q.parsers)
+        if m.op is MatchOp.EQ:
+            sql.add(f"{expr} = ?", m.value)
+        elif m.op is MatchOp.NEQ:
+            sql.add(f"{expr} <> ?", m.value)
+        elif m.op is MatchOp.RE:
+            sql.add(f"regexp_full_match({expr}, ?)", m.value)
+        else:
+            sql.add(f"NOT regexp_full_match({expr}, ?)", m.value)
+    for f in q.filters:
+        if f.op is LineOp.CONTAINS:
+            sql.add("contains(message, ?)", f.value)
+        elif f.op is LineOp.NOT_CONTAINS:
+            sql.add("NOT contains(message, ?)", f.value)
+        elif f.op is LineOp.REGEX:
+            sql.add("regexp_matches(message, ?)", f.value)
+        else:
+            sql.add("NOT regexp_matches(message, ?)", f.value)
+    for n in q.numeric:
+        op = "=" if n.op == "==" else n.op
+        sql.add(f"TRY_CAST({label_expr(n.name, q.parsers)} AS DOUBLE) {op} ?", n.value)
+
+
+def _encode_cursor(ts: int, skip: int) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([ts, skip])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, skip = msgspec.json.decode(raw, type=tuple[int, int])
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise BadDataError(f"cannot parse cursor {cursor!r}: {exc}") from exc
+    return ts, skip
+
+
+class LogQueryEngine:
+    """Implements :class:`~monitoringserver.logs.api.LogQuerier` over a :class:`LogStore`.
+
+    Thread-safe; each call uses the calling thread's DuckDB cursor."""
+
+    def __init__(self, store: LogStore, *, counters: WriterCounters | None = None) -> None:
+        self._store = store
+        self._counters = counters
+        self.last_pruning: tuple[int, int] = (0, 0)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _hashes(self, tokens: list[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+        if not tokens:
+            return np.empty(0, dtype=np.uint64)
+        rows = self._store.db.read("SELECT hash(t) FROM unnest(?::VARCHAR[]) AS u(t)", [tokens])
+        return np.array([r[0] for r in rows], dtype=np.uint64)
+
+    def _candidates(self, q: LogQuery) -> tuple[list[ArchiveEntry], int]:
+        entries = self._store.entries(ArchiveFilter(q.start_ms, q.end_ms))
+        needles = [t for f in q.filters if f.op is LineOp.CONTAINS for t in needle_tokens(f.value)]
+        hashes = self._hashes(needles)
+        keep: list[ArchiveEntry] = []
+        for e in entries:
+            if not self._store.host_may_match(e, q.matchers):
+                continue
+            if not q.parsers and any(
+                m.name not in COLUMN_LABELS and m.name not in e.attr_keys and not m.matches_empty()
+                for m in q.matchers
+            ):
+                continue
+            if len(hashes) and e.bloom is not None and not e.bloom.might_contain_all(hashes):
+                continue
+            keep.append(e)
+        total = len(self._store.entries())
+        return keep, total - len(keep)
+
+    def _source(self, entries: Sequence[ArchiveEntry]) -> str:
+        if not entries:
+            return "log_head"
+        files = ", ".join(_quote(str(e.path)) for e in entries)
+        return (
+            f"(SELECT {_SELECT} FROM log_head UNION ALL "  # noqa: S608 -- quoted paths
+            f"SELECT {_SELECT} FROM read_parquet([{files}]))"
+        )
+
+    def _run(
+        self, q: LogQuery, build: Callable[[str, _Sql], tuple[str, list[Any]]]
+    ) -> tuple[list[tuple[Any, ...]], int, int]:
+        """Run a query over a consistent head + archive set; retries when it changed."""
+        for _ in range(_RETRIES):
+            token = self._store.generation()
+            entries, pruned = self._candidates(q)
+            sql = _Sql()
+            _conditions(q, sql)
+            text, params = build(self._source(entries), sql)
+            try:
+                rows = self._store.db.cursor().execute(text, params).fetchall()
+            except duckdb.IOException:
+                rows = None  # an archive went away under us: retry with a fresh list
+            except (duckdb.InvalidInputException, duckdb.BinderException) as exc:
+                raise BadDataError(f"cannot run log query: {exc}") from exc
+            except duckdb.Error as exc:
+                raise StorageError(f"cannot run log query: {exc}") from exc
+            if rows is not None and token is not None and token == self._store.generation():
+                self.last_pruning = (len(entries), pruned)
+                return rows, len(entries), pruned
+            time.sleep(0.005)
+        raise StorageError("cannot run log query: archives kept changing, try again")
+
+    # -- LogQuerier -------------------------------------------------------------------
+
+    def query(self, query: LogQuery) -> LogPage:
+        limit = max(1, min(query.limit, _MAX_LIMIT))
+        backward = query.direction != "forward"
+        if query.direction not in ("forward", "backward"):
+            raise BadDataError(f"cannot query logs: direction {query.direction!r} is unknown")
+        skip = 0
+        cursor_ts: int | None = None
+        if query.cursor:
+            cursor_ts, skip = _decode_cursor(query.cursor)
+        order = "ts DESC" if backward else "ts ASC"
+
+        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+            if cursor_ts is not None:
+                sql.add("ts <= ?" if backward else "ts >= ?", cursor_ts)
+            text = (
+                f"SELECT {_SELECT} FROM {src} WHERE {sql.where()} "  # noqa: S608
+                f"ORDER BY {order}, server_id, source, logger, message LIMIT ?"
+            )
+            return text, [*sql.params, limit + skip]
+
+        rows, scanned, pruned = self._run(query, build)
+        rows = rows[skip:]
+        next_cursor = None
+        if len(rows) == limit:
+            last = rows[-1][0]
+            same = sum(1 for r in rows if r[0] == last)
+            next_cursor = _encode_cursor(last, same + (skip if last == cursor_ts else 0))
+        dec = msgspec.json.Decoder(dict[str, str])
+        batch = LogBatch(
+            ts_ms=np.array([r[0] for r in rows], dtype=np.int64),
+            server_id=[r[1] for r in rows],
+            level=[r[2] for r in rows],
+            logger=[r[3] for r in rows],
+            source=[r[4] for r in rows],
+            message=[r[5] for r in rows],
+            attrs=[dec.decode(r[6]) if r[6] else {} for r in rows],
+        )
+        return LogPage(batch, next_cursor, scanned, pruned)
+
+    def count_series(
+        self, query: LogQuery, step_ms: int, by: Sequence[str] | None
+    ) -> list[SeriesCounts]:
+        if step_ms <= 0 or query.start_ms is None or query.end_ms is None:
+            raise BadDataError("cannot count log lines: need start, end and a positive step")
+        names = list(COLUMN_LABELS if by is None else by)
+        exprs = [label_expr(n, query.parsers) for n in names]
+        start = query.start_ms
+
+        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+            cols = "".join(f", {e} AS g{i}" for i, e in enumerate(exprs))
+            grp = "".join(f", g{i}" for i in range(len(exprs)))
+            text = (
+                f"SELECT (ts - ?) // ? AS b{cols}, count(*), "  # noqa: S608
+                f"sum(strlen(message)) FROM {src} WHERE {sql.where()} "
+                f"GROUP BY b{grp} ORDER BY {grp.lstrip(', ') or 'b'}, b"
+            )
+            return text, [start, step_ms, *sql.params]
+
+        rows, _, _ = self._run(query, build)
+        groups: dict[tuple[str, ...], SeriesCounts] = {}
+        for r in rows:
+            key = tuple(r[1 : 1 + len(names)])
+            sc = groups.get(key)
+            if sc is None:
+                labels = {n: v for n, v in zip(names, key, strict=True) if v}
+                sc = groups[key] = SeriesCounts(labels, [], [], [])
+            sc.ts_ms.append(start + int(r[0]) * step_ms)
+            sc.lines.append(int(r[-2]))
+            sc.bytes.append(int(r[-1]))
+        return list(groups.values())
+
+    def label_names(self, start_ms: int | None, end_ms: int | None) -> list[str]:
+        q = LogQuery(start_ms=start_ms, end_ms=end_ms)
+        names: set[str] = set()
+        for e in self._store.entries(ArchiveFilter(start_ms, end_ms)):
+            names.update(e.attr_keys)
+
+        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+            cols = ", ".join(f"bool_or({c} <> '')" for c in COLUMN_LABELS)
+            return f"SELECT {cols} FROM {src} WHERE {sql.where()}", sql.params  # noqa: S608
+
+        rows, _, _ = self._run(q, build)
+        names.update(c for c, present in zip(COLUMN_LABELS, rows[0], strict=True) if present)
+        head = self._store.db.read(
+            "SELECT DISTINCT unnest(json_keys(attrs)) FROM log_head WHERE attrs <> ''"
+            " AND ts BETWEEN ? AND ?",
+            [
+                start_ms if start_ms is not None else -(2**62),
+                end_ms if end_ms is not None else 2**62,
+            ],
+        )
+        names.update(r[0] for r in head)
+        return sorted(names)
+
+    def label_values(self, name: str, start_ms: int | None, end_ms: int | None) -> list[str]:
+        expr = label_expr(name, ())
+        q = LogQuery(start_ms=start_ms, end_ms=end_ms)
+
+        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+            return (
+                f"SELECT DISTINCT {expr} AS v FROM {src} WHERE {sql.where()} AND v <> '' "  # noqa: S608
+                "ORDER BY v LIMIT 10000",
+                sql.params,
+            )
+
+        rows, _, _ = self._run(q, build)
+        return [r[0] for r in rows]
+
+    def series(self, query: LogQuery) -> list[dict[str, str]]:
+        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+            cols = ", ".join(COLUMN_LABELS)
+            return (
+                f"SELECT DISTINCT {cols} FROM {src} WHERE {sql.where()} LIMIT 10000",  # noqa: S608
+                sql.params,
+            )
+
+        rows, _, _ = self._run(query, build)
+        out = [{n: v for n, v in zip(COLUMN_LABELS, r, strict=True) if v} for r in rows]
+        out.sort(key=lambda d: sorted(d.items()))
+        return out
+
+    def archives(self, flt: ArchiveFilter | None = None) -> list[ArchiveInfo]:
+        return self._store.archives(flt)
+
+    def stats(self) -> LogStoreStats:
+        archives = self._store.archives()
+        head = self._store.db.read("SELECT count(*), min(ts), max(ts) FROM log_head")[0]
+        wal, rejected, repaired = self._counters() if self._counters else (0, {}, {})
+        lows = [a.min_ts_ms for a in archives] + ([int(head[1])] if head[1] is not None else [])
+        highs = [a.max_ts_ms for a in archives] + ([int(head[2])] if head[2] is not None else [])
+        return LogStoreStats(
+            head_lines=int(head[0]),
+            archives=len(archives),
+            archived_lines=sum(a.lines for a in archives),
+            raw_bytes=sum(a.raw_bytes for a in archives),
+            stored_bytes=sum(a.stored_bytes for a in archives),
+            wal_bytes=wal,
+            oldest_ms=min(lows) if lows else None,
+            newest_ms=max(highs) if highs else None,
+            rejected=rejected,
+            repaired=repaired,
+        )

@@ -29,6 +29,7 @@ __all__ = [
     "compute_rollups",
     "concat",
     "dedup_last",
+    "head_columns",
     "read_raw",
     "read_rollup",
     "split_by_rows",
@@ -120,7 +121,18 @@ def read_rollup(
     except duckdb.Error as exc:
         raise StorageError(f"cannot read parquet file {path}: {exc}") from exc
     del wanted
-    return {k: np.asarray(v) for k, v in got.items()}
+    # NULL is how DuckDB hands back a NaN that came from numpy (e.g. a sum of +Inf and -Inf).
+    return {
+        k: v.filled(np.nan) if isinstance(v, np.ma.MaskedArray) else np.asarray(v)
+        for k, v in got.items()
+    }
+
+
+def head_columns(got: dict[str, Any]) -> Columns:
+    """Head rows as columns, with the value bits turned back into float64 ``value``."""
+    cols = {k: np.asarray(v) for k, v in got.items()}
+    cols["value"] = cols.pop("bits").astype(np.int64).view(np.float64)
+    return cols
 
 
 def concat(parts: Sequence[Columns], names: Sequence[str]) -> Columns:

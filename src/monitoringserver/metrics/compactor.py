@@ -189,11 +189,11 @@ class Compactor:
                     counts = np.asarray(groups["n"], dtype=np.int64)[sel]
                     for lo, hi in blocks.split_by_rows(sids, counts, self._opt.max_file_rows):
                         got = cur.execute(
-                            "SELECT series_id, ts, value, batch FROM metric_head WHERE batch <= ? "
+                            "SELECT series_id, ts, bits, batch FROM metric_head WHERE batch <= ? "
                             "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ?",
                             [batch, p, p + pms, lo, hi],
                         ).fetchnumpy()
-                        cols = {k: np.asarray(v) for k, v in got.items()}
+                        cols = blocks.head_columns(got)
                         by_batch = np.argsort(cols.pop("batch"), kind="stable")
                         merged = blocks.dedup_last([blocks.take(cols, by_batch)])
                         rows += len(merged["ts"])

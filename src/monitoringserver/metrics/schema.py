@@ -1,8 +1,10 @@
 """Tables of the embedded metric store inside the shared DuckDB file.
 
 ``metric_series``: the series index (id, labels as JSON pairs, creating source, time range).
-``metric_head``: acknowledged samples not yet in a Parquet file; ``batch`` orders writes
-(last write wins) and lets a flush delete exactly the rows it wrote out.
+``metric_head``: acknowledged samples not yet in a Parquet file; ``bits`` is the float64
+value's bit pattern (DuckDB turns NaN from numpy into NULL, which would lose NaN and the
+staleness marker); ``batch`` orders writes (last write wins) and lets a flush delete
+exactly the rows it wrote out.
 ``metric_files``: the manifest; a Parquet file exists for readers only through a row here.
 ``metric_state``: counters (committed WAL position, flush sequence, next file id, ...).
 ``metric_dedup``: the last batch sequence applied per agent.
@@ -35,7 +37,8 @@ _DDL = (
         id UBIGINT PRIMARY KEY, labels VARCHAR NOT NULL, source VARCHAR NOT NULL,
         min_ts BIGINT, max_ts BIGINT)""",
     """CREATE TABLE IF NOT EXISTS metric_head (
-        series_id UBIGINT NOT NULL, ts BIGINT NOT NULL, value DOUBLE, batch BIGINT NOT NULL)""",
+        series_id UBIGINT NOT NULL, ts BIGINT NOT NULL, bits BIGINT NOT NULL,
+        batch BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS metric_files (
         id BIGINT PRIMARY KEY, path VARCHAR NOT NULL, resolution VARCHAR NOT NULL,
         level INTEGER NOT NULL, seq BIGINT NOT NULL, partition_start BIGINT NOT NULL,

@@ -70,12 +70,12 @@ class EmbeddedMetricStore:
     ) -> blocks.Columns:
         wanted = {"sid": ids}  # scanned by name
         got = cur.execute(
-            "SELECT series_id, ts, value, batch FROM metric_head WHERE ts BETWEEN ? AND ? "
+            "SELECT series_id, ts, bits, batch FROM metric_head WHERE ts BETWEEN ? AND ? "
             "AND series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)",
             [start_ms, end_ms, int(ids[0]), int(ids[-1])],
         ).fetchnumpy()
         del wanted
-        cols = {k: np.asarray(v) for k, v in got.items()}
+        cols = blocks.head_columns(got)
         order = np.argsort(cols.pop("batch"), kind="stable")
         return blocks.take(cols, order)
 
@@ -141,9 +141,10 @@ class EmbeddedMetricStore:
                     0, {"series_id": rows["series_id"], "ts": rows["ts"], "value": rows["last"]}
                 )
             oldest = min((f.min_ts for f in files), default=None)
-            if oldest is None or oldest <= start_ms:
-                break
-            upper = oldest - 1
+            if oldest is not None:
+                if oldest <= start_ms:
+                    break
+                upper = oldest - 1
         if not pieces:
             return None
         merged = blocks.dedup_last(pieces)

@@ -193,7 +193,7 @@ class MetricWriter:
         head_rows = {
             "series_id": np.concatenate([f.series_ids for f in frames]),
             "ts": np.concatenate([f.ts_ms for f in frames]),
-            "value": np.concatenate([f.values for f in frames]),
+            "bits": np.concatenate([f.values for f in frames]).view(np.int64),
             "batch": np.full(n, batch, dtype=np.int64),
         }
 
@@ -201,7 +201,7 @@ class MetricWriter:
             insert_series(con, list(series.values()))
             if n:
                 rows = head_rows  # scanned by name
-                con.execute("INSERT INTO metric_head SELECT series_id, ts, value, batch FROM rows")
+                con.execute("INSERT INTO metric_head SELECT series_id, ts, bits, batch FROM rows")
                 del rows
             upsert_dedup(con, seqs)
             set_state(con, "wal_lsn", lsn)

@@ -18,6 +18,8 @@ decimal samples, ``RAW`` for raw-bits samples).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -28,7 +30,7 @@ _SECOND_ORDER = 16
 _P10 = np.array([10.0**k for k in range(16)], dtype=np.float64)
 _MAX_MANTISSA = float(2**53)
 
-EncodedColumns = dict[str, NDArray[np.generic]]
+EncodedColumns = dict[str, NDArray[Any]]
 
 
 def segment_starts(series_id: NDArray[np.uint64]) -> NDArray[np.intp]:

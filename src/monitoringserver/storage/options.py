@@ -117,8 +117,9 @@ class StorageOptions:
         ):
             if getattr(self, name) % step:
                 _bad(name, getattr(self, name), "must be a whole number of hours")
-        if self.m5_partition_s % self.raw_partition_s or self.h1_partition_s % self.raw_partition_s:
-            _bad("raw_partition_s", self.raw_partition_s, "must divide the rollup partitions")
+        for name in ("m5_partition_s", "h1_partition_s"):
+            if getattr(self, name) % self.raw_partition_s:
+                _bad(name, getattr(self, name), "must be a multiple of raw_partition_s")
         if not _MEMORY_RE.fullmatch(self.memory_limit.strip()):
             _bad("memory_limit", self.memory_limit, "must look like 512MB or 2GiB")
         for name in ("max_series", "max_series_per_metric", "max_series_per_source"):

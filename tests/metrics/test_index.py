@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitoringserver.errors import BadDataError, CardinalityLimitError
+from monitoringserver.metrics.index import SeriesIndex, SeriesLimits
+from monitoringserver.model.labels import Labels, make_labels
+from monitoringserver.model.matchers import Matcher, MatchOp, matches_all
+
+SERIES: list[Labels] = [
+    make_labels({"__name__": "cpu", "host": "a", "mode": "idle"}),
+    make_labels({"__name__": "cpu", "host": "b", "mode": "user"}),
+    make_labels({"__name__": "cpu", "host": "c"}),
+    make_labels({"__name__": "mem", "host": "a"}),
+    make_labels({"__name__": "mem", "host": "b", "env": "prod"}),
+    make_labels({"__name__": "up", "job": "node", "env": ""}),
+]
+
+
+@pytest.fixture
+def index() -> SeriesIndex:
+    idx = SeriesIndex()
+    ids, created = idx.resolve(SERIES, "src")
+    assert ids.tolist() == list(range(len(SERIES)))
+    assert [c.series_id for c in created] == list(range(len(SERIES)))
+    return idx
+
+
+M = Matcher
+CASES = [
+    [M.eq("__name__", "cpu")],
+    [M.eq("host", "a")],
+    [M.eq("mode", "")],
+    [M("mode", MatchOp.NEQ, "idle")],
+    [M("mode", MatchOp.NEQ, "")],
+    [M("host", MatchOp.RE, "a|b")],
+    [M("host", MatchOp.RE, "")],
+    [M("host", MatchOp.RE, ".*")],
+    [M("host", MatchOp.RE, ".+")],
+    [M("mode", MatchOp.RE, "id.*|")],
+    [M("host", MatchOp.NRE, "a")],
+    [M("env", MatchOp.NRE, "")],
+    [M("env", MatchOp.NRE, "prod")],
+    [M.eq("__name__", "cpu"), M("host", MatchOp.NRE, "c")],
+    [M.eq("__name__", "nope")],
+    [M.eq("nolabel", "x")],
+    [M("nolabel", MatchOp.NEQ, "x")],
+    [M("host", MatchOp.RE, "A")],  # anchored and case-sensitive
+    [M("host", MatchOp.RE, "a.")],  # anchored: no prefix match
+]
+
+
+@pytest.mark.parametrize("matchers", CASES, ids=lambda ms: ",".join(map(str, ms)))
+def test_select_agrees_with_model_semantics(index: SeriesIndex, matchers: list[Matcher]) -> None:
+    expected = [i for i, lbl in enumerate(SERIES) if matches_all(matchers, lbl)]
+    assert index.select(matchers).tolist() == expected
+
+
+def test_resolve_reuses_ids_and_interns(index: SeriesIndex) -> None:
+    ids, created = index.resolve([SERIES[3], SERIES[0], SERIES[3]], "other")
+    assert ids.tolist() == [3, 0, 3]
+    assert created == []
+    assert index.labels_of(1) == SERIES[1]
+    assert len(index) == len(SERIES)
+
+
+def test_label_names_and_values(index: SeriesIndex) -> None:
+    assert index.label_names() == ["__name__", "env", "host", "job", "mode"]
+    assert index.label_values("host") == ["a", "b", "c"]
+    mem = index.select([M.eq("__name__", "mem")])
+    assert index.label_names(mem) == ["__name__", "env", "host"]
+    assert index.label_values("host", mem) == ["a", "b"]
+    assert index.label_values("missing") == []
+
+
+def test_time_ranges_filter_select(index: SeriesIndex) -> None:
+    index.observe(np.array([0, 0, 1], dtype=np.uint64), np.array([100, 200, 500], dtype=np.int64))
+    assert index.select([M.eq("__name__", "cpu")], 150, 300).tolist() == [0]
+    assert index.select([M.eq("__name__", "cpu")], 0, 1000).tolist() == [0, 1]
+    lo, hi = index.time_ranges()
+    assert (lo[0], hi[0]) == (100, 200)
+
+
+@pytest.mark.parametrize(
+    ("limits", "batch", "source", "message"),
+    [
+        (SeriesLimits(max_series=3), 4, "s", "total limit is 3 and 0 exist"),
+        (SeriesLimits(max_per_source=2), 3, "agent-1", "source 'agent-1'.*limit is 2"),
+        (SeriesLimits(max_per_metric=2), 3, "s", "metric 'm'.*limit is 2 and 0 exist"),
+    ],
+)
+def test_limits_refuse_whole_batch(
+    limits: SeriesLimits, batch: int, source: str, message: str
+) -> None:
+    idx = SeriesIndex(limits)
+    new = [make_labels({"__name__": "m", "i": str(i)}) for i in range(batch)]
+    with pytest.raises(CardinalityLimitError, match=message):
+        idx.resolve(new, source)
+    assert len(idx) == 0
+    idx.resolve(new[:2], source)
+    assert len(idx) == 2
+
+
+def test_per_source_counts_only_that_source() -> None:
+    idx = SeriesIndex(SeriesLimits(max_per_source=1))
+    idx.resolve([make_labels({"__name__": "a"})], "x")
+    idx.resolve([make_labels({"__name__": "b"})], "y")
+    with pytest.raises(CardinalityLimitError):
+        idx.resolve([make_labels({"__name__": "c"})], "x")
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        (("job", "x"),),
+        (("__name__", "1bad"),),
+        (("__name__", "ok"), ("bad-name", "v")),
+        (("__name__", "ok"), ("a", "")),
+        (("__name__", "ok"), ("b", "1"), ("a", "2")),
+    ],
+)
+def test_invalid_label_sets_are_bad_data(labels: Labels) -> None:
+    with pytest.raises(BadDataError):
+        SeriesIndex().resolve([labels], "")
+
+
+def test_load_is_dense_and_idempotent() -> None:
+    idx = SeriesIndex()
+    idx.load([(0, SERIES[0], "s", 1, 2), (1, SERIES[1], "s", None, None)])
+    idx.load([(1, SERIES[1], "s", None, None)])
+    assert len(idx) == 2
+    with pytest.raises(BadDataError, match="dense"):
+        idx.load([(5, SERIES[2], "s", None, None)])
+    assert idx.select([M.eq("host", "b")]).tolist() == [1]

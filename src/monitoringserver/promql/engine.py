@@ -1,0 +1,219 @@
+"""The PromQL engine: evaluates a parsed query over all steps at once.
+
+``Engine.instant`` and ``Engine.range`` are synchronous and thread-safe (each call
+builds its own evaluator); web handlers run them in a worker thread. Every node is
+evaluated once for the whole step range, producing ``[series, steps]`` arrays.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import promql_parser as pp
+
+from monitoringserver.errors import BadDataError, ExecutionError, MonitoringError
+from monitoringserver.metrics.api import MetricQuerier
+from monitoringserver.promql import evaluator as ev
+from monitoringserver.promql.parser import parse
+from monitoringserver.promql.values import (
+    Matrix,
+    QueryStats,
+    Result,
+    ResultSeries,
+    Scalar,
+    String,
+    Value,
+)
+
+__all__ = ["Engine", "EngineOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Engine limits and semantics; durations in milliseconds unless named ``_s``.
+
+    ``max_samples`` bounds the samples loaded from storage by one query,
+    ``max_series`` the series selected, ``max_steps`` the points per series of a range
+    query (Prometheus refuses more than 11,000).
+    """
+
+    lookback_delta_ms: int = 300_000
+    timeout_s: float = 120.0
+    max_samples: int = 50_000_000
+    max_series: int = 500_000
+    max_steps: int = 11_000
+    default_subquery_step_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        if self.lookback_delta_ms <= 0:
+            raise BadDataError("cannot configure engine: lookback_delta_ms must be positive")
+        if self.timeout_s <= 0 or self.max_samples <= 0 or self.max_series <= 0:
+            raise BadDataError("cannot configure engine: limits must be positive")
+
+
+class Engine:
+    """Evaluates PromQL over a :class:`MetricQuerier`."""
+
+    def __init__(self, querier: MetricQuerier, options: EngineOptions | None = None) -> None:
+        self.querier = querier
+        self.options = options or EngineOptions()
+
+    def instant(
+        self,
+        query: str,
+        time_ms: int,
+        *,
+        timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
+        lookback_delta_ms: int | None = None,
+    ) -> Result:
+        """Evaluate ``query`` at ``time_ms``; result type vector, scalar, string or matrix."""
+        return self._run(
+            query,
+            start_ms=time_ms,
+            end_ms=time_ms,
+            step_ms=0,
+            timeout_s=timeout_s,
+            cancel=cancel,
+            lookback_delta_ms=lookback_delta_ms,
+        )
+
+    def range(
+        self,
+        query: str,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        *,
+        timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
+        lookback_delta_ms: int | None = None,
+    ) -> Result:
+        """Evaluate ``query`` at ``start_ms, start_ms + step_ms, … <= end_ms``; a matrix."""
+        if step_ms <= 0:
+            raise BadDataError(
+                "cannot run range query: zero or negative query resolution step widths are "
+                "not accepted. Try a positive integer"
+            )
+        if end_ms < start_ms:
+            raise BadDataError(
+                "cannot run range query: end timestamp must not be before start time"
+            )
+        if (end_ms - start_ms) // step_ms + 1 > self.options.max_steps:
+            raise BadDataError(
+                "cannot run range query: exceeded maximum resolution of "
+                f"{self.options.max_steps} points per timeseries. Try decreasing the query "
+                "resolution (?step=XX)"
+            )
+        return self._run(
+            query,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            step_ms=step_ms,
+            timeout_s=timeout_s,
+            cancel=cancel,
+            lookback_delta_ms=lookback_delta_ms,
+        )
+
+    def _run(
+        self,
+        query: str,
+        *,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        timeout_s: float | None,
+        cancel: threading.Event | None,
+        lookback_delta_ms: int | None,
+    ) -> Result:
+        t0 = time.perf_counter()
+        stats = QueryStats()
+        expr = parse(query)
+        t1 = time.perf_counter()
+        stats.parse_s = t1 - t0
+        opts = self.options
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else opts.timeout_s)
+        evaluator = ev.Evaluator(
+            self.querier,
+            query=query,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            step_ms=step_ms,
+            lookback_ms=lookback_delta_ms or opts.lookback_delta_ms,
+            stats=stats,
+            deadline=deadline,
+            cancel=cancel,
+            max_samples=opts.max_samples,
+            max_series=opts.max_series,
+            subquery_step_ms=opts.default_subquery_step_ms,
+        )
+        if step_ms:
+            ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        else:
+            ts = np.asarray([start_ms], dtype=np.int64)
+        stats.steps = len(ts)
+        try:
+            value = evaluator.eval(expr, ts)
+            result = _to_result(value, ts, bool(step_ms), expr)
+        except MonitoringError:
+            raise
+        except (ValueError, ArithmeticError, IndexError, KeyError) as exc:
+            raise ExecutionError(f"cannot execute query: {exc}") from exc
+        result.warnings = list(evaluator.warnings)
+        result.infos = list(evaluator.infos)
+        t2 = time.perf_counter()
+        stats.eval_s = t2 - t1
+        stats.total_s = t2 - t0
+        result.stats = stats
+        return result
+
+
+def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> Result:
+    if isinstance(value, String):
+        if is_range:
+            raise BadDataError(
+                'cannot run range query: invalid expression type "string" for range query, '
+                "must be Scalar or instant Vector"
+            )
+        return Result("string", string=value.value, time_ms=int(ts[0]))
+    if isinstance(value, Scalar):
+        if not is_range:
+            return Result("scalar", scalar=float(value.values[0]), time_ms=int(ts[0]))
+        return Result("matrix", series=[ResultSeries((), ts.copy(), value.values.copy())])
+    if isinstance(value, Matrix):
+        if is_range:
+            raise BadDataError(
+                'cannot run range query: invalid expression type "range vector" for range '
+                "query, must be Scalar or instant Vector"
+            )
+        return Result("matrix", series=_matrix_series(value), time_ms=int(ts[0]))
+    vec = ev.finalize(value)
+    if not is_range:
+        out = [
+            ResultSeries(lbl, ts[:1].copy(), vec.values[i, :1].copy())
+            for i, lbl in enumerate(vec.labels)
+            if vec.present[i, 0]
+        ]
+        return Result("vector", series=out, time_ms=int(ts[0]))
+    order = sorted(range(len(vec.labels)), key=lambda i: vec.labels[i])
+    series = []
+    for i in order:
+        mask = vec.present[i]
+        if mask.any():
+            series.append(ResultSeries(vec.labels[i], ts[mask], vec.values[i][mask]))
+    return Result("matrix", series=series)
+
+
+def _matrix_series(m: Matrix) -> list[ResultSeries]:
+    out = []
+    for s in m.series:
+        lo, hi = m.bounds(s)
+        a, b = int(lo[0]), int(hi[0])
+        if b > a:
+            labels = ev.drop_metric_name(s.labels) if s.drop_name else s.labels
+            out.append(ResultSeries(labels, s.ts[a:b].copy(), s.values[a:b].copy()))
+    out.sort(key=lambda r: r.labels)
+    return out

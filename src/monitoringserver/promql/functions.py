@@ -1,0 +1,303 @@
+"""Function calls: dispatch, range-vector functions and the simple instant functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import promql_parser as pp
+
+from monitoringserver.errors import ExecutionError
+from monitoringserver.model.labels import METRIC_NAME, Labels, metric_name
+from monitoringserver.model.matchers import MatchOp
+from monitoringserver.promql import labelfuncs
+from monitoringserver.promql.evaluator import Evaluator
+from monitoringserver.promql.histograms import histogram_fraction, histogram_quantile
+from monitoringserver.promql.parser import selector_matchers, unwrap_parens
+from monitoringserver.promql.rangefuncs import RANGE_FUNCTIONS, RangeArgs, keeps_name
+from monitoringserver.promql.values import F64, I64, Matrix, Scalar, String, Value, Vector, any_rows
+
+__all__ = ["call"]
+
+_MATH: dict[str, Callable[[F64], F64]] = {
+    "abs": np.abs,
+    "ceil": np.ceil,
+    "floor": np.floor,
+    "exp": np.exp,
+    "ln": np.log,
+    "log2": np.log2,
+    "log10": np.log10,
+    "sqrt": np.sqrt,
+    "sgn": np.sign,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "asin": np.arcsin,
+    "acos": np.arccos,
+    "atan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "tanh": np.tanh,
+    "asinh": np.arcsinh,
+    "acosh": np.arccosh,
+    "atanh": np.arctanh,
+    "deg": np.degrees,
+    "rad": np.radians,
+}
+
+_COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
+
+
+def _date_parts(secs: F64, part: str) -> F64:
+    ok = np.isfinite(secs)
+    whole = np.where(ok, np.trunc(secs), 0).astype(np.int64)
+    if part == "minute":
+        out = (whole // 60) % 60
+    elif part == "hour":
+        out = (whole // 3600) % 24
+    elif part == "day_of_week":
+        out = (whole // 86400 + 4) % 7
+    else:
+        day = whole.astype("datetime64[s]").astype("datetime64[D]")
+        month = day.astype("datetime64[M]")
+        year = day.astype("datetime64[Y]")
+        if part == "day_of_month":
+            out = (day - month.astype("datetime64[D]")).astype(np.int64) + 1
+        elif part == "day_of_year":
+            out = (day - year.astype("datetime64[D]")).astype(np.int64) + 1
+        elif part == "days_in_month":
+            out = ((month + 1).astype("datetime64[D]") - month.astype("datetime64[D]")).astype(
+                np.int64
+            )
+        elif part == "month":
+            out = month.astype(np.int64) % 12 + 1
+        else:
+            out = year.astype(np.int64) + 1970
+    return np.where(ok, out.astype(np.float64), np.nan)
+
+
+_DATE = (
+    "minute",
+    "hour",
+    "day_of_week",
+    "day_of_month",
+    "day_of_year",
+    "days_in_month",
+    "month",
+    "year",
+)
+
+
+def _map(vec: Vector, fn: Callable[[F64], F64]) -> Vector:
+    with np.errstate(all="ignore"):
+        values = np.asarray(fn(vec.values), dtype=np.float64)
+    return Vector(vec.labels, values, vec.present, np.ones(len(vec.labels), dtype=np.bool_))
+
+
+def call(ev: Evaluator, node: pp.Call, ts: I64) -> Value:
+    name = str(node.func.name)
+    args = list(node.args)
+    if name in ("absent_over_time", "present_over_time") or name in RANGE_FUNCTIONS:
+        return _range_call(ev, node, name, args, ts)
+    if name in _MATH:
+        return _map(ev.eval_vector(args[0], ts), _MATH[name])
+    if name == "time":
+        return Scalar(ts / 1000.0)
+    if name in ("step", "range", "start", "end"):
+        seconds = {
+            "step": ev.step_ms / 1000.0,
+            "range": (ev.end_ms - ev.start_ms) / 1000.0,
+            "start": ev.start_ms / 1000.0,
+            "end": ev.end_ms / 1000.0,
+        }[name]
+        return Scalar(np.full(len(ts), seconds))
+    if name in ("min_of", "max_of"):
+        a, b = (ev.eval_scalar(x, ts).values for x in args[:2])
+        red = np.minimum if name == "min_of" else np.maximum
+        return Scalar(np.asarray(red(a, b), dtype=np.float64))
+    if name == "pi":
+        return Scalar(np.full(len(ts), np.pi))
+    if name in _DATE:
+        if not args:
+            return Vector(
+                [()],
+                _date_parts(ts / 1000.0, name)[None, :],
+                np.ones((1, len(ts)), dtype=np.bool_),
+                np.zeros(1, dtype=np.bool_),
+            )
+        return _map(ev.eval_vector(args[0], ts), lambda v: _date_parts(v, name))
+    if name == "timestamp":
+        inner = unwrap_parens(args[0])
+        if isinstance(inner, pp.VectorSelector):
+            vec = ev.vector_selector(inner, ts, want_ts=True)
+        else:
+            vec = ev.eval_vector(args[0], ts)
+            vec = Vector(
+                vec.labels,
+                np.broadcast_to(ts / 1000.0, vec.values.shape).copy(),
+                vec.present,
+                vec.drop_name,
+            )
+        return Vector(vec.labels, vec.values, vec.present, np.ones(len(vec.labels), dtype=np.bool_))
+    if name == "vector":
+        s = ev.eval_scalar(args[0], ts)
+        return Vector(
+            [()],
+            s.values[None, :].copy(),
+            np.ones((1, len(ts)), dtype=np.bool_),
+            np.zeros(1, dtype=np.bool_),
+        )
+    if name == "scalar":
+        vec = ev.eval_vector(args[0], ts)
+        count = vec.present.sum(axis=0)
+        which = np.argmax(vec.present, axis=0) if len(vec.labels) else np.zeros(len(ts), np.intp)
+        vals = vec.values[which, np.arange(len(ts))] if len(vec.labels) else np.zeros(len(ts))
+        return Scalar(np.where(count == 1, vals, np.nan))
+    if name in ("round", "clamp", "clamp_min", "clamp_max"):
+        return _clamp_round(ev, name, args, ts)
+    if name == "absent":
+        vec = ev.eval_vector(args[0], ts)
+        return _absent(args[0], ~any_rows(vec.present))
+    if name == "histogram_quantile":
+        phi = ev.eval_scalar(args[0], ts).values
+        return histogram_quantile(ev, phi, ev.eval_vector(args[1], ts), args[1], node)
+    if name == "histogram_fraction":
+        lower = ev.eval_scalar(args[0], ts).values
+        upper = ev.eval_scalar(args[1], ts).values
+        return histogram_fraction(ev, lower, upper, ev.eval_vector(args[2], ts), args[2])
+    if name in (
+        "histogram_count",
+        "histogram_sum",
+        "histogram_avg",
+        "histogram_stddev",
+        "histogram_stdvar",
+    ):
+        vec = ev.eval_vector(args[0], ts)
+        return Vector.empty(len(ts)) if vec.labels else vec
+    if name in labelfuncs.LABEL_FUNCTIONS:
+        vec = ev.eval_vector(args[0], ts)
+        rest: list[str] = []
+        for a in args[1:]:
+            v = ev.eval(a, ts)
+            if not isinstance(v, String):
+                raise ExecutionError(f"cannot evaluate {name}: expected string arguments")
+            rest.append(v.value)
+        if name in ("sort_by_label", "sort_by_label_desc", "sort", "sort_desc") and ev.is_range:
+            ev.warn(
+                "sort is ineffective for range queries since results are always ordered by labels",
+                node,
+            )
+        return labelfuncs.LABEL_FUNCTIONS[name](vec, rest)
+    raise ExecutionError(f"cannot evaluate function {name}: not supported")
+
+
+def _clamp_round(ev: Evaluator, name: str, args: list[pp.Expr], ts: I64) -> Vector:
+    vec = ev.eval_vector(args[0], ts)
+    params = [ev.eval_scalar(a, ts).values[None, :] for a in args[1:]]
+    with np.errstate(all="ignore"):
+        if name == "round":
+            inv = 1.0 / params[0] if params else 1.0
+            return _map(vec, lambda v: np.floor(v * inv + 0.5) / inv)
+        if name == "clamp_min":
+            return _map(vec, lambda v: np.maximum(v, params[0]))
+        if name == "clamp_max":
+            return _map(vec, lambda v: np.minimum(v, params[0]))
+        lo, hi = params
+        out = _map(vec, lambda v: np.maximum(lo, np.minimum(hi, v)))
+        out.present = out.present & ~(hi < lo)
+        return out
+
+
+def _absent_labels(arg: pp.Expr) -> Labels:
+    inner = unwrap_parens(arg)
+    if isinstance(inner, pp.MatrixSelector):
+        inner = inner.vector_selector
+    if not isinstance(inner, pp.VectorSelector):
+        return ()
+    groups = selector_matchers(inner)
+    if len(groups) != 1:
+        return ()
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for m in groups[0]:
+        if m.name == METRIC_NAME:
+            continue
+        if m.op is MatchOp.EQ and m.name not in seen:
+            out[m.name] = m.value
+        else:
+            out.pop(m.name, None)
+        seen.add(m.name)
+    return tuple(sorted((k, v) for k, v in out.items() if v))
+
+
+def _absent(arg: pp.Expr, missing: np.ndarray) -> Vector:
+    steps = len(missing)
+    return Vector(
+        [_absent_labels(arg)],
+        np.ones((1, steps)),
+        missing.reshape(1, steps).astype(np.bool_),
+        np.zeros(1, dtype=np.bool_),
+    )
+
+
+def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts: I64) -> Vector:
+    matrix_pos = 1 if name == "quantile_over_time" else 0
+    matrix = ev.eval_matrix(args[matrix_pos], ts)
+    extra = [ev.eval_scalar(a, ts).values for i, a in enumerate(args) if i != matrix_pos]
+    if name == "absent_over_time":
+        seen = np.zeros(len(ts), dtype=np.bool_)
+        for s in matrix.series:
+            lo, hi = matrix.bounds(s)
+            seen |= hi > lo
+        return _absent(args[matrix_pos], ~seen)
+    fn = RANGE_FUNCTIONS[name]
+    if name in ("rate", "increase", "irate"):
+        _counter_info(ev, matrix, args[matrix_pos])
+    if name == "quantile_over_time":
+        phi = extra[0]
+        bad = phi[(phi < 0) | (phi > 1) | np.isnan(phi)]
+        if len(bad) and matrix.series:
+            from monitoringserver.promql.aggregations import format_value
+
+            ev.warn(
+                f"quantile value should be between 0 and 1, got {format_value(bad[0])}", args[0]
+            )
+    labels: list[Labels] = []
+    rows_v = []
+    rows_p = []
+    drops = []
+    keep = keeps_name(name)
+    for s in matrix.series:
+        lo, hi = matrix.bounds(s)
+        if not (hi > lo).any():
+            continue
+        values, present = fn(
+            RangeArgs(s.ts, s.values, lo, hi, matrix.eff_ms, matrix.range_ms, ts, extra)
+        )
+        labels.append(s.labels)
+        rows_v.append(values)
+        rows_p.append(present)
+        drops.append(s.drop_name or not keep)
+    if not labels:
+        return Vector.empty(len(ts))
+    steps = len(ts)
+    return Vector(
+        labels,
+        np.array(rows_v, dtype=np.float64).reshape(-1, steps),
+        np.array(rows_p, dtype=np.bool_).reshape(-1, steps),
+        np.array(drops, dtype=np.bool_),
+    )
+
+
+def _counter_info(ev: Evaluator, matrix: Matrix, arg: pp.Expr) -> None:
+    for s in matrix.series:
+        lo, hi = matrix.bounds(s)
+        if not ((hi - lo) >= 2).any():
+            continue
+        name = metric_name(s.labels)
+        if name and not name.endswith(_COUNTER_SUFFIXES):
+            ev.info(
+                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "
+                f'"{name}"',
+                arg,
+            )

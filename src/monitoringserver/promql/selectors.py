@@ -1,0 +1,96 @@
+"""Loading series through ``MetricQuerier`` and turning them into step-aligned values.
+
+Lookback and range windows are left-open, right-closed like Prometheus 3: an instant
+selector at ``t`` sees the newest sample in ``(t - lookback, t]``; a range selector
+``[r]`` sees ``(t - r, t]``. Stale markers end a series (instant) and are removed from
+range windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import promql_parser as pp
+
+from monitoringserver.errors import QueryLimitError
+from monitoringserver.metrics.api import MetricQuerier, SeriesData
+from monitoringserver.model.labels import Labels
+from monitoringserver.model.samples import is_stale_nan
+from monitoringserver.promql.parser import selector_matchers
+from monitoringserver.promql.values import I64, Matrix, QueryStats, RangeSeries, Vector
+
+__all__ = ["Loader", "instant_vector", "range_matrix"]
+
+
+class Loader:
+    """Fetches series for one query, counting samples against the query's limits."""
+
+    def __init__(
+        self, querier: MetricQuerier, stats: QueryStats, max_samples: int, max_series: int
+    ) -> None:
+        self._querier = querier
+        self._stats = stats
+        self._max_samples = max_samples
+        self._max_series = max_series
+
+    def load(self, vs: pp.VectorSelector, mint_ms: int, maxt_ms: int) -> list[SeriesData]:
+        """Series matching ``vs`` with samples in ``[mint_ms, maxt_ms]`` (inclusive)."""
+        by_labels: dict[Labels, SeriesData] = {}
+        for group in selector_matchers(vs):
+            if mint_ms > maxt_ms:
+                continue
+            for s in self._querier.select(group, mint_ms, maxt_ms):
+                by_labels.setdefault(s.labels, s)
+        series = [by_labels[k] for k in sorted(by_labels)]
+        self._stats.series_loaded += len(series)
+        self._stats.samples_loaded += sum(len(s.ts_ms) for s in series)
+        self._stats.peak_samples = max(self._stats.peak_samples, self._stats.samples_loaded)
+        if self._stats.series_loaded > self._max_series:
+            raise QueryLimitError(
+                f"cannot execute query: it would select more than {self._max_series} series"
+            )
+        if self._stats.samples_loaded > self._max_samples:
+            raise QueryLimitError(
+                "cannot execute query: query processing would load too many samples into "
+                f"memory in query execution (limit {self._max_samples})"
+            )
+        return series
+
+
+def instant_vector(
+    series: Sequence[SeriesData], eff_ms: I64, lookback_ms: int, want_ts: bool = False
+) -> Vector:
+    """Per step, the newest non-stale sample in ``(eff - lookback, eff]``.
+
+    With ``want_ts`` the value is the sample's timestamp in seconds (for ``timestamp()``).
+    """
+    steps = len(eff_ms)
+    n = len(series)
+    values = np.zeros((n, steps), dtype=np.float64)
+    present = np.zeros((n, steps), dtype=np.bool_)
+    for i, s in enumerate(series):
+        if len(s.ts_ms) == 0:
+            continue
+        idx = np.searchsorted(s.ts_ms, eff_ms, side="right") - 1
+        ok = idx >= 0
+        idx_c = np.where(ok, idx, 0)
+        ok &= s.ts_ms[idx_c] > eff_ms - lookback_ms
+        vals = s.values[idx_c]
+        ok &= ~is_stale_nan(vals)
+        present[i] = ok
+        values[i] = s.ts_ms[idx_c] / 1000.0 if want_ts else vals
+    return Vector([s.labels for s in series], values, present, np.zeros(n, dtype=np.bool_))
+
+
+def range_matrix(series: Sequence[SeriesData], eff_ms: I64, range_ms: int) -> Matrix:
+    """A range vector whose windows end at ``eff_ms``; stale markers are dropped."""
+    out: list[RangeSeries] = []
+    for s in series:
+        stale = is_stale_nan(s.values)
+        if stale.any():
+            keep = ~stale
+            out.append(RangeSeries(s.labels, s.ts_ms[keep], s.values[keep]))
+        else:
+            out.append(RangeSeries(s.labels, s.ts_ms, s.values))
+    return Matrix(out, eff_ms, range_ms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ FILES = sorted(p.name for p in CONFORMANCE_DIR.glob("*.test")) if CONFORMANCE_DI
 
 @pytest.mark.skipif(not FILES, reason=f"conformance files not found in {CONFORMANCE_DIR}")
 @pytest.mark.parametrize("name", FILES or ["<none>"])
-def test_conformance_file(name: str, record_property: pytest.RecordProperty) -> None:
+def test_conformance_file(name: str, record_property: Callable[[str, object], None]) -> None:
     results = run_file(CONFORMANCE_DIR / name)
     counts = collections.Counter(r.status for r in results)
     record_property(

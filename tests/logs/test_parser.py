@@ -265,3 +265,10 @@ def test_logbatch_helpers() -> None:
     assert LogBatch.concat([b]) is b
     with pytest.raises(Exception, match="differ in length"):
         LogBatch(np.zeros(1, dtype=np.int64), [], [], [], [], [], [])
+
+
+def test_plain_logger_before_colon(parser: LogParser) -> None:
+    p = parser.parse_line("ERROR db: boom", NOW_MS)
+    assert (p.level, p.logger) == ("error", "db")
+    p = parser.parse_line("ERROR disk full: boom", NOW_MS)
+    assert (p.level, p.logger) == ("error", "")

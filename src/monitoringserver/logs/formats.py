@@ -258,7 +258,8 @@ _LEADING_TS = re.compile(
 # "LEVEL [logger] msg", "LEVEL logger: msg", "LEVEL:logger:msg" (Python logging default)
 _PLAIN_HEAD = re.compile(
     r"\[?(?P<level>[A-Za-z]+)\]?(?::(?P<pylogger>[\w.\-]+):| +\[(?P<blogger>[^\]\s]+)\] *"
-    r"| +(?P<clogger>[\w.\-]+(?:\.[\w\-]+)+)(?: +-)? *| *[:\-] *| +)(?P<msg>.*)",
+    r"| +(?P<dlogger>[\w.\-]+): +| +(?P<clogger>[\w.\-]+(?:\.[\w\-]+)+)(?: +-)? *"
+    r"| *[:\-] *| +)(?P<msg>.*)",
     re.DOTALL,
 )
 _TRACE_IN_TEXT = re.compile(r"\btrace[_-]?id[=:]\s*([0-9a-fA-F]{16,32})\b")
@@ -283,7 +284,7 @@ def parse_plain(line: str) -> Parsed:
     h = _PLAIN_HEAD.match(rest)
     if h is not None and normalize_level(h["level"]) != "unknown" and h["level"].isupper():
         level = normalize_level(h["level"])
-        logger = h["pylogger"] or h["blogger"] or h["clogger"] or ""
+        logger = h["pylogger"] or h["blogger"] or h["dlogger"] or h["clogger"] or ""
     else:
         level = detect_level(rest)
     attrs: dict[str, str] = {}

@@ -1,0 +1,346 @@
+"""``LogWriter``: the write path of the embedded log store (implements ``LogAppender``).
+
+``append`` checks the per-source rate limit and the queue bound, drops duplicate agent
+deliveries, parses raw lines (``level == ""``), sanitises messages, rejects lines
+outside the accepted time window, writes one WAL record and only then returns (the
+acknowledgement). The accepted lines are published on the bus (live tail) and counted
+by the aggregator. A batcher task inserts queued records into the DuckDB head table in
+one transaction with the committed WAL position and the agents' sequence numbers; WAL
+segments are truncated only after that commit. A maintenance step moves the head into
+archives (``LogStore.flush``) and rotates old archives away.
+
+Loop affinity: ``append``, ``run``, ``commit_pending``, ``maintain`` and ``aclose`` run
+on one event loop; parsing, WAL writes and DuckDB work go to threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
+from monitoringserver.logs.aggregator import LogAggregator
+from monitoringserver.logs.api import DedupKey, LogAppendResult
+from monitoringserver.logs.parser import LogParser
+from monitoringserver.logs.store import LogStore
+from monitoringserver.model.logs import LogBatch
+from monitoringserver.pipeline.bus import Bus
+from monitoringserver.pipeline.wal import Wal
+
+__all__ = ["LogWriter", "LogWriterOptions", "RateLimiter"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LogWriterOptions:
+    """``batch_lines`` / ``batch_interval_s``: when queued lines go to the head table.
+    ``max_pending_lines``: acknowledged lines not yet in DuckDB; beyond it appends get
+    ``OverloadedError`` (429). ``rate_lines_per_s`` / ``rate_burst_lines``: per-source
+    token bucket (None = unlimited). ``maintenance_interval_s``: how often to check
+    whether the head should become an archive and old archives should go."""
+
+    batch_lines: int = 100_000
+    batch_interval_s: float = 1.0
+    max_pending_lines: int = 2_000_000
+    rate_lines_per_s: float | None = None
+    rate_burst_lines: int = 100_000
+    max_sources: int = 100_000
+    maintenance_interval_s: float = 10.0
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.batch_lines < 1 or self.max_pending_lines < 1 or self.batch_interval_s <= 0:
+            raise BadDataError("cannot configure log writer: limits must be positive")
+
+
+class RateLimiter:
+    """Token buckets per source (lines per second, with a burst). The least recently
+    used sources are forgotten past ``max_sources``."""
+
+    def __init__(
+        self, rate: float, burst: int, *, max_sources: int, clock: Callable[[], float]
+    ) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._max = max_sources
+        self._clock = clock
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def take(self, source: str, n: int) -> None:
+        """Spend ``n`` tokens or raise ``OverloadedError`` with the wait in Retry-After."""
+        now = self._clock()
+        tokens, last = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if n > tokens:
+            self._buckets[source] = (tokens, now)
+            wait = (min(n, self._burst) - tokens) / self._rate if self._rate > 0 else 60.0
+            raise OverloadedError(
+                f"cannot accept {n} log lines from {source!r}: over the rate limit of "
+                f"{self._rate:g} lines/s",
+                retry_after_s=max(1.0, wait),
+            )
+        self._buckets[source] = (tokens - n, now)
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+
+
+class _Frame(msgspec.Struct, array_like=True):
+    ts: bytes
+    server_id: list[str]
+    level: list[str]
+    logger: list[str]
+    source: list[str]
+    message: list[str]
+    attrs: list[dict[str, str]]
+    agent_id: str
+    batch_seq: int
+
+
+def encode_frame(batch: LogBatch, dedup: DedupKey | None) -> bytes:
+    return msgspec.msgpack.encode(
+        _Frame(
+            np.ascontiguousarray(batch.ts_ms, dtype="<i8").tobytes(),
+            batch.server_id,
+            batch.level,
+            batch.logger,
+            batch.source,
+            batch.message,
+            batch.attrs,
+            dedup.agent_id if dedup else "",
+            dedup.batch_seq if dedup else -1,
+        )
+    )
+
+
+def decode_frame(payload: bytes) -> tuple[LogBatch, DedupKey | None]:
+    f = msgspec.msgpack.decode(payload, type=_Frame)
+    batch = LogBatch(
+        np.frombuffer(f.ts, dtype="<i8").astype(np.int64),
+        f.server_id,
+        f.level,
+        f.logger,
+        f.source,
+        f.message,
+        f.attrs,
+    )
+    return batch, (DedupKey(f.agent_id, f.batch_seq) if f.agent_id else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    lsn: int
+    batch: LogBatch
+    dedup: DedupKey | None
+
+
+class LogWriter:
+    """Implements :class:`~monitoringserver.logs.api.LogAppender`."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        wal: Wal,
+        options: LogWriterOptions | None = None,
+        *,
+        parser: LogParser | None = None,
+        aggregator: LogAggregator | None = None,
+        bus: Bus[LogBatch] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._wal = wal
+        self._opt = options or LogWriterOptions()
+        self._parser = parser or LogParser(clock=clock)
+        self._aggregator = aggregator
+        self._bus = bus
+        self._clock = clock
+        opt = self._opt
+        self._limiter = (
+            RateLimiter(
+                opt.rate_lines_per_s, opt.rate_burst_lines, max_sources=opt.max_sources, clock=clock
+            )
+            if opt.rate_lines_per_s is not None
+            else None
+        )
+        self._last_seq = store.dedup_state()
+        self._queue: list[_Queued] = []
+        self._queued_lines = 0
+        self._append_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._rejected: dict[str, int] = {}
+        self._last_maintenance = clock()
+
+    # -- counters -----------------------------------------------------------------------
+
+    @property
+    def queued_lines(self) -> int:
+        return self._queued_lines
+
+    def counters(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        """``(wal_bytes, rejected_by_reason, repaired_by_reason)`` since start."""
+        p = self._parser.stats()
+        repaired = {k: p[k] for k in ("invalid_utf8", "truncated") if p.get(k)}
+        return self._wal.size_bytes(), dict(self._rejected), repaired
+
+    # -- append -------------------------------------------------------------------------
+
+    async def append(
+        self, batch: LogBatch, *, source: str = "", dedup: DedupKey | None = None
+    ) -> LogAppendResult:
+        if self._closing:
+            raise UnavailableError("cannot append logs: the log store is shutting down")
+        n = len(batch)
+        if self._queued_lines and self._queued_lines + n > self._opt.max_pending_lines:
+            raise OverloadedError(
+                f"cannot append {n} log lines: the write queue holds {self._queued_lines} "
+                f"lines (limit {self._opt.max_pending_lines})",
+                retry_after_s=max(1.0, self._opt.batch_interval_s * 2),
+            )
+        if self._limiter is not None and n:
+            self._limiter.take(source or "anonymous", n)
+        async with self._append_lock:
+            if dedup is not None and dedup.batch_seq <= self._last_seq.get(dedup.agent_id, -1):
+                return LogAppendResult(accepted=0, duplicate=True)
+            kept, lsn, rejected, repaired = await asyncio.to_thread(self._prepare, batch, dedup)
+            if dedup is not None:
+                self._last_seq[dedup.agent_id] = dedup.batch_seq
+            if lsn is not None:
+                self._queue.append(_Queued(lsn, kept, dedup))
+                self._queued_lines += len(kept)
+                if self._queued_lines >= self._opt.batch_lines:
+                    self._wake.set()
+        for reason, count in rejected.items():
+            self._rejected[reason] = self._rejected.get(reason, 0) + count
+        if len(kept) and self._bus is not None:
+            self._bus.publish(kept)
+        return LogAppendResult(accepted=len(kept), rejected=rejected, repaired=repaired)
+
+    def _prepare(
+        self, batch: LogBatch, dedup: DedupKey | None
+    ) -> tuple[LogBatch, int | None, dict[str, int], dict[str, int]]:
+        """On a worker thread: parse, sanitise, filter by time, write the WAL record."""
+        before = self._parser.stats()
+        parsed = self._parser.enrich(batch)
+        after = self._parser.stats()
+        repaired = {
+            k: after.get(k, 0) - before.get(k, 0)
+            for k in ("invalid_utf8", "truncated")
+            if after.get(k, 0) - before.get(k, 0) > 0
+        }
+        keep, rejected = self._window(parsed.ts_ms)
+        kept = parsed if keep.all() else parsed.take(np.flatnonzero(keep).tolist())
+        lsn = None
+        if len(kept) or dedup is not None:
+            lsn = self._wal.append(encode_frame(kept, dedup))
+        if self._aggregator is not None:
+            self._aggregator.aggregate(kept)
+        return kept, lsn, rejected, repaired
+
+    def _window(self, ts: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+        now_ms = int(self._clock() * 1000)
+        opts = self._store.options
+        future = ts > now_ms + int(opts.accept_future_s * 1000)
+        old = (
+            ts < now_ms - int(opts.retention_s * 1000)
+            if opts.retention_s is not None
+            else np.zeros(len(ts), dtype=bool)
+        )
+        rejected: dict[str, int] = {}
+        if (nf := int(future.sum())) > 0:
+            rejected["too_far_in_future"] = nf
+        if (no := int(old.sum())) > 0:
+            rejected["too_old"] = no
+        return ~(future | old), rejected
+
+    # -- batcher and maintenance ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Commit queued lines and maintain archives until closed; errors are logged and
+        retried."""
+        while not (self._closing and not self._queue):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._opt.batch_interval_s)
+            self._wake.clear()
+            try:
+                await self.commit_pending()
+                if self._clock() - self._last_maintenance >= self._opt.maintenance_interval_s:
+                    await self.maintain()
+            except Exception:
+                log.exception("cannot commit or maintain the log store; retrying")
+                await asyncio.sleep(self._opt.batch_interval_s)
+
+    async def commit_pending(self) -> int:
+        """Insert every queued record into the head table now; return lines committed."""
+        async with self._commit_lock:
+            taken, self._queue = self._queue, []
+            if not taken:
+                return 0
+            batch = LogBatch.concat([q.batch for q in taken])
+            dedups = [q.dedup for q in taken if q.dedup is not None]
+            try:
+                await self._store.ainsert(batch, lsn=taken[-1].lsn, dedup=dedups)
+            except BaseException:
+                self._queue = taken + self._queue
+                raise
+            self._queued_lines -= len(batch)
+            await asyncio.to_thread(self._wal.truncate_before, taken[-1].lsn)
+            return len(batch)
+
+    async def maintain(self, *, force_flush: bool = False) -> None:
+        """Archive the head when due (or ``force_flush``), then rotate by age and size."""
+        self._last_maintenance = self._clock()
+        if force_flush or await asyncio.to_thread(self._store.needs_flush):
+            await self.commit_pending()
+            await asyncio.to_thread(self._store.flush)
+        opts = self._store.options
+        if opts.retention_s is not None or opts.max_total_bytes is not None:
+            await asyncio.to_thread(self._store.rotate)
+
+    # -- replay and close ---------------------------------------------------------------
+
+    def replay(self) -> int:
+        """Re-apply WAL records past the committed position (call before ``run``)."""
+        start = self._store.committed_lsn()
+        total = 0
+        last = start
+        chunk: list[LogBatch] = []
+        dedups: dict[str, DedupKey] = {}
+        for lsn, payload in self._wal.replay(start):
+            batch, dedup = decode_frame(payload)
+            if dedup is not None:
+                dedups[dedup.agent_id] = dedup
+                prev = self._last_seq.get(dedup.agent_id, -1)
+                self._last_seq[dedup.agent_id] = max(prev, dedup.batch_seq)
+            chunk.append(batch)
+            last = lsn
+            if sum(len(b) for b in chunk) >= self._opt.batch_lines:
+                merged = LogBatch.concat(chunk)
+                self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
+                total += len(merged)
+                chunk, dedups = [], {}
+        if chunk or dedups:
+            merged = LogBatch.concat(chunk)
+            self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
+            total += len(merged)
+        if last > start:
+            self._wal.truncate_before(last)
+        return total
+
+    async def aclose(self) -> None:
+        """Refuse new appends and commit everything acknowledged (bounded by the timeout)."""
+        self._closing = True
+        self._wake.set()
+        async with asyncio.timeout(self._opt.shutdown_timeout_s):
+            while self._queue:
+                await self.commit_pending()

@@ -35,8 +35,12 @@ __all__ = ["Evaluator", "drop_metric_name", "finalize", "merge_series"]
 _WORD = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 
+_NAME_LABELS = frozenset({METRIC_NAME, "__type__", "__unit__"})
+
+
 def drop_metric_name(labels: Labels) -> Labels:
-    return tuple(p for p in labels if p[0] != METRIC_NAME)
+    """Remove the metric name and the type/unit labels that describe it."""
+    return tuple(p for p in labels if p[0] not in _NAME_LABELS)
 
 
 def merge_series(vec: Vector, message: str) -> Vector:

@@ -160,7 +160,14 @@ def call(ev: Evaluator, node: pp.Call, ts: I64) -> Value:
         return _absent(args[0], ~any_rows(vec.present))
     if name == "histogram_quantile":
         phi = ev.eval_scalar(args[0], ts).values
-        return histogram_quantile(ev, phi, ev.eval_vector(args[1], ts), args[1], node)
+        return histogram_quantile(ev, [phi], ev.eval_vector(args[1], ts), args[1], node)
+    if name == "histogram_quantiles":
+        vec = ev.eval_vector(args[0], ts)
+        label = ev.eval(args[1], ts)
+        if not isinstance(label, String):
+            raise ExecutionError("cannot evaluate histogram_quantiles: label must be a string")
+        phis = [ev.eval_scalar(a, ts).values for a in args[2:]]
+        return histogram_quantile(ev, phis, vec, args[0], node, label=label.value)
     if name == "histogram_fraction":
         lower = ev.eval_scalar(args[0], ts).values
         upper = ev.eval_scalar(args[1], ts).values

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import promql_parser as pp
 
-from monitoringserver.model.labels import METRIC_NAME, Labels, get, metric_name
+from monitoringserver.model.labels import Labels, get, metric_name
 from monitoringserver.promql.evaluator import Evaluator
 from monitoringserver.promql.values import F64, B, Vector, any_rows
 
@@ -110,19 +110,27 @@ def _bucket_groups(
                 arg,
             )
             continue
-        key = tuple(p for p in lbl if p[0] not in ("le", METRIC_NAME))
+        key = tuple(p for p in lbl if p[0] != "le")
         groups.setdefault(key, []).append((le, i))
     return groups
 
 
-def histogram_quantile(ev: Evaluator, phi: F64, vec: Vector, arg: pp.Expr, node: pp.Expr) -> Vector:
+def histogram_quantile(
+    ev: Evaluator,
+    phis: list[F64],
+    vec: Vector,
+    arg: pp.Expr,
+    node: pp.Expr,
+    *,
+    label: str | None = None,
+) -> Vector:
+    """φ-quantiles per bucket group; with ``label`` one output series per φ (labelled)."""
     steps = vec.values.shape[1]
     groups = _bucket_groups(ev, vec, arg)
-    bad = phi[(phi < 0) | (phi > 1) | np.isnan(phi)]
-    if len(bad) and groups:
-        from monitoringserver.promql.aggregations import format_value
-
-        ev.warn(f"quantile value should be between 0 and 1, got {format_value(bad[0])}", node)
+    for phi in phis:
+        bad = phi[(phi < 0) | (phi > 1) | np.isnan(phi)]
+        if len(bad):
+            ev.warn(f"quantile value should be between 0 and 1, got {_fmt(float(bad[0]))}", node)
     labels: list[Labels] = []
     rows_v: list[F64] = []
     rows_p: list[B] = []
@@ -132,35 +140,50 @@ def histogram_quantile(ev: Evaluator, phi: F64, vec: Vector, arg: pp.Expr, node:
         idx = [i for _, i in members]
         vals = vec.values[idx]
         pres = vec.present[idx]
-        out = np.full(steps, np.nan)
         ok = any_rows(pres)
-        name = ""
-        for t in np.flatnonzero(ok):
-            sel = pres[:, t]
-            value, forced = bucket_quantile(
-                float(phi[t]),
-                [b for b, s in zip(bounds, sel, strict=True) if s],
-                vals[sel, t].tolist(),
-            )
-            out[t] = value
-            if forced:
-                name = metric_name(vec.labels[idx[0]])
-                ev.info(
-                    "input to histogram_quantile needed to be fixed for monotonicity (see "
-                    "https://prometheus.io/docs/prometheus/latest/querying/functions/"
-                    f'#histogram_quantile) for metric name "{name}"',
-                    arg,
+        for phi in phis:
+            out = np.full(steps, np.nan)
+            for t in np.flatnonzero(ok):
+                sel = pres[:, t]
+                value, forced = bucket_quantile(
+                    float(phi[t]),
+                    [b for b, s in zip(bounds, sel, strict=True) if s],
+                    vals[sel, t].tolist(),
                 )
-        labels.append(key)
-        rows_v.append(out)
-        rows_p.append(ok)
+                out[t] = value
+                if forced:
+                    ev.info(
+                        "input to histogram_quantile needed to be fixed for monotonicity (see "
+                        "https://prometheus.io/docs/prometheus/latest/querying/functions/"
+                        f'#histogram_quantile) for metric name "{metric_name(key)}"',
+                        arg,
+                    )
+            if label is None:
+                labels.append(key)
+            else:
+                d = dict(key)
+                q = float(phi[0])
+                d[label] = repr(q) if math.isfinite(q) else _fmt(q)
+                labels.append(tuple(sorted(d.items())))
+            rows_v.append(out)
+            rows_p.append(ok)
+    return _vector(labels, rows_v, rows_p, steps)
+
+
+def _fmt(v: float) -> str:
+    from monitoringserver.promql.aggregations import format_value
+
+    return format_value(v)
+
+
+def _vector(labels: list[Labels], rows_v: list[F64], rows_p: list[B], steps: int) -> Vector:
     if not labels:
         return Vector.empty(steps)
     return Vector(
         labels,
         np.array(rows_v).reshape(-1, steps),
         np.array(rows_p, dtype=np.bool_).reshape(-1, steps),
-        np.zeros(len(labels), dtype=np.bool_),
+        np.ones(len(labels), dtype=np.bool_),
     )
 
 
@@ -222,11 +245,4 @@ def histogram_fraction(ev: Evaluator, lower: F64, upper: F64, vec: Vector, arg: 
         labels.append(key)
         rows_v.append(out)
         rows_p.append(ok)
-    if not labels:
-        return Vector.empty(steps)
-    return Vector(
-        labels,
-        np.array(rows_v).reshape(-1, steps),
-        np.array(rows_p, dtype=np.bool_).reshape(-1, steps),
-        np.zeros(len(labels), dtype=np.bool_),
-    )
+    return _vector(labels, rows_v, rows_p, steps)

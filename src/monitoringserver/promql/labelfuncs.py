@@ -10,6 +10,7 @@ import numpy as np
 from monitoringserver.errors import ExecutionError
 from monitoringserver.model.labels import METRIC_NAME, Labels, get
 from monitoringserver.promql.evaluator import merge_series
+from monitoringserver.promql.parser import translate_regex
 from monitoringserver.promql.values import Vector
 
 __all__ = ["LABEL_FUNCTIONS", "expand_template"]
@@ -59,7 +60,7 @@ def _relabel(vec: Vector, dst: str, fn: Callable[[Labels], Labels | None]) -> Ve
 def _label_replace(vec: Vector, args: list[str]) -> Vector:
     dst, repl, src, regex = args
     try:
-        pattern = re.compile(f"(?s:{regex})")
+        pattern = re.compile(f"(?s:{translate_regex(regex)})")
     except re.error as exc:
         raise ExecutionError(f"invalid regular expression in label_replace(): {regex}") from exc
     if not _LABEL_RE.fullmatch(dst) and dst != METRIC_NAME:

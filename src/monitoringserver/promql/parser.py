@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import threading
 
 import promql_parser as pp
@@ -101,7 +102,7 @@ def selector_matchers(vs: pp.VectorSelector) -> list[list[Matcher]]:
         groups_src = [list(vs.matchers.matchers)]
     groups: list[list[Matcher]] = []
     for src in groups_src:
-        group = [Matcher(m.name, _op(m.op), m.value) for m in src]
+        group = [_matcher(m) for m in src]
         if vs.name is not None and not any(m.name == "__name__" for m in group):
             group.insert(0, Matcher("__name__", MatchOp.EQ, vs.name))
         if not any(not m.matches_empty() for m in group):
@@ -112,8 +113,73 @@ def selector_matchers(vs: pp.VectorSelector) -> list[list[Matcher]]:
     return groups
 
 
+_FLAG_GROUP = re.compile(r"\(\?([imsU]*(?:-[imsU]*)?)\)")
+
+
+def translate_regex(pattern: str) -> str:
+    """Rewrite RE2 syntax Python's ``re`` rejects: ``(?i)`` in the middle of a pattern.
+
+    RE2 applies a bare flag group to the rest of the enclosing group; Python only
+    allows global flags at the very start, so each one becomes a scoped ``(?i:...)``
+    closed where the enclosing group (or alternative) ends. Both engines accept the
+    result, so it is also safe to hand to an RE2-based store.
+    """
+    if "(?" not in pattern:
+        return pattern
+    out: list[str] = []
+    scopes: list[list[str]] = [[]]  # per open group: flag scopes opened inside it
+    i = 0
+    in_class = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            for lead in ("^", "]"):
+                if pattern.startswith(lead, i):
+                    out.append(lead)
+                    i += 1
+            continue
+        m = _FLAG_GROUP.match(pattern, i) if c == "(" else None
+        if m:
+            flags = m.group(1).replace("U", "")
+            out.append(f"(?{flags}:" if flags.strip("-") else "(?:")
+            scopes[-1].append(flags)
+            i = m.end()
+            continue
+        if c == "(":
+            scopes.append([])
+        elif c == "|":
+            opened = scopes[-1]
+            out.append(")" * len(opened) + "|" + "".join(f"(?{f}:" for f in opened))
+            i += 1
+            continue
+        elif c == ")" and len(scopes) > 1:
+            out.append(")" * len(scopes.pop()))
+        out.append(c)
+        i += 1
+    out.append(")" * sum(len(s) for s in scopes))
+    return "".join(out)
+
+
 def _op(op: pp.MatchOp) -> MatchOp:
     return _OPS[str(op).rsplit(".", 1)[-1]]
+
+
+def _matcher(m: pp.Matcher) -> Matcher:
+    op = _op(m.op)
+    value = translate_regex(m.value) if op in (MatchOp.RE, MatchOp.NRE) else m.value
+    return Matcher(m.name, op, value)
 
 
 def unwrap_parens(expr: pp.Expr) -> pp.Expr:

@@ -53,6 +53,9 @@ def write_parquet(
     data = columns
     names = ", ".join(data)
     try:
+        # The database runs with preserve_insertion_order=false; the per-series deltas
+        # and row-group pruning need the file in exactly this order.
+        con.execute("SET SESSION preserve_insertion_order = true")
         con.execute(
             f"COPY (SELECT {names} FROM data) TO {_quote(path)} "  # noqa: S608 (quoted path)
             f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "

@@ -149,7 +149,10 @@ class EmbeddedMetricStore:
             return None
         merged = blocks.dedup_last(pieces)
         # Never let a rollup stand in where raw samples exist.
-        first_raw = np.full(int(merged["series_id"].max()) + 1, np.iinfo(np.int64).max)
+        top = int(merged["series_id"].max()) if len(merged["ts"]) else 0
+        if len(raw["ts"]):
+            top = max(top, int(raw["series_id"].max()))
+        first_raw = np.full(top + 1, np.iinfo(np.int64).max)
         if len(raw["ts"]):
             np.minimum.at(first_raw, raw["series_id"].astype(np.intp), raw["ts"])
         keep = merged["ts"] < first_raw[merged["series_id"].astype(np.intp)]

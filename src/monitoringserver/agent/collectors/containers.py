@@ -1,0 +1,124 @@
+"""Containers through the Podman (or Docker) REST API on a unix socket, with httpx.
+
+Per container: state (``container_up``), restarts, CPU seconds, memory usage and
+limit, network and block IO (cAdvisor-style names). Labels: ``name``, ``id`` (12
+characters), ``image``. Absent socket: no series. At most ``max_containers`` running
+containers are queried per cycle; each request has ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from monitoringserver.agent.metrics import Emitter, counter, gauge
+
+__all__ = ["ContainerCollector", "default_socket"]
+
+_log = logging.getLogger(__name__)
+
+UP = gauge("container_up", "", "1 when the container is running.")
+RESTARTS = counter("container_restarts_total", "", "Times the engine restarted the container.")
+CPU = counter("container_cpu_usage_seconds_total", "seconds", "CPU time consumed.")
+MEM = gauge("container_memory_usage_bytes", "bytes", "Memory in use.")
+MEM_LIMIT = gauge("container_spec_memory_limit_bytes", "bytes", "Memory limit.")
+RX = counter("container_network_receive_bytes_total", "bytes", "Bytes received.")
+TX = counter("container_network_transmit_bytes_total", "bytes", "Bytes sent.")
+BLK_R = counter("container_fs_reads_bytes_total", "bytes", "Bytes read from block devices.")
+BLK_W = counter("container_fs_writes_bytes_total", "bytes", "Bytes written to block devices.")
+
+
+def default_socket() -> Path | None:
+    """The first existing Podman or Docker API socket."""
+    candidates = [Path("/run/podman/podman.sock")]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        candidates.append(Path(runtime) / "podman/podman.sock")
+    candidates.append(Path("/var/run/docker.sock"))
+    return next((p for p in candidates if p.exists()), None)
+
+
+class ContainerCollector:
+    name = "containers"
+
+    def __init__(
+        self,
+        socket: Path | None,
+        *,
+        max_containers: int = 100,
+        timeout_s: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._socket = socket
+        self._max = max_containers
+        self._timeout = timeout_s
+        self._transport = transport
+
+    def _client(self) -> httpx.Client | None:
+        if self._transport is not None:
+            return httpx.Client(
+                transport=self._transport, base_url="http://d", timeout=self._timeout
+            )
+        if self._socket is None or not self._socket.exists():
+            return None
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self._socket)),
+            base_url="http://d",
+            timeout=self._timeout,
+        )
+
+    def collect(self, out: Emitter) -> None:
+        client = self._client()
+        if client is None:
+            return
+        with client:
+            resp = client.get("/containers/json", params={"all": "true"})
+            resp.raise_for_status()
+            running = 0
+            for c in resp.json():
+                labels = _labels(c)
+                is_up = str(c.get("State", "")).lower() == "running"
+                out.add(UP, float(is_up), labels)
+                if is_up and running < self._max:
+                    running += 1
+                    self._details(client, c["Id"], labels, out)
+
+    def _details(
+        self, client: httpx.Client, cid: str, labels: dict[str, str], out: Emitter
+    ) -> None:
+        try:
+            info = client.get(f"/containers/{cid}/json").json()
+            out.add(RESTARTS, float(info.get("RestartCount", 0) or 0), labels)
+            stats = client.get(
+                f"/containers/{cid}/stats", params={"stream": "false", "one-shot": "true"}
+            ).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            _log.debug("cannot read stats of container %s: %s", cid[:12], exc)
+            return
+        usage = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+        if "total_usage" in usage:
+            out.add(CPU, usage["total_usage"] / 1e9, labels)
+        mem = stats.get("memory_stats") or {}
+        if "usage" in mem:
+            out.add(MEM, mem["usage"], labels)
+        if mem.get("limit"):
+            out.add(MEM_LIMIT, mem["limit"], labels)
+        nets: dict[str, Any] = stats.get("networks") or {}
+        if nets:
+            out.add(RX, sum(n.get("rx_bytes", 0) for n in nets.values()), labels)
+            out.add(TX, sum(n.get("tx_bytes", 0) for n in nets.values()), labels)
+        blk = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+        if blk:
+            ops = [(str(e.get("op", "")).lower(), e.get("value", 0)) for e in blk]
+            out.add(BLK_R, sum(v for op, v in ops if op == "read"), labels)
+            out.add(BLK_W, sum(v for op, v in ops if op == "write"), labels)
+
+
+def _labels(c: dict[str, Any]) -> dict[str, str]:
+    names = c.get("Names") or [""]
+    name = str(names[0]).lstrip("/")
+    return {"name": name, "id": str(c.get("Id", ""))[:12], "image": str(c.get("Image", ""))}

@@ -31,6 +31,7 @@ PROTECTED = [
     ("GET", "/api/v1/status/storage", "monitoring:read"),
     ("GET", "/api/v1/admin/tokens", "admin"),
     ("DELETE", "/api/v1/admin/tokens/x", "admin"),
+    ("GET", "/api/openapi.json", "monitoring:read"),
 ]
 
 

@@ -15,12 +15,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from monitoringserver import __version__
+from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.auth.tokens import TokenStore
 from monitoringserver.ingest.json_metrics import JsonMetricsDecoder, SeriesCache
 from monitoringserver.metrics.api import MetricAppender, MetricQuerier
@@ -30,6 +33,7 @@ from monitoringserver.web.errors import (
     install_error_handlers,
 )
 from monitoringserver.web.options import LimitsOptions
+from monitoringserver.web.security import require_scope
 from monitoringserver.web.selfmetrics import HttpMetrics, HttpMetricsMiddleware, IngestMetrics
 
 __all__ = ["ComponentHealth", "HealthCheck", "HealthStatus", "WebComponents", "create_app"]
@@ -91,9 +95,9 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
     app = FastAPI(
         title="monitoringserver",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=None,
     )
     components.json_decoder = JsonMetricsDecoder(SeriesCache(components.limits.json_series_cache))
     if components.ingest_metrics is None:
@@ -108,6 +112,14 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
     app.include_router(monitoring.router)
     app.include_router(tokens.router)
     app.include_router(status.router)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(
+        _principal: Annotated[Principal, Depends(require_scope(Scope.READ))],
+    ) -> JSONResponse:
+        """The OpenAPI schema (behind a token like everything but health and static files)."""
+        return JSONResponse(app.openapi())
+
     for router in extra_routers:
         app.include_router(router)
     if STATIC_DIR.is_dir():

@@ -114,3 +114,46 @@ async def test_locked_data_dir_and_busy_port(data_dir: Path) -> None:
 
 def test_storage_options_reach_the_config() -> None:
     assert isinstance(load_config(None, env={}).storage, StorageOptions)
+
+
+async def test_router_and_service_factories_are_wired(data_dir: Path) -> None:
+    from fastapi import APIRouter
+
+    from monitoringserver.server import Service
+
+    events: list[str] = []
+    stopped = asyncio.Event()
+
+    def router(srv: Server) -> APIRouter:
+        r = APIRouter()
+
+        @r.get("/extra")
+        async def extra() -> dict[str, bool]:
+            return {"store": srv.store is not None}
+
+        return r
+
+    def service(_srv: Server) -> Service:
+        async def run() -> None:
+            events.append("run")
+            await stopped.wait()
+
+        async def stop_service() -> None:
+            events.append("stop")
+            stopped.set()
+
+        return Service("svc", run, stop_service)
+
+    out = io.StringIO()
+    srv = Server(config=config(data_dir), out=out)
+    srv.router_factories.append(router)
+    srv.service_factories.append(service)
+    await srv.start()
+    task = asyncio.create_task(srv.serve())
+    while not srv.ready:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://{srv.http_address}") as c:
+        assert (await c.get("/extra")).json() == {"store": True}
+    await stop(srv, task)
+    assert events == ["run", "stop"]

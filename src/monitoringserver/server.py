@@ -49,6 +49,7 @@ __all__ = [
     "DataDirLock",
     "Server",
     "Service",
+    "compose",
     "run_server",
 ]
 
@@ -152,6 +153,10 @@ class Server:
 
     config: Config
     out: TextIO
+    #: Called once the store is open (``server.store``, ``server.tokens`` and
+    #: ``server.registry`` are set): routers to include in the app, services to run.
+    router_factories: list[Callable[[Server], APIRouter]] = field(default_factory=list)
+    service_factories: list[Callable[[Server], Service]] = field(default_factory=list)
     extra_routers: list[APIRouter] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -203,6 +208,8 @@ class Server:
             ready=lambda: self.ready and not self.stop_event.is_set(),
             health_checks={"storage": self._storage_health, "auth": self._auth_health},
         )
+        self.extra_routers.extend(factory(self) for factory in self.router_factories)
+        self.services.extend(factory(self) for factory in self.service_factories)
         app = create_app(comps, self.extra_routers)
         self._sock = _bind(cfg.server.http_listen)
         host, port = self._sock.getsockname()[:2]
@@ -305,8 +312,20 @@ class Server:
             self.lock.release()
 
 
+def compose(server: Server) -> None:
+    """Register the routers and services beyond the foundation (PromQL, gRPC, logs, agent).
+
+    Each factory receives the started :class:`Server` (store, tokens, registry, config) and
+    returns an ``APIRouter`` or a :class:`Service`; services run in the server's TaskGroup
+    and are stopped, in order, before the store closes.
+    """
+    if not server.config.agent.local:
+        log.info("local agent disabled (agent.local = false / --no-local-agent)")
+
+
 async def _main(config: Config, out: TextIO) -> int:
     server = Server(config=config, out=out)
+    compose(server)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)

@@ -85,6 +85,7 @@ class LocalAgent:
         self.stats_ = AgentStats()
         self._executor = CommandExecutor(self, service_allowlist)
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._seq = int(clock() * 1_000_000)
         self.cycles = 0
 
@@ -194,13 +195,19 @@ class LocalAgent:
                 self._registry.set_connected(self.node_id, hub.connected(self.node_id))
 
     async def run(self) -> None:
+        """Collect (and answer commands) until :meth:`aclose` is called or cancelled."""
         await self._register()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._collect_loop())
+            tasks = [tg.create_task(self._collect_loop())]
             if self._hub is not None:
-                tg.create_task(self._control_loop(self._hub))
+                tasks.append(tg.create_task(self._control_loop(self._hub)))
+            await self._stopped.wait()
+            for task in tasks:
+                task.cancel()
 
     async def aclose(self) -> None:
+        """Stop :meth:`run` (it returns) and release the collectors."""
+        self._stopped.set()
         for c in self._collectors:
             close = getattr(c, "close", None)
             if close is not None:

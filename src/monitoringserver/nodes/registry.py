@@ -68,6 +68,7 @@ class NodeRegistry:
         self._clock = clock
         self._nodes: dict[str, _Node] = {}
         self._dirty: set[str] = set()
+        self._stopped = asyncio.Event()
         db.write(lambda con: con.execute(_SCHEMA).fetchall())
         for node_id, info, registered_ms, last_seen_ms, stats in db.read(
             "SELECT node_id, info, registered_ms, last_seen_ms, stats FROM nodes"
@@ -197,10 +198,12 @@ class NodeRegistry:
         return len(rows)
 
     async def run(self) -> None:
-        """Flush periodically until cancelled; flushes once more on the way out."""
+        """Flush every ``flush_interval_s`` until :meth:`aclose` (or cancellation)."""
         try:
-            while True:
-                await asyncio.sleep(self._flush_interval_s)
+            while not self._stopped.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._flush_interval_s):
+                        await self._stopped.wait()
                 try:
                     await self.flush()
                 except Exception:  # noqa: BLE001 a failed flush is retried on the next tick
@@ -210,6 +213,8 @@ class NodeRegistry:
                 await asyncio.shield(self.flush())
 
     async def aclose(self) -> None:
+        """Stop :meth:`run` and write what is not yet persisted."""
+        self._stopped.set()
         await self.flush()
 
 

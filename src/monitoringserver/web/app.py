@@ -102,6 +102,7 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
     components.json_decoder = JsonMetricsDecoder(SeriesCache(components.limits.json_series_cache))
     if components.ingest_metrics is None:
         components.ingest_metrics = IngestMetrics(components.registry)
+        components.ingest_metrics.samples.labels("json")  # exported as 0 before the first post
     app.state.components = components
     app.state.authenticator = components.tokens
     app.state.auth_enabled = components.auth_enabled

@@ -91,10 +91,9 @@ def test_sigkill_after_acknowledged_writes_loses_nothing(data_dir: Path) -> None
     assert srv.stop() == 0
 
 
-def test_sigterm_exits_zero_quickly(server: ServerProcess) -> None:
-    started = time.monotonic()
-    assert server.stop(signal.SIGTERM, timeout_s=12) == 0
-    assert time.monotonic() - started < 10.5
+def test_sigterm_exits_zero_within_the_shutdown_bound(server: ServerProcess) -> None:
+    # stop() raises if the process is still running after timeout_s
+    assert server.stop(signal.SIGTERM, timeout_s=10) == 0
     assert not (server.data_dir / "http.addr").exists()
 
 

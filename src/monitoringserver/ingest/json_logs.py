@@ -1,0 +1,109 @@
+"""Seed-002 log JSON: one object or a list of
+``{"server_id", "timestamp", "message", "type"|"level", "logger"?, "attrs"?, "source"?}``.
+
+``timestamp`` is RFC 3339 or epoch seconds/milliseconds/nanoseconds (by magnitude);
+absent means now. ``type`` and ``level`` are synonyms (normalised); when both are absent
+the server detects the level from the message. Unknown fields are ignored. A body that
+is not valid UTF-8 is repaired (U+FFFD) and counted, never refused for that alone.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from monitoringserver.errors import BadDataError
+from monitoringserver.logs.timestamps import parse_ts_value
+from monitoringserver.model.logs import LogBatch, normalize_level
+
+__all__ = ["DecodedLogs", "decode_json_logs"]
+
+_Scalar = str | int | float | bool | None
+
+
+class _LogIn(msgspec.Struct, forbid_unknown_fields=False):
+    message: str
+    server_id: str = ""
+    timestamp: str | int | float | None = None
+    type: str | None = None
+    level: str | None = None
+    logger: str = ""
+    source: str = ""
+    attrs: dict[str, _Scalar] = {}
+
+
+_one = msgspec.json.Decoder(_LogIn)
+_many = msgspec.json.Decoder(list[_LogIn])
+
+
+class DecodedLogs(msgspec.Struct, frozen=True):
+    batch: LogBatch
+    items: int
+    invalid_utf8: int
+    bad_timestamps: int
+
+
+def _decode(body: bytes) -> list[_LogIn]:
+    start = body.lstrip()[:1]
+    if start == b"[":
+        return _many.decode(body)
+    return [_one.decode(body)]
+
+
+def _attr(v: _Scalar) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def decode_json_logs(body: bytes, *, now_ms: int, source: str = "http") -> DecodedLogs:
+    """Decode a request body. Raises ``BadDataError`` for structurally invalid JSON.
+
+    Lines with an unparseable ``timestamp`` get ``now_ms`` and are counted in
+    ``bad_timestamps``."""
+    invalid = 0
+    try:
+        items = _decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            invalid = 1
+            repaired = body.decode("utf-8", "replace").encode("utf-8")
+            try:
+                items = _decode(repaired)
+            except msgspec.DecodeError as exc2:
+                raise BadDataError(f"cannot parse log JSON: {exc2}") from exc2
+        else:
+            raise BadDataError(f"cannot parse log JSON: {exc}") from exc
+    n = len(items)
+    ts = np.empty(n, dtype=np.int64)
+    bad_ts = 0
+    for i, it in enumerate(items):
+        t = it.timestamp
+        if t is None:
+            ts[i] = now_ms
+            continue
+        ms = parse_ts_value(t)
+        if ms is None:
+            bad_ts += 1
+            ms = now_ms
+        ts[i] = ms
+    levels = []
+    for it in items:
+        raw = it.level or it.type
+        levels.append(normalize_level(raw) if raw else "")
+    batch = LogBatch(
+        ts_ms=ts,
+        server_id=[it.server_id for it in items],
+        level=levels,
+        logger=[it.logger for it in items],
+        source=[it.source or source for it in items],
+        message=[it.message for it in items],
+        attrs=[{k: _attr(v) for k, v in it.attrs.items()} if it.attrs else {} for it in items],
+    )
+    return DecodedLogs(batch, n, invalid, bad_ts)

@@ -1,0 +1,417 @@
+"""Log HTTP API (seed 002 ``POST/GET /logs``, seed 000 archive operations).
+
+* ``POST /api/v1/logs``, ``POST /logs`` (write): seed-002 JSON, one object or a list.
+* ``GET /api/v1/logs``, ``GET /logs`` (read): ``server_id``, ``log_type``|``level``,
+  ``logger``, ``source``, ``q`` (substring), ``regex`` (RE2), ``start_time``, ``end_time``
+  (RFC 3339 or epoch s/ms), ``limit`` (≤ 5000), ``direction`` (``backward`` = newest first,
+  default, or ``forward``), ``cursor`` (from ``next_cursor``). Several values of
+  ``server_id``/``level``/``logger`` may be given comma-separated.
+* ``GET /api/v1/logs/patterns`` (read): top message patterns with samples.
+* ``GET /api/v1/logs/archives`` (read, filter ``start_time``/``end_time``/``server_id``),
+  ``GET /api/v1/logs/archives/{id}`` (read: the Parquet file, zstd-compressed),
+  ``DELETE /api/v1/logs/archives/{id}`` (admin), ``POST /api/v1/logs/rotate`` (admin).
+* ``GET /api/v1/logs/stats`` (read); ``GET``/``PUT /api/v1/logs/aggregation`` (read/admin).
+
+* WebSocket ``/api/v1/logs/stream`` (read; same filters as ``GET /logs``): seed 003
+  ``new_logs`` events as lines arrive (via the bus; slow clients are dropped).
+
+Ingest and search are plain Starlette routes with msgspec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import msgspec
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from monitoringserver.auth.api import Scope
+from monitoringserver.errors import BadDataError, MonitoringError
+from monitoringserver.ingest.json_logs import decode_json_logs
+from monitoringserver.logs.aggregator import AggregationRules, LogAggregator
+from monitoringserver.logs.api import (
+    ArchiveFilter,
+    ArchiveInfo,
+    LineFilter,
+    LineOp,
+    LogAppender,
+    LogQuerier,
+    LogQuery,
+)
+from monitoringserver.logs.compressor import LogCompressor
+from monitoringserver.logs.logql import LogSelector
+from monitoringserver.logs.store import LogStore
+from monitoringserver.logs.tailfilter import TailFilter
+from monitoringserver.logs.timestamps import parse_ts_value
+from monitoringserver.model.logs import LogBatch, normalize_level
+from monitoringserver.model.matchers import Matcher, MatchOp
+from monitoringserver.pipeline.bus import Bus, Subscription, SubscriptionClosed
+from monitoringserver.web.deps import require
+
+__all__ = [
+    "LogsWeb",
+    "authorize_websocket",
+    "batch_to_json",
+    "logs_router",
+    "parse_time_param",
+    "run_tail",
+]
+
+_encoder = msgspec.json.Encoder()
+_MAX_LIMIT = 5000
+
+
+@dataclass(slots=True)
+class LogsWeb:
+    """What the log routers use; built by ``server.py`` from ``open_log_pipeline``.
+
+    ``clock`` returns seconds since the epoch; ``parser_stats`` feeds ``/stats``."""
+
+    appender: LogAppender
+    querier: LogQuerier
+    store: LogStore
+    compressor: LogCompressor
+    aggregator: LogAggregator | None = None
+    bus: Bus[LogBatch] | None = None
+    parser_stats: Callable[[], dict[str, int]] | None = None
+    clock: Callable[[], float] = time.time
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+
+
+def parse_time_param(value: str | None, name: str) -> int | None:
+    """RFC 3339 or epoch seconds/ms/ns → ms; None when absent."""
+    if value is None or value == "":
+        return None
+    ms = parse_ts_value(value)
+    if ms is None:
+        raise BadDataError(f"cannot parse {name} {value!r}: expected RFC 3339 or epoch time")
+    return ms
+
+
+def _iso(ms: int) -> str:
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def batch_to_json(batch: LogBatch) -> list[dict[str, object]]:
+    """Lines as seed-002/003 JSON objects (``type`` repeats ``level``)."""
+    return [
+        {
+            "timestamp": _iso(t),
+            "ts_ms": t,
+            "server_id": batch.server_id[i],
+            "level": batch.level[i],
+            "type": batch.level[i],
+            "logger": batch.logger[i],
+            "source": batch.source[i],
+            "message": batch.message[i],
+            "attrs": batch.attrs[i],
+        }
+        for i, t in enumerate(batch.ts_ms.tolist())
+    ]
+
+
+def _multi(name: str, raw: str | None, *, levels: bool = False) -> list[Matcher]:
+    if not raw:
+        return []
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if levels:
+        values = [normalize_level(v) for v in values]
+    if len(values) == 1:
+        return [Matcher.eq(name, values[0])]
+    return [Matcher(name, MatchOp.RE, "|".join(re.escape(v) for v in values))]
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadDataError(f"cannot parse {name} {raw!r}: expected an integer") from exc
+
+
+def query_from_params(request: Request) -> LogQuery:
+    p = request.query_params
+    matchers = [
+        *_multi("server_id", p.get("server_id")),
+        *_multi("level", p.get("log_type") or p.get("level") or p.get("type"), levels=True),
+        *_multi("logger", p.get("logger")),
+        *_multi("source", p.get("source")),
+    ]
+    filters = []
+    if p.get("q"):
+        filters.append(LineFilter(LineOp.CONTAINS, p["q"]))
+    if p.get("regex"):
+        filters.append(LineFilter(LineOp.REGEX, p["regex"]))
+    limit = _int_param(request, "limit", 100)
+    if not 1 <= limit <= _MAX_LIMIT:
+        raise BadDataError(f"cannot query logs: limit must be 1..{_MAX_LIMIT}")
+    direction = p.get("direction", "backward")
+    if direction not in ("backward", "forward"):
+        raise BadDataError(f"cannot query logs: direction {direction!r} is not backward|forward")
+    return LogQuery(
+        start_ms=parse_time_param(p.get("start_time") or p.get("start"), "start_time"),
+        end_ms=parse_time_param(p.get("end_time") or p.get("end"), "end_time"),
+        matchers=tuple(matchers),
+        filters=tuple(filters),
+        limit=limit,
+        direction=direction,
+        cursor=p.get("cursor") or None,
+    )
+
+
+def _info(a: ArchiveInfo) -> dict[str, object]:
+    d = dataclasses.asdict(a)
+    d["hosts"] = list(a.hosts)
+    d["ratio"] = round(a.raw_bytes / a.stored_bytes, 3) if a.stored_bytes else 0.0
+    return d
+
+
+Render = Callable[[LogBatch], list[dict[str, object]]]
+
+
+async def run_tail(
+    websocket: WebSocket,
+    sub: Subscription[LogBatch],
+    keep: Callable[[LogBatch], LogBatch],
+    render: Render,
+) -> None:
+    """Forward batches of ``sub`` (subscribed before the socket was accepted, so nothing
+    published after the accept is missed) that ``keep`` retains, as the messages
+    ``render`` builds, until the client leaves. A slow client is dropped by the bus: it
+    receives ``{"error": "<why>"}`` and the socket closes with 1013 (try again later)."""
+    leave = asyncio.Event()
+
+    async def watch_client() -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        leave.set()
+        sub.close()
+
+    watcher = asyncio.create_task(watch_client())
+    try:
+        while True:
+            try:
+                batch = await sub.get()
+            except SubscriptionClosed as exc:
+                if not leave.is_set() and sub.closed_reason != "subscription closed":
+                    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                        await websocket.send_text(_encoder.encode({"error": str(exc)}).decode())
+                        await websocket.close(code=1013, reason="slow consumer")
+                return
+            kept = keep(batch)
+            if len(kept):
+                for message in render(kept):
+                    await websocket.send_text(_encoder.encode(message).decode())
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    finally:
+        sub.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def authorize_websocket(websocket: WebSocket, scope: Scope) -> bool:
+    """Authenticate before accepting; on failure close with 1008 and return False."""
+    try:
+        require(cast(Request, websocket), scope)
+    except MonitoringError as exc:
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return False
+    return True
+
+
+def _dashboard_messages(batch: LogBatch) -> list[dict[str, object]]:
+    """Seed 003 ``new_logs`` events, one per node."""
+    by_node: dict[str, list[int]] = {}
+    for i, node in enumerate(batch.server_id):
+        by_node.setdefault(node, []).append(i)
+    now = _iso(int(time.time() * 1000))
+    out: list[dict[str, object]] = []
+    for node, idx in by_node.items():
+        logs = batch_to_json(batch.take(idx))
+        for line in logs:
+            line["logger_name"] = line["logger"]
+            line["level"] = str(line["level"]).upper()
+        out.append({"type": "new_logs", "node_id": node, "logs": logs, "timestamp": now})
+    return out
+
+
+def logs_router(web: LogsWeb) -> APIRouter:
+    """The router; ``server.py`` passes it to ``create_app(extra_routers=...)``."""
+    router = APIRouter()
+
+    async def ingest(request: Request) -> Response:
+        require(request, Scope.WRITE)
+        body = await request.body()
+        decoded = decode_json_logs(body, now_ms=web.now_ms())
+        source = request.client.host if request.client else "http"
+        result = await web.appender.append(decoded.batch, source=source)
+        rejected = dict(result.rejected)
+        repaired = dict(result.repaired)
+        if decoded.invalid_utf8:
+            repaired["invalid_utf8"] = repaired.get("invalid_utf8", 0) + decoded.invalid_utf8
+        if decoded.bad_timestamps:
+            repaired["bad_timestamp"] = decoded.bad_timestamps
+        if result.accepted == 0 and rejected:
+            detail = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items()))
+            raise BadDataError(f"cannot accept logs: every line was refused ({detail})")
+        data = {
+            "items": decoded.items,
+            "accepted": result.accepted,
+            "rejected": sum(rejected.values()),
+            "rejected_by_reason": rejected,
+            "repaired": repaired,
+        }
+        return _json({"status": "success", "data": data})
+
+    async def search(request: Request) -> Response:
+        require(request, Scope.READ)
+        query = query_from_params(request)
+        page = await asyncio.to_thread(web.querier.query, query)
+        data = {
+            "logs": batch_to_json(page.batch),
+            "next_cursor": page.next_cursor,
+            "archives_scanned": page.archives_scanned,
+            "archives_pruned": page.archives_pruned,
+        }
+        return _json({"status": "success", "data": data})
+
+    for path in ("/api/v1/logs", "/logs"):
+        router.add_route(path, ingest, methods=["POST"], include_in_schema=False)
+        router.add_route(path, search, methods=["GET"], include_in_schema=False)
+
+    async def patterns(request: Request) -> Response:
+        require(request, Scope.READ)
+        if web.aggregator is None:
+            return _json({"status": "success", "data": []})
+        level = request.query_params.get("level")
+        top = web.aggregator.top_patterns(
+            _int_param(request, "limit", 20),
+            level=normalize_level(level) if level else None,
+            window=request.query_params.get("window") == "true",
+        )
+        return _json({"status": "success", "data": [dataclasses.asdict(p) for p in top]})
+
+    async def archives(request: Request) -> Response:
+        require(request, Scope.READ)
+        p = request.query_params
+        flt = ArchiveFilter(
+            parse_time_param(p.get("start_time"), "start_time"),
+            parse_time_param(p.get("end_time"), "end_time"),
+            p.get("server_id") or None,
+        )
+        items = await asyncio.to_thread(web.querier.archives, flt)
+        return _json({"status": "success", "data": [_info(a) for a in items]})
+
+    async def download(request: Request) -> Response:
+        require(request, Scope.READ)
+        archive_id = request.path_params["archive_id"]
+        path = await asyncio.to_thread(web.store.archive_path, archive_id)
+        return StreamingResponse(
+            web.compressor.stream_file(path),
+            media_type="application/zstd",
+            headers={"Content-Disposition": f'attachment; filename="{archive_id}.parquet.zst"'},
+        )
+
+    async def delete(request: Request) -> Response:
+        require(request, Scope.ADMIN)
+        info = await asyncio.to_thread(web.store.delete, request.path_params["archive_id"])
+        return _json({"status": "success", "data": _info(info)})
+
+    async def rotate(request: Request) -> Response:
+        require(request, Scope.ADMIN)
+        p = request.query_params
+        if p.get("flush") in ("1", "true"):
+            await asyncio.to_thread(web.store.flush)
+        age = p.get("max_age_s")
+        size = p.get("max_total_bytes")
+        try:
+            result = await asyncio.to_thread(
+                web.store.rotate,
+                max_age_s=float(age) if age else None,
+                max_total_bytes=int(size) if size else None,
+            )
+        except ValueError as exc:
+            raise BadDataError(f"cannot rotate log archives: {exc}") from exc
+        data = {"deleted": list(result.deleted), "freed_bytes": result.freed_bytes}
+        return _json({"status": "success", "data": data})
+
+    async def stats(request: Request) -> Response:
+        require(request, Scope.READ)
+        st = await asyncio.to_thread(web.querier.stats)
+        data: dict[str, object] = {"store": dataclasses.asdict(st)}
+        compression: dict[str, object] = dataclasses.asdict(web.compressor.get_stats())
+        if st.stored_bytes:
+            compression["archive_ratio"] = round(st.raw_bytes / st.stored_bytes, 3)
+        data["compression"] = compression
+        if web.aggregator is not None:
+            agg = dataclasses.asdict(web.aggregator.get_stats())
+            data["aggregation"] = agg
+        if web.bus is not None:
+            data["bus"] = dataclasses.asdict(web.bus.stats())
+        if web.parser_stats is not None:
+            data["parser"] = web.parser_stats()
+        return _json({"status": "success", "data": data})
+
+    async def aggregation(request: Request) -> Response:
+        if request.method == "GET":
+            require(request, Scope.READ)
+        else:
+            require(request, Scope.ADMIN)
+        if web.aggregator is None:
+            raise BadDataError("cannot use aggregation: no aggregator is configured")
+        if request.method == "PUT":
+            try:
+                rules = msgspec.json.decode(await request.body(), type=AggregationRules)
+            except msgspec.DecodeError as exc:
+                raise BadDataError(f"cannot parse aggregation rules: {exc}") from exc
+            web.aggregator.set_rules(rules)
+        return _json({"status": "success", "data": dataclasses.asdict(web.aggregator.get_stats())})
+
+    async def stream(websocket: WebSocket) -> None:
+        if not await authorize_websocket(websocket, Scope.READ):
+            return
+        if web.bus is None:
+            await websocket.close(code=1011, reason="live logs are not available")
+            return
+        query = query_from_params(cast(Request, websocket))
+        selector = LogSelector(query.matchers, query.filters)
+        tail = TailFilter(selector)
+        sub = web.bus.subscribe(name=f"logs-stream:{websocket.client}")
+        await websocket.accept()
+        await run_tail(websocket, sub, tail.apply, _dashboard_messages)
+
+    router.add_api_websocket_route("/api/v1/logs/stream", stream)
+    router.add_route("/api/v1/logs/patterns", patterns, methods=["GET"])
+    router.add_route("/api/v1/logs/archives", archives, methods=["GET"])
+    router.add_route("/api/v1/logs/archives/{archive_id}", download, methods=["GET"])
+    router.add_route("/api/v1/logs/archives/{archive_id}", delete, methods=["DELETE"])
+    router.add_route("/api/v1/logs/rotate", rotate, methods=["POST"])
+    router.add_route("/api/v1/logs/stats", stats, methods=["GET"])
+    router.add_route("/api/v1/logs/aggregation", aggregation, methods=["GET", "PUT"])
+    return router

@@ -89,6 +89,8 @@ def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:
                 f"quantile value should be between 0 and 1, got {format_value(bad[0])}",
                 node.param,
             )
+    if op in _GROUPED and groups:
+        return _grouped(op, vec, groups, steps)
     out_labels: list[Labels] = []
     rows_v: list[F64] = []
     rows_p: list[B] = []
@@ -111,6 +113,60 @@ def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:
         np.array(rows_v, dtype=np.float64).reshape(-1, steps),
         np.array(rows_p, dtype=np.bool_).reshape(-1, steps),
         np.array(drops, dtype=np.bool_),
+    )
+
+
+_GROUPED = frozenset({"sum", "avg", "count", "group", "min", "max"})
+
+
+def _grouped(op: str, vec: Vector, groups: dict[Labels, list[int]], steps: int) -> Vector:
+    """sum/avg/count/group/min/max for every group at once with ``ufunc.reduceat``.
+
+    Rows are sorted by group so each group is a contiguous block; groups whose sums
+    could suffer cancellation are recomputed with Kahan summation.
+    """
+    keys = list(groups)
+    members = list(groups.values())
+    gid = np.empty(len(vec.labels), dtype=np.intp)
+    for g, idx in enumerate(members):
+        gid[idx] = g
+    order = np.argsort(gid, kind="stable")
+    starts = np.searchsorted(gid[order], np.arange(len(keys)))
+    v = vec.values[order]
+    p = vec.present[order]
+    count = np.add.reduceat(p.astype(np.int64), starts, axis=0)
+    with np.errstate(all="ignore"):
+        if op in ("sum", "avg"):
+            vz = np.where(p, v, 0.0)
+            total = np.add.reduceat(vz, starts, axis=0)
+            big = np.maximum.reduceat(np.abs(vz), starts, axis=0)
+            risky = np.isfinite(big) & np.isfinite(total) & (big > 1e6 * np.abs(total))
+            for g in np.flatnonzero(risky.any(axis=1)).tolist():
+                total[g] = kahan_sum(vec.values[members[g]], vec.present[members[g]])
+            out = total / np.maximum(count, 1) if op == "avg" else total
+            if op == "avg":
+                finite_in = ~np.logical_or.reduceat(np.isinf(vz), starts, axis=0)
+                for g in np.flatnonzero((np.isinf(out) & finite_in).any(axis=1)).tolist():
+                    idx = members[g]
+                    out[g] = _reduce("avg", vec.values[idx], vec.present[idx], count[g], None)
+        elif op == "count":
+            out = count.astype(np.float64)
+        elif op == "group":
+            out = np.ones(count.shape)
+        else:
+            red = np.fmin if op == "min" else np.fmax
+            out = red.reduceat(np.where(p, v, np.nan), starts, axis=0)
+    present = count > 0
+    keep = np.flatnonzero(present.any(axis=1))
+    drops = np.array(
+        [bool(vec.drop_name[members[g]].any()) and METRIC_NAME in dict(keys[g]) for g in keep],
+        dtype=np.bool_,
+    )
+    return Vector(
+        [keys[g] for g in keep],
+        np.asarray(out, dtype=np.float64)[keep].reshape(-1, steps),
+        present[keep].reshape(-1, steps),
+        drops,
     )
 
 

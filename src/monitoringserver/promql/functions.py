@@ -15,7 +15,17 @@ from monitoringserver.promql.evaluator import Evaluator
 from monitoringserver.promql.histograms import histogram_fraction, histogram_quantile
 from monitoringserver.promql.parser import selector_matchers, unwrap_parens
 from monitoringserver.promql.rangefuncs import RANGE_FUNCTIONS, RangeArgs, keeps_name
-from monitoringserver.promql.values import F64, I64, Matrix, Scalar, String, Value, Vector, any_rows
+from monitoringserver.promql.values import (
+    F64,
+    I64,
+    B,
+    Matrix,
+    Scalar,
+    String,
+    Value,
+    Vector,
+    any_rows,
+)
 
 __all__ = ["call"]
 
@@ -251,15 +261,12 @@ def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts
     matrix_pos = 1 if name == "quantile_over_time" else 0
     matrix = ev.eval_matrix(args[matrix_pos], ts)
     extra = [ev.eval_scalar(a, ts).values for i, a in enumerate(args) if i != matrix_pos]
+    flat = matrix.flat()
+    nonempty = flat.hi > flat.lo
     if name == "absent_over_time":
-        seen = np.zeros(len(ts), dtype=np.bool_)
-        for s in matrix.series:
-            lo, hi = matrix.bounds(s)
-            seen |= hi > lo
-        return _absent(args[matrix_pos], ~seen)
-    fn = RANGE_FUNCTIONS[name]
+        return _absent(args[matrix_pos], ~any_rows(nonempty))
     if name in ("rate", "increase", "irate"):
-        _counter_info(ev, matrix, args[matrix_pos])
+        _counter_info(ev, matrix, (flat.hi - flat.lo) >= 2, args[matrix_pos])
     if name == "quantile_over_time":
         phi = extra[0]
         bad = phi[(phi < 0) | (phi > 1) | np.isnan(phi)]
@@ -269,39 +276,18 @@ def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts
             ev.warn(
                 f"quantile value should be between 0 and 1, got {format_value(bad[0])}", args[0]
             )
-    labels: list[Labels] = []
-    rows_v = []
-    rows_p = []
-    drops = []
-    keep = keeps_name(name)
-    for s in matrix.series:
-        lo, hi = matrix.bounds(s)
-        if not (hi > lo).any():
-            continue
-        values, present = fn(
-            RangeArgs(s.ts, s.values, lo, hi, matrix.eff_ms, matrix.range_ms, ts, extra)
-        )
-        labels.append(s.labels)
-        rows_v.append(values)
-        rows_p.append(present)
-        drops.append(s.drop_name or not keep)
-    if not labels:
-        return Vector.empty(len(ts))
-    steps = len(ts)
-    return Vector(
-        labels,
-        np.array(rows_v, dtype=np.float64).reshape(-1, steps),
-        np.array(rows_p, dtype=np.bool_).reshape(-1, steps),
-        np.array(drops, dtype=np.bool_),
+    values, present = RANGE_FUNCTIONS[name](
+        RangeArgs(flat.ts, flat.values, flat.lo, flat.hi, matrix.eff_ms, matrix.range_ms, ts, extra)
     )
+    keep_name = keeps_name(name)
+    drops = np.array([s.drop_name or not keep_name for s in matrix.series], dtype=np.bool_)
+    vec = Vector([s.labels for s in matrix.series], values, present & nonempty, drops)
+    return vec.compact()
 
 
-def _counter_info(ev: Evaluator, matrix: Matrix, arg: pp.Expr) -> None:
-    for s in matrix.series:
-        lo, hi = matrix.bounds(s)
-        if not ((hi - lo) >= 2).any():
-            continue
-        name = metric_name(s.labels)
+def _counter_info(ev: Evaluator, matrix: Matrix, enough: B, arg: pp.Expr) -> None:
+    for i in np.flatnonzero(enough.any(axis=1)):
+        name = metric_name(matrix.series[i].labels)
         if name and not name.endswith(_COUNTER_SUFFIXES):
             ev.info(
                 "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "

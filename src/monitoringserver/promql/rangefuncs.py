@@ -1,36 +1,38 @@
-"""Functions over range vectors (``rate``, ``*_over_time``, ...).
+"""Functions over range vectors (``rate``, ``*_over_time``, ...), all series and steps at once.
 
-Each function receives one series and, per step, the half-open sample index window
-``[lo, hi)`` plus the window end ``eff`` (ms). Cheap reductions use ``ufunc.reduceat``
-and prefix sums so all steps are computed at once; the statistical ones that need each
-window's own mean (stddev, quantile, regression, smoothing) run a numpy reduction per
-non-empty window.
+A function receives every series of the matrix concatenated into flat ``ts``/``values``
+arrays and, per ``(series, step)``, the window ``[lo, hi)`` into them. Cheap reductions
+are ``ufunc.reduceat`` or prefix sums over the flat arrays; the statistical functions
+(stddev, quantile, regression, smoothing) gather the windows into a padded
+``[windows, width]`` matrix, in bounded chunks, and reduce along its rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from monitoringserver.errors import ExecutionError
-from monitoringserver.promql.aggregations import quantile
 from monitoringserver.promql.values import F64, I64, B
 
-__all__ = ["RANGE_FUNCTIONS", "RangeArgs", "keeps_name"]
+__all__ = ["RANGE_FUNCTIONS", "RangeArgs", "kahan", "keeps_name"]
 
-Idx = np.ndarray
+Idx = NDArray[np.intp]
+#: Upper bound on the cells of one gathered window matrix (memory per chunk).
+_CHUNK_CELLS = 2_000_000
 
 
 @dataclass(slots=True)
 class RangeArgs:
-    """Inputs of a range function for one series at every step.
+    """Inputs of a range function.
 
-    ``ts``/``values`` are the series' samples; ``lo``/``hi`` index each step's window;
-    ``eff`` is the window end (ms, after ``offset``/``@``); ``step_ts`` the evaluation
-    timestamps; ``extra`` the scalar arguments, one value per step.
+    ``ts``/``values``: all samples, series after series. ``lo``/``hi``: ``[series, steps]``
+    window bounds into them. ``eff``: window end per step (ms, after ``offset``/``@``);
+    ``step_ts``: evaluation timestamps; ``extra``: scalar arguments, one value per step.
     """
 
     ts: I64
@@ -44,20 +46,6 @@ class RangeArgs:
 
 
 RangeFn = Callable[[RangeArgs], tuple[F64, B]]
-
-
-def _reduceat(ufunc: np.ufunc, v: F64, lo: Idx, hi: Idx) -> F64:
-    ext = np.append(v, 0.0)
-    idx = np.empty(2 * len(lo), dtype=np.intp)
-    idx[0::2] = lo
-    idx[1::2] = hi
-    with np.errstate(all="ignore"):
-        return np.asarray(ufunc.reduceat(ext, idx)[0::2], dtype=np.float64)
-
-
-def _count(a: RangeArgs) -> tuple[F64, B]:
-    n = (a.hi - a.lo).astype(np.float64)
-    return n, n > 0
 
 
 def kahan(values: list[float]) -> float:
@@ -76,15 +64,95 @@ def kahan(values: list[float]) -> float:
     return total if math.isinf(total) else total + comp
 
 
+def _reduceat(ufunc: np.ufunc, v: F64, lo: Idx, hi: Idx) -> F64:
+    ext = np.append(v, 0.0)
+    idx = np.empty(2 * lo.size, dtype=np.intp)
+    idx[0::2] = lo.ravel()
+    idx[1::2] = hi.ravel()
+    with np.errstate(all="ignore"):
+        out = ufunc.reduceat(ext, idx)[0::2] if lo.size else np.zeros(0)
+    return np.asarray(out, dtype=np.float64).reshape(lo.shape)
+
+
+def _clip(idx: Idx, n: int) -> Idx:
+    return np.clip(idx, 0, max(n - 1, 0))
+
+
+def _take(source: F64, idx: Idx) -> F64:
+    if not len(source):
+        return np.zeros(idx.shape)
+    return np.asarray(source[_clip(idx, len(source))], dtype=np.float64)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Gathered windows: ``rows`` are flat (series*steps) indices, ``steps`` their step."""
+
+    rows: Idx
+    steps: Idx
+    values: F64
+    ts: F64
+    mask: B
+    n: NDArray[np.int64]
+
+
+def _windows(a: RangeArgs, ok: B) -> Iterator[_Chunk]:
+    """The non-empty windows selected by ``ok``, as padded matrices in bounded chunks."""
+    rows = np.flatnonzero(ok.ravel())
+    if not len(rows):
+        return
+    lo = a.lo.ravel()[rows]
+    n = (a.hi.ravel()[rows] - lo).astype(np.int64)
+    width = int(n.max())
+    per_chunk = max(1, _CHUNK_CELLS // max(width, 1))
+    cols = np.arange(width)
+    steps = a.lo.shape[1]
+    for start in range(0, len(rows), per_chunk):
+        sl = slice(start, start + per_chunk)
+        idx = lo[sl, None] + cols[None, :]
+        mask = cols[None, :] < n[sl, None]
+        idx = np.where(mask, idx, lo[sl, None])
+        yield _Chunk(
+            rows[sl],
+            rows[sl] % steps,
+            a.values[idx],
+            a.ts[idx].astype(np.float64),
+            mask,
+            n[sl],
+        )
+
+
+def _by_window(fn: Callable[[_Chunk, RangeArgs], F64], min_n: int = 1) -> RangeFn:
+    def run(a: RangeArgs) -> tuple[F64, B]:
+        ok = (a.hi - a.lo) >= min_n
+        out = np.zeros(a.lo.size)
+        with np.errstate(all="ignore"):
+            for chunk in _windows(a, ok):
+                out[chunk.rows] = fn(chunk, a)
+        return out.reshape(a.lo.shape), ok
+
+    return run
+
+
+# -- simple reductions -------------------------------------------------------------------
+
+
+def _count(a: RangeArgs) -> tuple[F64, B]:
+    n = (a.hi - a.lo).astype(np.float64)
+    return n, n > 0
+
+
 def _sum_exact(a: RangeArgs) -> F64:
     """Window sums; windows where cancellation is possible are redone with Kahan."""
     s = _reduceat(np.add, a.values, a.lo, a.hi)
     big = _reduceat(np.maximum, np.abs(a.values), a.lo, a.hi)
     with np.errstate(all="ignore"):
-        suspicious = np.isfinite(big) & np.isfinite(s) & (big > 1e6 * np.abs(s))
-    for t in np.flatnonzero(suspicious & (a.hi > a.lo)):
-        s[t] = kahan(a.values[a.lo[t] : a.hi[t]].tolist())
-    return s
+        suspicious = np.isfinite(big) & np.isfinite(s) & (big > 1e6 * np.abs(s)) & (a.hi > a.lo)
+    flat_s = s.ravel()
+    lo, hi = a.lo.ravel(), a.hi.ravel()
+    for i in np.flatnonzero(suspicious.ravel()):
+        flat_s[i] = kahan(a.values[lo[i] : hi[i]].tolist())
+    return flat_s.reshape(s.shape)
 
 
 def _sum(a: RangeArgs) -> tuple[F64, B]:
@@ -95,11 +163,13 @@ def _avg(a: RangeArgs) -> tuple[F64, B]:
     n = np.maximum(a.hi - a.lo, 1).astype(np.float64)
     with np.errstate(all="ignore"):
         mean = _sum_exact(a) / n
-        over = np.isinf(mean) & np.isfinite(_reduceat(np.maximum, np.abs(a.values), a.lo, a.hi))
-        for t in np.flatnonzero(over & (a.hi > a.lo)):
-            w = a.values[a.lo[t] : a.hi[t]]
-            mean[t] = kahan((w / len(w)).tolist())
-    return mean, a.hi > a.lo
+        finite = np.isfinite(_reduceat(np.maximum, np.abs(a.values), a.lo, a.hi))
+        over = np.isinf(mean) & finite & (a.hi > a.lo)
+        flat, lo, hi = mean.ravel(), a.lo.ravel(), a.hi.ravel()
+        for i in np.flatnonzero(over.ravel()):
+            w = a.values[lo[i] : hi[i]]
+            flat[i] = kahan((w / len(w)).tolist())
+    return flat.reshape(mean.shape), a.hi > a.lo
 
 
 def _minmax(ufunc: np.ufunc) -> RangeFn:
@@ -109,89 +179,46 @@ def _minmax(ufunc: np.ufunc) -> RangeFn:
     return fn
 
 
-def _at(a: RangeArgs, idx: Idx, ok: B, source: F64) -> tuple[F64, B]:
-    out = source[np.clip(idx, 0, max(len(source) - 1, 0))] if len(source) else np.zeros(len(idx))
-    return np.asarray(out, dtype=np.float64), ok
-
-
 def _last(a: RangeArgs) -> tuple[F64, B]:
-    return _at(a, a.hi - 1, a.hi > a.lo, a.values)
+    return _take(a.values, a.hi - 1), a.hi > a.lo
 
 
 def _first(a: RangeArgs) -> tuple[F64, B]:
-    return _at(a, a.lo, a.hi > a.lo, a.values)
+    return _take(a.values, a.lo), a.hi > a.lo
 
 
 def _ts_of_last(a: RangeArgs) -> tuple[F64, B]:
-    return _at(a, a.hi - 1, a.hi > a.lo, a.ts / 1000.0)
+    return _take(a.ts / 1000.0, a.hi - 1), a.hi > a.lo
 
 
 def _ts_of_first(a: RangeArgs) -> tuple[F64, B]:
-    return _at(a, a.lo, a.hi > a.lo, a.ts / 1000.0)
+    return _take(a.ts / 1000.0, a.lo), a.hi > a.lo
 
 
 def _present(a: RangeArgs) -> tuple[F64, B]:
-    return np.ones(len(a.lo)), a.hi > a.lo
+    return np.ones(a.lo.shape), a.hi > a.lo
 
 
-def _per_window(fn: Callable[[I64, F64, int], float], min_n: int = 1) -> RangeFn:
-    def run(a: RangeArgs) -> tuple[F64, B]:
-        out = np.zeros(len(a.lo))
-        ok = (a.hi - a.lo) >= min_n
-        with np.errstate(all="ignore"):
-            for t in np.flatnonzero(ok):
-                out[t] = fn(a.ts[a.lo[t] : a.hi[t]], a.values[a.lo[t] : a.hi[t]], int(t))
-        return out, ok
-
-    return run
-
-
-def _variance(v: F64) -> float:
-    mean = kahan(v.tolist()) / len(v)
-    if not math.isfinite(mean):
-        return math.nan
-    return kahan(((v - mean) ** 2).tolist()) / len(v)
-
-
-def _ts_of_extreme(pick_max: bool) -> RangeFn:
-    def fn(ts: I64, v: F64, _t: int) -> float:
-        mask = ~np.isnan(v)
-        if not mask.any():
-            return float(ts[-1]) / 1000.0
-        best = np.max(v[mask]) if pick_max else np.min(v[mask])
-        hits = np.flatnonzero(mask & (v == best))
-        return float(ts[hits[-1]]) / 1000.0
-
-    return _per_window(fn)
-
-
-def _mad(ts: I64, v: F64, _t: int) -> float:
-    if np.isnan(v).any():
-        return math.nan
-    med = quantile(0.5, v)
-    return quantile(0.5, np.abs(v - med))
+# -- counters and deltas -----------------------------------------------------------------
 
 
 def _extrapolated(is_counter: bool, is_rate: bool) -> RangeFn:
+    """``rate``/``increase``/``delta``: Prometheus' extrapolation to the window edges."""
+
     def fn(a: RangeArgs) -> tuple[F64, B]:
         n = a.hi - a.lo
         ok = n >= 2
         if not len(a.values):
-            return np.zeros(len(a.lo)), ok
-        first_i = np.clip(a.lo, 0, len(a.values) - 1)
-        last_i = np.clip(a.hi - 1, 0, len(a.values) - 1)
+            return np.zeros(a.lo.shape), ok
+        first_i = _clip(a.lo, len(a.values))
+        last_i = _clip(a.hi - 1, len(a.values))
         v0, v1 = a.values[first_i], a.values[last_i]
         t0, t1 = a.ts[first_i], a.ts[last_i]
         with np.errstate(all="ignore"):
             result = v1 - v0
             if is_counter:
-                prev = np.concatenate([[0.0], a.values[:-1]])
-                resets = np.where(a.values < prev, prev, 0.0)
-                resets[0] = 0.0
-                csum = np.cumsum(resets)
-                result = result + (csum[last_i] - csum[first_i])
-            range_start = a.eff - a.range_ms
-            to_start = (t0 - range_start) / 1000.0
+                result = result + _reset_correction(a.values, first_i, last_i)
+            to_start = (t0 - (a.eff - a.range_ms)) / 1000.0
             to_end = (a.eff - t1) / 1000.0
             sampled = (t1 - t0) / 1000.0
             avg_gap = sampled / np.maximum(n - 1, 1)
@@ -210,19 +237,36 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> RangeFn:
     return fn
 
 
+def _reset_correction(values: F64, first: Idx, last: Idx) -> F64:
+    """Per window, the sum of the values just before each counter reset inside it.
+
+    A reset at index ``k`` (``values[k] < values[k-1]``) belongs to windows with
+    ``first < k <= last``; windows never span two series, so a "reset" between the last
+    sample of one series and the first of the next is never counted.
+    """
+    drops = np.flatnonzero(values[1:] < values[:-1]) + 1
+    if not len(drops):
+        return np.zeros(first.shape)
+    cum = np.concatenate([[0.0], np.cumsum(values[drops - 1])])
+    k1 = np.searchsorted(drops, first, side="right")
+    k2 = np.searchsorted(drops, last, side="right")
+    return np.asarray(cum[k2] - cum[k1], dtype=np.float64)
+
+
 def _instant(is_rate: bool) -> RangeFn:
+    """``irate``/``idelta``: the last two samples of the window."""
+
     def fn(a: RangeArgs) -> tuple[F64, B]:
         ok = (a.hi - a.lo) >= 2
         if not len(a.values):
-            return np.zeros(len(a.lo)), ok
-        li = np.clip(a.hi - 1, 0, len(a.values) - 1)
-        pi = np.clip(a.hi - 2, 0, len(a.values) - 1)
+            return np.zeros(a.lo.shape), ok
+        li = _clip(a.hi - 1, len(a.values))
+        pi = _clip(a.hi - 2, len(a.values))
         last, prev = a.values[li], a.values[pi]
         dt = (a.ts[li] - a.ts[pi]) / 1000.0
         with np.errstate(all="ignore"):
             if is_rate:
-                diff = np.where(last < prev, last, last - prev)
-                out = diff / dt
+                out = np.where(last < prev, last, last - prev) / dt
                 ok = ok & (dt != 0)
             else:
                 out = last - prev
@@ -232,14 +276,16 @@ def _instant(is_rate: bool) -> RangeFn:
 
 
 def _pair_count(flag: Callable[[F64, F64], B]) -> RangeFn:
+    """``changes``/``resets``: prefix sums of a flag on consecutive samples."""
+
     def fn(a: RangeArgs) -> tuple[F64, B]:
         ok = a.hi > a.lo
         if len(a.values) < 2:
-            return np.zeros(len(a.lo)), ok
+            return np.zeros(a.lo.shape), ok
         flags = np.concatenate([[0], flag(a.values[1:], a.values[:-1]).astype(np.int64)])
         c = np.cumsum(flags)
-        li = np.clip(a.hi - 1, 0, len(a.values) - 1)
-        fi = np.clip(a.lo, 0, len(a.values) - 1)
+        li = _clip(a.hi - 1, len(a.values))
+        fi = _clip(a.lo, len(a.values))
         return (c[li] - c[fi]).astype(np.float64), ok
 
     return fn
@@ -253,40 +299,112 @@ def _reset(cur: F64, prev: F64) -> B:
     return np.asarray(cur < prev, dtype=np.bool_)
 
 
-def _regression(ts: I64, v: F64, intercept_ms: int) -> tuple[float, float]:
-    if (v == v[0]).all():
-        if math.isinf(v[0]):
-            return math.nan, math.nan
-        return 0.0, float(v[0])
-    x = (ts - intercept_ms) / 1e3
-    n = float(len(v))
-    sx = kahan(x.tolist())
-    sy = kahan(v.tolist())
-    sxy = kahan((x * v).tolist())
-    sx2 = kahan((x * x).tolist())
+# -- statistics over gathered windows -----------------------------------------------------
+
+
+def _mean_var(c: _Chunk) -> tuple[F64, F64]:
+    v = np.where(c.mask, c.values, 0.0)
+    mean = v.sum(axis=1) / c.n
+    dev = np.where(c.mask, (c.values - mean[:, None]) ** 2, 0.0)
+    var = dev.sum(axis=1) / c.n
+    return mean, np.where(np.isfinite(mean), var, np.nan)
+
+
+def _stdvar(c: _Chunk, _a: RangeArgs) -> F64:
+    return _mean_var(c)[1]
+
+
+def _stddev(c: _Chunk, _a: RangeArgs) -> F64:
+    return np.asarray(np.sqrt(_mean_var(c)[1]), dtype=np.float64)
+
+
+def _sorted_rows(values: F64, mask: B) -> F64:
+    """Rows sorted ascending with padding last; rows holding NaN are handled by the caller."""
+    return np.sort(np.where(mask, values, np.inf), axis=1)
+
+
+def _row_quantile(q: F64, srt: F64, n: NDArray[np.int64]) -> F64:
+    """Prometheus' ``quantile`` on sorted rows: linear interpolation between ranks."""
+    rank = np.clip(q, 0, 1) * (n - 1)
+    lower = np.maximum(0, np.floor(rank)).astype(np.intp)
+    upper = np.minimum(n - 1, lower + 1)
+    weight = rank - np.floor(rank)
+    rows = np.arange(len(n))
+    out = srt[rows, lower] * (1 - weight) + srt[rows, upper] * weight
+    out = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, out))
+    return np.asarray(np.where(np.isnan(q), np.nan, out), dtype=np.float64)
+
+
+def _nan_rows_quantile(q: F64, c: _Chunk) -> F64:
+    """Go sorts NaN first; emulate that for rows containing NaN."""
+    srt = _sorted_rows(c.values, c.mask)
+    has_nan = np.asarray((np.isnan(c.values) & c.mask).any(axis=1), dtype=np.bool_)
+    if has_nan.any():
+        rows = np.flatnonzero(has_nan)
+        vals, mask = c.values[rows], c.mask[rows]
+        key = np.where(mask, np.where(np.isnan(vals), -np.inf, vals), np.inf)
+        order = np.argsort(key, axis=1, kind="stable")
+        srt[rows] = np.take_along_axis(np.where(mask, vals, np.inf), order, axis=1)
+    return _row_quantile(q, srt, c.n)
+
+
+def _quantile_over_time(c: _Chunk, a: RangeArgs) -> F64:
+    return _nan_rows_quantile(a.extra[0][c.steps], c)
+
+
+def _mad(c: _Chunk, _a: RangeArgs) -> F64:
+    half = np.full(len(c.n), 0.5)
+    med = _row_quantile(half, _sorted_rows(c.values, c.mask), c.n)
+    dev = np.abs(c.values - med[:, None])
+    out = _row_quantile(half, _sorted_rows(dev, c.mask), c.n)
+    has_nan = (np.isnan(c.values) & c.mask).any(axis=1)
+    return np.asarray(np.where(has_nan, np.nan, out), dtype=np.float64)
+
+
+def _regression(c: _Chunk, intercept_ms: F64) -> tuple[F64, F64]:
+    """Least-squares slope and intercept per row, x in seconds from ``intercept_ms``."""
+    x = (c.ts - intercept_ms[:, None]) / 1e3
+    y = c.values
+    m = c.mask
+    n = c.n.astype(np.float64)
+    sx = np.where(m, x, 0).sum(axis=1)
+    sy = np.where(m, y, 0).sum(axis=1)
+    sxy = np.where(m, x * y, 0).sum(axis=1)
+    sx2 = np.where(m, x * x, 0).sum(axis=1)
     cov = sxy - sx * sy / n
     var = sx2 - sx * sx / n
-    slope = cov / var if var != 0 else math.nan
-    return slope, sy / n - slope * sx / n
+    slope = cov / var
+    intercept = sy / n - slope * sx / n
+    first = y[:, 0]
+    const = (np.where(m, y == first[:, None], True)).all(axis=1)
+    slope = np.where(const, np.where(np.isinf(first), np.nan, 0.0), slope)
+    intercept = np.where(const, np.where(np.isinf(first), np.nan, first), intercept)
+    return np.asarray(slope, np.float64), np.asarray(intercept, np.float64)
 
 
-def _deriv(a: RangeArgs) -> tuple[F64, B]:
-    return _per_window(lambda ts, v, _t: _regression(ts, v, int(ts[0]))[0], 2)(a)
+def _deriv(c: _Chunk, _a: RangeArgs) -> F64:
+    return _regression(c, c.ts[:, 0])[0]
 
 
-def _predict_linear(a: RangeArgs) -> tuple[F64, B]:
-    horizon = a.extra[0]
-
-    def fn(ts: I64, v: F64, t: int) -> float:
-        slope, intercept = _regression(ts, v, int(a.step_ts[t]))
-        return slope * float(horizon[t]) + intercept
-
-    return _per_window(fn, 2)(a)
+def _predict_linear(c: _Chunk, a: RangeArgs) -> F64:
+    slope, intercept = _regression(c, a.step_ts[c.steps].astype(np.float64))
+    return np.asarray(slope * a.extra[0][c.steps] + intercept, dtype=np.float64)
 
 
-def _quantile_over_time(a: RangeArgs) -> tuple[F64, B]:
-    phi = a.extra[0]
-    return _per_window(lambda _ts, v, t: quantile(float(phi[t]), v))(a)
+def _ts_of_extreme(pick_max: bool) -> Callable[[_Chunk, RangeArgs], F64]:
+    def fn(c: _Chunk, _a: RangeArgs) -> F64:
+        valid = c.mask & ~np.isnan(c.values)
+        fill = -np.inf if pick_max else np.inf
+        v = np.where(valid, c.values, fill)
+        best = v.max(axis=1) if pick_max else v.min(axis=1)
+        hit = valid & (v == best[:, None])
+        width = hit.shape[1]
+        last_hit = width - 1 - np.argmax(hit[:, ::-1], axis=1)
+        last_sample = c.n - 1
+        pick = np.where(hit.any(axis=1), last_hit, last_sample)
+        return np.asarray(c.ts[np.arange(len(pick)), pick] / 1000.0, dtype=np.float64)
+
+    return fn
 
 
 def _smoothing(a: RangeArgs) -> tuple[F64, B]:
@@ -294,24 +412,33 @@ def _smoothing(a: RangeArgs) -> tuple[F64, B]:
     for name, arr in (("smoothing", sf), ("trend", tf)):
         bad = arr[~((arr > 0) & (arr < 1))]
         if len(bad):
+            short = "sf" if name == "smoothing" else "tf"
             raise ExecutionError(
-                f"invalid {name} factor. Expected: 0 < sf < 1, got: {float(bad[0]):f}"
-                if name == "smoothing"
-                else f"invalid trend factor. Expected: 0 < tf < 1, got: {float(bad[0]):f}"
+                f"invalid {name} factor. Expected: 0 < {short} < 1, got: {float(bad[0]):f}"
             )
+    return _by_window(_smooth_rows, 2)(a)
 
-    def fn(_ts: I64, v: F64, t: int) -> float:
-        s_f, t_f = float(sf[t]), float(tf[t])
-        s0, s1 = 0.0, float(v[0])
-        b = float(v[1] - v[0])
-        for i in range(1, len(v)):
-            if i > 1:
-                b = t_f * (s1 - s0) + (1 - t_f) * b
-            x = s_f * float(v[i])
-            s0, s1 = s1, x + (1 - s_f) * (s1 + b)
-        return s1
 
-    return _per_window(fn, 2)(a)
+def _smooth_rows(c: _Chunk, a: RangeArgs) -> F64:
+    """Holt's double exponential smoothing, advancing all windows one column at a time."""
+    s_f = a.extra[0][c.steps]
+    t_f = a.extra[1][c.steps]
+    v = c.values
+    s0 = np.zeros(len(c.n))
+    s1 = v[:, 0].copy()
+    b = v[:, 1] - v[:, 0]
+    for i in range(1, v.shape[1]):
+        live = c.mask[:, i]
+        b_new = t_f * (s1 - s0) + (1 - t_f) * b if i > 1 else b
+        s_new = s_f * v[:, i] + (1 - s_f) * (s1 + b_new)
+        b = np.where(live, b_new, b)
+        s0 = np.where(live, s1, s0)
+        s1 = np.where(live, s_new, s1)
+    return s1
+
+
+def _changes_vs(flag: Callable[[F64, F64], B]) -> RangeFn:
+    return _pair_count(flag)
 
 
 RANGE_FUNCTIONS: dict[str, RangeFn] = {
@@ -320,10 +447,10 @@ RANGE_FUNCTIONS: dict[str, RangeFn] = {
     "delta": _extrapolated(False, False),
     "irate": _instant(True),
     "idelta": _instant(False),
-    "deriv": _deriv,
-    "predict_linear": _predict_linear,
-    "changes": _pair_count(_changed),
-    "resets": _pair_count(_reset),
+    "deriv": _by_window(_deriv, 2),
+    "predict_linear": _by_window(_predict_linear, 2),
+    "changes": _changes_vs(_changed),
+    "resets": _changes_vs(_reset),
     "count_over_time": _count,
     "sum_over_time": _sum,
     "avg_over_time": _avg,
@@ -332,16 +459,16 @@ RANGE_FUNCTIONS: dict[str, RangeFn] = {
     "last_over_time": _last,
     "first_over_time": _first,
     "present_over_time": _present,
-    "stddev_over_time": _per_window(lambda _ts, v, _t: math.sqrt(_variance(v))),
-    "stdvar_over_time": _per_window(lambda _ts, v, _t: _variance(v)),
-    "mad_over_time": _per_window(_mad),
-    "quantile_over_time": _quantile_over_time,
+    "stddev_over_time": _by_window(_stddev),
+    "stdvar_over_time": _by_window(_stdvar),
+    "mad_over_time": _by_window(_mad),
+    "quantile_over_time": _by_window(_quantile_over_time),
     "double_exponential_smoothing": _smoothing,
     "holt_winters": _smoothing,
     "ts_of_last_over_time": _ts_of_last,
     "ts_of_first_over_time": _ts_of_first,
-    "ts_of_max_over_time": _ts_of_extreme(True),
-    "ts_of_min_over_time": _ts_of_extreme(False),
+    "ts_of_max_over_time": _by_window(_ts_of_extreme(True)),
+    "ts_of_min_over_time": _by_window(_ts_of_extreme(False)),
 }
 
 _KEEP_NAME = frozenset({"last_over_time", "first_over_time"})

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from monitoringserver.model.labels import Labels
 
 __all__ = [
+    "FlatWindows",
     "Matrix",
     "QueryStats",
     "RangeSeries",
@@ -109,6 +110,34 @@ class Matrix:
         lo = np.searchsorted(s.ts, self.eff_ms - self.range_ms, side="right")
         hi = np.searchsorted(s.ts, self.eff_ms, side="right")
         return lo, hi
+
+    def flat(self) -> FlatWindows:
+        """All series concatenated, with ``[series, steps]`` window bounds into the flat arrays."""
+        n = len(self.series)
+        steps = len(self.eff_ms)
+        lo = np.empty((n, steps), dtype=np.intp)
+        hi = np.empty((n, steps), dtype=np.intp)
+        if n == 0:
+            return FlatWindows(np.empty(0, np.int64), np.empty(0, np.float64), lo, hi)
+        starts = self.eff_ms - self.range_ms
+        offset = 0
+        for i, s in enumerate(self.series):
+            lo[i] = np.searchsorted(s.ts, starts, side="right") + offset
+            hi[i] = np.searchsorted(s.ts, self.eff_ms, side="right") + offset
+            offset += len(s.ts)
+        ts = np.concatenate([s.ts for s in self.series]).astype(np.int64, copy=False)
+        values = np.concatenate([s.values for s in self.series]).astype(np.float64, copy=False)
+        return FlatWindows(ts, values, lo, hi)
+
+
+@dataclass(slots=True)
+class FlatWindows:
+    """Concatenated samples of a matrix and per-(series, step) windows ``[lo, hi)``."""
+
+    ts: I64
+    values: F64
+    lo: NDArray[np.intp]
+    hi: NDArray[np.intp]
 
 
 Value = Vector | Scalar | String | Matrix

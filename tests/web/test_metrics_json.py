@@ -280,3 +280,24 @@ async def test_latest_per_server(web: Web) -> None:
     assert cpu["timestamp"] == T0 - 3000 + 59 * 60
     r = await web.client.get("/api/v1/monitoring/metrics?server_id=b", headers=web.read)
     assert [s["server_id"] for s in r.json()["data"]["servers"]] == ["b"]
+
+
+async def test_stale_markers_are_not_points_and_nan_is_null(web: Web) -> None:
+    from monitoringserver.model.labels import make_labels
+    from monitoringserver.model.samples import STALE_NAN, SampleBatch
+
+    lbl = make_labels({"__name__": "up", "server_id": "p"})
+    nan_lbl = make_labels({"__name__": "odd", "server_id": "p"})
+    t = T0 * 1000
+    batch = SampleBatch.from_rows(
+        [(lbl, t, 1.0), (lbl, t + 1000, STALE_NAN), (nan_lbl, t, float("nan"))]
+    )
+    await web.store.append(batch)
+    r = await web.client.get(
+        "/api/v1/metrics", params={"server_id": "p", "start_time": T0 - 10}, headers=web.read
+    )
+    data = {d["metric"]: d["points"] for d in r.json()["data"]}
+    assert data == {"odd": [[T0, None]], "up": [[T0, 1.0]]}
+    r = await web.client.get("/api/v1/monitoring/metrics?lookback=1h", headers=web.read)
+    metrics = {m["metric"]: m["value"] for m in r.json()["data"]["servers"][0]["metrics"]}
+    assert metrics == {"odd": None}  # "up" ended with a staleness marker

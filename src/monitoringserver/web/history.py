@@ -24,6 +24,7 @@ from monitoringserver.ingest.json_metrics import parse_timestamp_ms
 from monitoringserver.metrics.api import MetricQuerier, Resolution, choose_resolution
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.model.matchers import Matcher, MatchOp
+from monitoringserver.model.samples import is_stale_nan
 from monitoringserver.web.options import LimitsOptions
 
 __all__ = ["HistoryQuery", "parse_duration_ms", "parse_history_query", "run_history_query"]
@@ -163,11 +164,12 @@ def run_history_query(
         raw = querier.select(matchers, query.start_ms, query.end_ms)
         _check_series(len(raw), limits)
         for s in raw:
+            live = ~is_stale_nan(s.values)  # staleness markers are not samples
+            ts, vals = s.ts_ms[live], s.values[live]
             if step:
-                ts, vals = _bucket_avg(s.ts_ms, s.values, np.ones(len(s.ts_ms)), step)
-            else:
-                ts, vals = s.ts_ms, s.values
-            out.append((s.labels, ts, vals))
+                ts, vals = _bucket_avg(ts, vals, np.ones(len(ts)), step)
+            if len(ts):
+                out.append((s.labels, ts, vals))
     else:
         rolled = querier.select_rollup(matchers, query.start_ms, query.end_ms, resolution)
         _check_series(len(rolled), limits)

@@ -15,13 +15,15 @@ import asyncio
 import re
 from typing import Annotated
 
+import msgspec
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import METRIC_NAME
 from monitoringserver.model.matchers import Matcher, MatchOp
+from monitoringserver.model.samples import is_stale_nan
 from monitoringserver.web.deps import components
 from monitoringserver.web.history import parse_duration_ms
 from monitoringserver.web.security import require_scope
@@ -43,14 +45,16 @@ def latest_per_server(
     servers: dict[str, list[dict[str, object]]] = {}
     last_seen: dict[str, float] = {}
     for s in querier.select([matcher], start_ms, end_ms):
-        if not len(s.ts_ms):
-            continue
+        if not len(s.values) or is_stale_nan(s.values[-1:])[0]:
+            continue  # no samples, or the series went stale (its source stopped reporting it)
+        last = len(s.values) - 1
         labels = dict(s.labels)
         server = labels.pop("server_id", "")
         name = labels.pop(METRIC_NAME, "")
-        ts = float(s.ts_ms[-1]) / 1000.0
+        ts = float(s.ts_ms[last]) / 1000.0
+        value = float(s.values[last])
         servers.setdefault(server, []).append(
-            {"metric": name, "labels": labels, "value": float(s.values[-1]), "timestamp": ts}
+            {"metric": name, "labels": labels, "value": value, "timestamp": ts}
         )
         last_seen[server] = max(last_seen.get(server, ts), ts)
     out: list[dict[str, object]] = []
@@ -66,7 +70,7 @@ async def monitoring_metrics(
     _principal: Annotated[Principal, Depends(require_scope(Scope.READ))],
     server_id: Annotated[str, Query(description="comma list of server ids")] = "",
     lookback: Annotated[str, Query(description="how far back to look, e.g. 10m")] = "",
-) -> JSONResponse:
+) -> Response:
     comps = components(request)
     now_ms = int(comps.clock() * 1000)
     window_ms = (
@@ -76,4 +80,6 @@ async def monitoring_metrics(
     servers = await asyncio.to_thread(
         latest_per_server, comps.querier, ids, now_ms - window_ms, now_ms
     )
-    return JSONResponse({"status": "success", "data": {"servers": servers}})
+    # msgspec writes NaN as null where the standard library would refuse it
+    body = msgspec.json.encode({"status": "success", "data": {"servers": servers}})
+    return Response(body, media_type="application/json")

@@ -1,0 +1,162 @@
+"""Engine API, limits and error classes (the conformance files cover the language)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from monitoringserver.errors import (
+    BadDataError,
+    CanceledError,
+    ExecutionError,
+    QueryLimitError,
+    QueryTimeoutError,
+)
+from monitoringserver.model.labels import make_labels
+from monitoringserver.model.samples import STALE_NAN
+from monitoringserver.promql import Engine, EngineOptions, format_query, parse
+from monitoringserver.promql.parser import translate_regex
+from tests.promql.memory_querier import MemoryQuerier
+
+
+@pytest.fixture
+def engine() -> Engine:
+    q = MemoryQuerier()
+    for i in range(0, 11):
+        t = i * 60_000
+        q.add(make_labels({"__name__": "c_total", "job": "a"}), t, float(i * 60))
+        q.add(make_labels({"__name__": "c_total", "job": "b"}), t, float(i * 120))
+    q.add(make_labels({"__name__": "g", "job": "a"}), 0, 1.0)
+    q.add(make_labels({"__name__": "g", "job": "a"}), 60_000, STALE_NAN)
+    return Engine(q)
+
+
+def test_instant_vector_result(engine: Engine) -> None:
+    r = engine.instant("sum(rate(c_total[5m]))", 600_000)
+    assert r.result_type == "vector"
+    assert len(r.series) == 1
+    assert r.series[0].labels == ()
+    assert r.series[0].values[0] == pytest.approx(3.0)
+    assert r.stats.samples_loaded > 0
+    assert r.stats.steps == 1
+
+
+def test_range_result_is_sorted_matrix(engine: Engine) -> None:
+    r = engine.range("c_total", 0, 600_000, 60_000)
+    assert r.result_type == "matrix"
+    assert [dict(s.labels)["job"] for s in r.series] == ["a", "b"]
+    assert r.series[0].ts_ms.tolist() == list(range(0, 600_001, 60_000))
+
+
+def test_scalar_range_query_is_one_series(engine: Engine) -> None:
+    r = engine.range("time()", 0, 120_000, 60_000)
+    assert r.result_type == "matrix"
+    assert r.series[0].labels == ()
+    assert r.series[0].values.tolist() == [0.0, 60.0, 120.0]
+
+
+def test_stale_marker_ends_series(engine: Engine) -> None:
+    assert len(engine.instant("g", 30_000).series) == 1
+    assert engine.instant("g", 90_000).series == []
+
+
+def test_string_and_scalar_instant(engine: Engine) -> None:
+    assert engine.instant('"x"', 5_000).string == "x"
+    r = engine.instant("1 + 2 * 3", 5_000)
+    assert (r.result_type, r.scalar, r.time_ms) == ("scalar", 7.0, 5_000)
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("sum(", BadDataError),
+        ("", BadDataError),
+        ('{job=~"("}', BadDataError),
+        ('{job=""}', BadDataError),
+        ("c_total + on() c_total", ExecutionError),
+        ('label_replace(c_total, "x", "$1", "job", "(")', ExecutionError),
+        ('label_replace(c_total, "1x", "$1", "job", "(.*)")', ExecutionError),
+        ('count_values("1x", c_total)', ExecutionError),
+        ("topk(NaN, c_total)", ExecutionError),
+        ("double_exponential_smoothing(c_total[5m], 2, 0.5)", ExecutionError),
+    ],
+)
+def test_error_classes(engine: Engine, query: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        engine.instant(query, 600_000)
+
+
+@pytest.mark.parametrize(("start", "end", "step"), [(0, 10, 0), (10, 0, 1), (0, 100_000_000, 1)])
+def test_range_parameters_are_checked(engine: Engine, start: int, end: int, step: int) -> None:
+    with pytest.raises(BadDataError):
+        engine.range("c_total", start, end, step)
+
+
+def test_range_vector_and_string_not_allowed_in_range_query(engine: Engine) -> None:
+    with pytest.raises(BadDataError):
+        engine.range("c_total[5m]", 0, 60_000, 60_000)
+    with pytest.raises(BadDataError):
+        engine.range('"s"', 0, 60_000, 60_000)
+
+
+def test_sample_and_series_limits() -> None:
+    q = MemoryQuerier()
+    for i in range(5):
+        q.add(make_labels({"__name__": "m", "i": str(i)}), 0, 1.0)
+    with pytest.raises(QueryLimitError, match="too many samples"):
+        Engine(q, EngineOptions(max_samples=4)).instant("m", 0)
+    with pytest.raises(QueryLimitError, match="more than 3 series"):
+        Engine(q, EngineOptions(max_series=3)).instant("m", 0)
+    assert len(Engine(q, EngineOptions(max_samples=5)).instant("m", 0).series) == 5
+
+
+def test_timeout_and_cancel(engine: Engine) -> None:
+    with pytest.raises(QueryTimeoutError):
+        engine.instant("c_total", 0, timeout_s=-1)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CanceledError):
+        engine.instant("c_total", 0, cancel=cancel)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lookback_delta_ms": 0}, {"timeout_s": 0}, {"max_samples": 0}, {"max_series": -1}],
+)
+def test_options_are_validated(kwargs: dict[str, float]) -> None:
+    with pytest.raises(BadDataError):
+        EngineOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_lookback_override(engine: Engine) -> None:
+    assert len(engine.instant("c_total", 660_000).series) == 2
+    assert engine.instant("c_total", 660_000, lookback_delta_ms=30_000).series == []
+
+
+def test_large_range_query_is_vectorised_per_node(engine: Engine) -> None:
+    r = engine.range("rate(c_total[2m]) * 60", 120_000, 600_000, 1_000)
+    assert r.stats.steps == 481
+    values = np.concatenate([s.values for s in r.series])
+    assert set(np.round(values, 6).tolist()) == {60.0, 120.0}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("plain", "plain"),
+        ("(?i)abc", "(?i:abc)"),
+        ("a((?i)b)c", "a((?i:b))c"),
+        ("a(?i)b|c", "a(?i:b)|(?i:c)"),
+        ("[(?i)]", "[(?i)]"),
+        ("\\(?i)", "\\(?i)"),
+    ],
+)
+def test_translate_regex(pattern: str, expected: str) -> None:
+    assert translate_regex(pattern) == expected
+
+
+def test_format_and_parse() -> None:
+    assert format_query("sum(up)by(job)") == "sum by (job) (up)"
+    assert type(parse("holt_winters(x[5m], 0.5, 0.5)")).__name__ == "Call"

@@ -17,18 +17,19 @@ from monitoringserver.model.matchers import Matcher, matches_all
 
 
 class MemoryQuerier:
-    """Holds series as sorted numpy arrays; ``histogram_series`` marks native-histogram data.
+    """Holds series as sorted numpy arrays.
 
-    ``touched_histogram`` becomes true when a ``select`` returns a series that had native
-    histogram samples in the scenario (those samples are not stored), so the conformance
-    runner can skip such cases.
+    ``flagged`` maps series to a reason they cannot be fully represented here (native
+    histogram samples, start timestamps: such data is not stored). ``touched`` collects the
+    reasons of flagged series a ``select`` returned, so the conformance runner can skip
+    cases that depend on them.
     """
 
     def __init__(self) -> None:
         self._data: dict[Labels, tuple[list[int], list[float]]] = {}
         self._frozen: dict[Labels, SeriesData] = {}
-        self.histogram_series: set[Labels] = set()
-        self.touched_histogram = False
+        self.flagged: dict[Labels, str] = {}
+        self.touched: set[str] = set()
 
     def add(self, labels: Labels, ts_ms: int, value: float) -> None:
         ts, vals = self._data.setdefault(labels, ([], []))
@@ -36,13 +37,13 @@ class MemoryQuerier:
         vals.append(value)
         self._frozen.pop(labels, None)
 
-    def mark_histogram(self, labels: Labels) -> None:
-        self.histogram_series.add(labels)
+    def flag(self, labels: Labels, reason: str) -> None:
+        self.flagged[labels] = reason
 
     def clear(self) -> None:
         self._data.clear()
         self._frozen.clear()
-        self.histogram_series.clear()
+        self.flagged.clear()
 
     def _series(self, labels: Labels) -> SeriesData:
         cached = self._frozen.get(labels)
@@ -60,14 +61,14 @@ class MemoryQuerier:
         return cached
 
     def _matching(self, matchers: Sequence[Matcher]) -> list[Labels]:
-        keys = set(self._data) | self.histogram_series
+        keys = set(self._data) | set(self.flagged)
         return sorted(k for k in keys if matches_all(list(matchers), k))
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         out = []
         for labels in self._matching(matchers):
-            if labels in self.histogram_series:
-                self.touched_histogram = True
+            if labels in self.flagged:
+                self.touched.add(self.flagged[labels])
             s = self._series(labels)
             lo = int(np.searchsorted(s.ts_ms, start_ms, side="left"))
             hi = int(np.searchsorted(s.ts_ms, end_ms, side="right"))

@@ -212,11 +212,15 @@ def _load(querier: MemoryQuerier, interval_ms: int, lines: list[str], nhcb: bool
         if not m:
             continue
         head, spec = m.group(1), m.group(2)
-        if head.endswith("@st") or "@st" in text.split("}")[-1].split()[:1]:
-            continue
+        start_ts = spec.startswith("@st") or head.endswith("@st")
+        if start_ts:
+            head = head.removesuffix("@st")
         try:
             labels = parse_series(head)
         except Skip:
+            continue
+        if start_ts:
+            querier.flag(labels, "start timestamps (not supported)")
             continue
         name = dict(labels).get("__name__", "")
         if nhcb and name.endswith("_bucket"):
@@ -225,11 +229,11 @@ def _load(querier: MemoryQuerier, interval_ms: int, lines: list[str], nhcb: bool
                 for k, v in labels
                 if k != "le"
             )
-            querier.mark_histogram(base)
+            querier.flag(base, "native histogram series")
         try:
             points = expand_points(spec)
         except Skip:
-            querier.mark_histogram(labels)
+            querier.flag(labels, "native histogram series")
             for i, tok in enumerate(_expanded_tokens(spec)):
                 if tok is not None:
                     querier.add(labels, i * interval_ms, tok)
@@ -430,9 +434,11 @@ def _check(case: Case, result: Result, querier: MemoryQuerier) -> str | None:
 def run_case(engine: Engine, querier: MemoryQuerier, case: Case) -> tuple[str, str]:
     if case.skip:
         return "skipped", case.skip
+    if "start_timestamp(" in case.query:
+        return "skipped", "start_timestamp() needs start (created) timestamps, not stored"
     if re.search(r"[<>]/", case.query):
         return "skipped", "native histogram trim operator (</, >/)"
-    querier.touched_histogram = False
+    querier.touched = set()
     try:
         if case.step_ms:
             result = engine.range(case.query, case.start_ms, case.end_ms, case.step_ms)
@@ -440,8 +446,8 @@ def run_case(engine: Engine, querier: MemoryQuerier, case: Case) -> tuple[str, s
             result = engine.instant(case.query, case.start_ms)
     except MonitoringError as exc:
         if not case.expect_fail:
-            if querier.touched_histogram:
-                return "skipped", "touches native histogram series"
+            if querier.touched:
+                return "skipped", f"touches {', '.join(sorted(querier.touched))}"
             return "failed", f"error: {exc}"
         msg = str(exc)
         if case.fail_msg is not None and case.fail_msg not in msg:
@@ -450,12 +456,12 @@ def run_case(engine: Engine, querier: MemoryQuerier, case: Case) -> tuple[str, s
             return "failed", f"error {msg!r} does not match {case.fail_regex!r}"
         return "passed", ""
     if case.expect_fail:
-        if querier.touched_histogram:
-            return "skipped", "touches native histogram series"
+        if querier.touched:
+            return "skipped", f"touches {', '.join(sorted(querier.touched))}"
         return "failed", "expected failure, query succeeded"
     reason = _check(case, result, querier)
-    if reason and querier.touched_histogram:
-        return "skipped", f"touches native histogram series ({reason})"
+    if reason and querier.touched:
+        return "skipped", f"touches {', '.join(sorted(querier.touched))} ({reason})"
     return ("failed", reason) if reason else ("passed", "")
 
 

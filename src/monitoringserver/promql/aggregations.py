@@ -7,7 +7,6 @@ block. ``sum``/``avg`` use Kahan-Neumaier compensation like Prometheus.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import numpy as np
@@ -18,6 +17,7 @@ from monitoringserver.errors import BadDataError, ExecutionError
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.promql.evaluator import Evaluator
 from monitoringserver.promql.values import F64, I64, B, String, Vector
+from monitoringserver.promql.xxhash import labels_hash
 
 __all__ = ["aggregate", "format_value", "kahan_sum"]
 
@@ -225,9 +225,8 @@ def quantile(q: float, values: F64) -> float:
 
 
 def _series_hash(labels: Labels) -> float:
-    raw = "\xff".join(f"{k}\xff{v}" for k, v in labels).encode()
-    h = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
-    return h / float(2**64 - 1)
+    """The series' position in ``[0, 1]`` for ``limit_ratio``, as Prometheus computes it."""
+    return labels_hash(labels) / float(2**64 - 1)
 
 
 def _select(

@@ -33,6 +33,7 @@ class FakeStore:
         self.max_series = max_series
         self.overloaded = False
         self.appends = 0
+        self.sources: list[str] = []
         self._lock = threading.Lock()
         self._data: dict[Labels, dict[int, float]] = {}
         self._seen: set[DedupKey] = set()
@@ -47,7 +48,8 @@ class FakeStore:
                 if dedup in self._seen:
                     return AppendResult(accepted=0, duplicate=True)
                 self._seen.add(dedup)
-            new = {lbl for lbl in batch.series if lbl not in self._data}
+            used = {batch.series[i] for i in set(batch.series_idx.tolist())}
+            new = {lbl for lbl in used if lbl not in self._data}
             if self.max_series and len(self._data) + len(new) > self.max_series:
                 raise CardinalityLimitError(
                     f"cannot append samples: {len(self._data) + len(new)} series is over "
@@ -56,6 +58,7 @@ class FakeStore:
             for labels, ts, value in batch.rows():
                 self._data.setdefault(labels, {})[ts] = value
             self.appends += 1
+            self.sources.append(source)
         return AppendResult(accepted=len(batch))
 
     def _matching(

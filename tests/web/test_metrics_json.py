@@ -301,3 +301,18 @@ async def test_stale_markers_are_not_points_and_nan_is_null(web: Web) -> None:
     r = await web.client.get("/api/v1/monitoring/metrics?lookback=1h", headers=web.read)
     metrics = {m["metric"]: m["value"] for m in r.json()["data"]["servers"][0]["metrics"]}
     assert metrics == {"odd": None}  # "up" ended with a staleness marker
+
+
+async def test_each_server_is_its_own_source_and_limit(web: Web) -> None:
+    web.store.max_series = 2
+    body = [
+        {"server_id": "a", "timestamp": T0, "metrics": {"x": 1}},
+        {"server_id": "b", "timestamp": T0, "metrics": {"x": 1, "y": 2, "z": 3}},
+    ]
+    r = await post(web, body)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["accepted"] == 1
+    assert data["rejected_by_reason"] == {"too_many_series": 3}
+    assert data["errors"][0].startswith("server_id 'b': cannot append samples")
+    assert web.store.sources == ["json:a"]

@@ -41,6 +41,7 @@ from monitoringserver.errors import BadDataError
 from monitoringserver.model.labels import (
     METRIC_NAME,
     Labels,
+    get,
     make_labels,
     sanitize_metric_name,
     validate_label_name,
@@ -53,6 +54,7 @@ __all__ = [
     "SeriesCache",
     "WindowResult",
     "parse_timestamp_ms",
+    "split_by_server",
     "split_by_window",
 ]
 
@@ -315,6 +317,27 @@ def split_by_window(
             errors.append(f"$[{i}].timestamp: {int(ts[first])} ms is {what}")
     keep = ~(too_old | too_new)
     return WindowResult(batch=parsed.batch.select(keep), rejected=rejected, errors=errors)
+
+
+def split_by_server(batch: SampleBatch) -> list[tuple[str, SampleBatch]]:
+    """The batch per ``server_id`` label, in first-seen order (one entry when one server).
+
+    Each part keeps the full ``series`` list (the store resolves only the series a part
+    uses), so this costs one mask per server and no label work.
+    """
+    server_of_series: dict[str, int] = {}
+    codes = np.fromiter(
+        (
+            server_of_series.setdefault(get(lbl, "server_id"), len(server_of_series))
+            for lbl in batch.series
+        ),
+        dtype=np.int64,
+        count=len(batch.series),
+    )
+    if len(server_of_series) <= 1:
+        return [(next(iter(server_of_series), ""), batch)]
+    per_sample = codes[batch.series_idx]
+    return [(server, batch.select(per_sample == code)) for server, code in server_of_series.items()]
 
 
 def _extra_labels(labels: dict[str, str], where: str) -> tuple[tuple[str, str], ...]:

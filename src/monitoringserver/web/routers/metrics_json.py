@@ -23,8 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoringserver.auth.api import Scope
-from monitoringserver.errors import BadDataError, MonitoringError
-from monitoringserver.ingest.json_metrics import split_by_window
+from monitoringserver.errors import BadDataError, CardinalityLimitError, MonitoringError
+from monitoringserver.ingest.json_metrics import split_by_server, split_by_window
+from monitoringserver.metrics.api import MetricAppender
+from monitoringserver.model.samples import SampleBatch
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.history import parse_history_query, run_history_query
 
@@ -54,12 +56,8 @@ async def ingest(request: Request) -> Response:
             max_ms=now_ms + int(comps.sample_max_future_s * 1000),
         )
         rejected = dict(window.rejected)
-        accepted = 0
-        if len(window.batch):
-            result = await comps.appender.append(window.batch, source="json")
-            accepted = result.accepted
-            for reason, n in result.rejected.items():
-                rejected[reason] = rejected.get(reason, 0) + n
+        errors = list(window.errors)
+        accepted = await _append_per_server(comps.appender, window.batch, rejected, errors)
     except MonitoringError:
         metrics.requests.labels(_FORMAT, "error").inc()
         raise
@@ -68,7 +66,7 @@ async def ingest(request: Request) -> Response:
     metrics.samples.labels(_FORMAT).inc(accepted)
     if accepted == 0 and rejected:
         metrics.requests.labels(_FORMAT, "rejected").inc()
-        detail = "; ".join(window.errors) or ", ".join(f"{k}: {v}" for k, v in rejected.items())
+        detail = "; ".join(errors) or ", ".join(f"{k}: {v}" for k, v in rejected.items())
         raise BadDataError(f"cannot accept metrics: every sample was refused: {detail}")
     metrics.requests.labels(_FORMAT, "ok").inc()
     return _json(
@@ -79,10 +77,40 @@ async def ingest(request: Request) -> Response:
                 "accepted": accepted,
                 "rejected": sum(rejected.values()),
                 "rejected_by_reason": rejected,
-                "errors": window.errors,
+                "errors": errors,
             },
         }
     )
+
+
+async def _append_per_server(
+    appender: MetricAppender, batch: SampleBatch, rejected: dict[str, int], errors: list[str]
+) -> int:
+    """Append each server's samples with source ``json:<server_id>``; returns accepted.
+
+    The source is what the store's per-source cardinality limit counts, so one noisy host
+    cannot use up the limit of every other host posting JSON. A server over a cardinality
+    limit has its samples counted under ``too_many_series`` while the other servers' are
+    kept; when every server is over, the ``CardinalityLimitError`` (429) propagates. Any
+    other error propagates at once (a retry of the whole body is harmless: a sample with
+    the same series and timestamp is stored once).
+    """
+    accepted = 0
+    refused: CardinalityLimitError | None = None
+    for server, part in split_by_server(batch) if len(batch) else ():
+        try:
+            result = await appender.append(part, source=f"json:{server}")
+        except CardinalityLimitError as exc:
+            refused = exc
+            rejected["too_many_series"] = rejected.get("too_many_series", 0) + len(part)
+            errors.append(f"server_id {server!r}: {exc}")
+            continue
+        accepted += result.accepted
+        for reason, n in result.rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + n
+    if refused is not None and accepted == 0:
+        raise refused
+    return accepted
 
 
 async def history(request: Request) -> Response:

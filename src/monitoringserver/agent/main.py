@@ -80,6 +80,10 @@ async def _run(cfg: AgentConfig) -> None:
     agent = Agent(cfg)
     if cfg.exporter_listen:
         agent.extra_tasks.append(lambda: serve_exporter(agent, cfg.exporter_listen))
+    if cfg.log_files or cfg.journald:
+        from monitoringserver.agent.logship import log_tasks
+
+        agent.extra_tasks.extend(log_tasks(agent))
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None

@@ -107,7 +107,7 @@ class Shipper:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.options.token}"),) if self.options.token else ()
 
-    def _get_stub(self) -> pb_grpc.NodeAgentStub:
+    def stub(self) -> pb_grpc.NodeAgentStub:
         if self._stub is None:
             opts = [
                 ("grpc.max_send_message_length", self.options.max_message_bytes),
@@ -142,7 +142,7 @@ class Shipper:
         async with self._session_lock:
             if not self._session:
                 try:
-                    resp = await self._get_stub().Register(
+                    resp = await self.stub().Register(
                         pb.RegisterRequest(agent_id=self.agent_id, node=self._node_info()),
                         metadata=self.metadata,
                         timeout=self.options.call_timeout_s,
@@ -161,7 +161,7 @@ class Shipper:
 
     async def _send(self, msg: pb.MetricsBatch) -> pb.SendMetricsResponse:
         try:
-            resp: pb.SendMetricsResponse = await self._get_stub().SendMetrics(
+            resp: pb.SendMetricsResponse = await self.stub().SendMetrics(
                 msg, metadata=self.metadata, timeout=self.options.call_timeout_s
             )
         except grpc.aio.AioRpcError as exc:
@@ -271,7 +271,7 @@ class Shipper:
     async def heartbeat(self, stats: pb.AgentStats) -> None:
         session = await self.session()
         try:
-            resp = await self._get_stub().Heartbeat(
+            resp = await self.stub().Heartbeat(
                 pb.HeartbeatRequest(agent_id=self.agent_id, session_id=session, stats=stats),
                 metadata=self.metadata,
                 timeout=self.options.call_timeout_s,
@@ -289,7 +289,7 @@ class Shipper:
         while True:
             try:
                 session = await self.session()
-                stream = self._get_stub().Control(
+                stream = self.stub().Control(
                     pb.ControlSubscribe(agent_id=self.agent_id, session_id=session),
                     metadata=self.metadata,
                 )
@@ -322,7 +322,7 @@ class Shipper:
             result.exit_status,
         )
         try:
-            await self._get_stub().ReportResult(
+            await self.stub().ReportResult(
                 pb.CommandResult(
                     agent_id=self.agent_id,
                     command_id=cmd.command_id,

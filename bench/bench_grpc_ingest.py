@@ -1,0 +1,197 @@
+"""gRPC ingest throughput: simulated node agents → NodeAgent.SendMetrics → metric store.
+
+Workload (issue 4): ``AGENTS`` agents × ``SERIES`` series each; every agent registers,
+defines its series once in its first batch, then sends one batch per round with one
+sample per series (columnar bytes). A load-generator subprocess keeps ``INFLIGHT``
+calls open so the server process (this one: grpc.aio + the real embedded store, WAL
+``fsync = interval``) has most of one core. Two runs: ``null`` (an appender that only
+counts: protocol + decode ceiling) and ``store`` (the real store; acknowledged = in the
+WAL; ``commit_s`` is the time to get everything into DuckDB afterwards).
+
+Results: ``bench/results/grpc_ingest.json``. Usage: ``python -m bench.bench_grpc_ingest``.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from monitoringserver.ingest.grpc_common import GrpcOptions
+from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
+from monitoringserver.metrics.api import AppendResult, DedupKey
+from monitoringserver.model.samples import SampleBatch
+from monitoringserver.pipeline.metric_store import open_metric_store
+from monitoringserver.proto import monitoring_pb2 as pb
+from monitoringserver.proto import monitoring_pb2_grpc as pb_grpc
+from monitoringserver.storage.options import StorageOptions
+
+RESULTS = Path(__file__).parent / "results" / "grpc_ingest.json"
+AGENTS = 1000
+SERIES = 1000
+ROUNDS = 6
+INFLIGHT = 48
+
+
+class NullAppender:
+    def __init__(self) -> None:
+        self.samples = 0
+
+    async def append(
+        self, batch: SampleBatch, *, source: str = "", dedup: DedupKey | None = None
+    ) -> AppendResult:
+        self.samples += len(batch)
+        return AppendResult(accepted=len(batch))
+
+
+def _defs(agent: int) -> list[pb.SeriesDef]:
+    host = f"host-{agent:04d}"
+    out = []
+    for i in range(SERIES):
+        labels = [
+            pb.Label(name="__name__", value=f"node_metric_{i % 100}"),
+            pb.Label(name="instance", value=host),
+            pb.Label(name="job", value="node"),
+            pb.Label(name="k", value=str(i // 100)),
+            pb.Label(name="server_id", value=host),
+        ]
+        out.append(pb.SeriesDef(id=i, labels=labels))
+    return out
+
+
+async def _client(target: str, rounds: int, agents: int, out: Any) -> None:
+    opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(4)]
+    stubs = [pb_grpc.NodeAgentStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    sessions = []
+    for a in range(agents):
+        resp = await stubs[a % 4].Register(pb.RegisterRequest(agent_id=f"host-{a:04d}"))
+        sessions.append(resp.session_id)
+    ids = array.array("I", range(SERIES)).tobytes()
+    value_bufs = [array.array("d", [float(r * 7 + i % 13) for i in range(SERIES)]).tobytes()
+                  for r in range(rounds)]  # fmt: skip
+    base_ts = int(time.time() * 1000) - rounds * 10_000
+    sem = asyncio.Semaphore(INFLIGHT)
+    latencies: list[float] = []
+
+    async def send(a: int, r: int) -> None:
+        msg = pb.MetricsBatch(
+            agent_id=f"host-{a:04d}",
+            batch_seq=r + 1,
+            session_id=sessions[a],
+            series=_defs(a) if r == 0 else (),
+            series_ids=ids,
+            timestamps_ms=array.array("q", [base_ts + r * 10_000]).tobytes() * SERIES,
+            values=value_bufs[r],
+        )
+        async with sem:
+            t0 = time.perf_counter()
+            while True:
+                try:
+                    await stubs[a % 4].SendMetrics(msg, timeout=60)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    await asyncio.sleep(0.05)
+            latencies.append(time.perf_counter() - t0)
+
+    # Round 0 carries the definitions (the session set-up); time rounds 1.. only.
+    await asyncio.gather(*(send(a, 0) for a in range(agents)))
+    latencies.clear()
+    t0 = time.perf_counter()
+    for r in range(1, rounds):
+        await asyncio.gather(*(send(a, r) for a in range(agents)))
+    elapsed = time.perf_counter() - t0
+    for c in channels:
+        await c.close()
+    lat = sorted(latencies)
+    out.put(
+        {
+            "elapsed_s": elapsed,
+            "samples": (rounds - 1) * agents * SERIES,
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
+        }
+    )
+
+
+def _client_main(target: str, rounds: int, agents: int, out: Any) -> None:
+    asyncio.run(_client(target, rounds, agents, out))
+
+
+async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        handle = None
+        if kind == "store":
+            handle = await open_metric_store(
+                Path(tmp), StorageOptions(), registry=CollectorRegistry()
+            )
+            appender: Any = handle.appender
+            store_task = asyncio.ensure_future(handle.run())
+        else:
+            appender = NullAppender()
+        service = NodeAgentService(appender, options=GrpcOptions(listen="127.0.0.1:0"))
+        server = GrpcServer(service)
+        port = await server.start()
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        proc = ctx.Process(target=_client_main, args=(f"127.0.0.1:{port}", rounds, agents, q))
+        proc.start()
+        while True:
+            try:
+                result: dict[str, Any] = q.get_nowait()
+                break
+            except Exception:
+                if not proc.is_alive():
+                    raise RuntimeError("load generator died") from None
+                await asyncio.sleep(0.05)
+        proc.join(30)
+        commit_s = 0.0
+        if handle is not None:
+            t0 = time.perf_counter()
+            await handle.writer.commit_pending()
+            commit_s = time.perf_counter() - t0
+            stats = handle.querier.stats()
+            result["series_in_store"] = stats.series
+            await handle.aclose()
+            await store_task
+        await server.aclose(1)
+    result["kind"] = kind
+    result["samples_per_s"] = result["samples"] / result["elapsed_s"]
+    result["commit_s"] = commit_s
+    result["samples_per_s_incl_commit"] = result["samples"] / (result["elapsed_s"] + commit_s)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    rounds = int(args[0]) if args else ROUNDS
+    agents = int(args[1]) if len(args) > 1 else AGENTS
+    runs = [asyncio.run(_run(kind, rounds, agents)) for kind in ("null", "store")]
+    doc = {
+        "benchmark": "grpc_ingest",
+        "agents": agents,
+        "series_per_agent": SERIES,
+        "timed_rounds": rounds - 1,
+        "inflight": INFLIGHT,
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(doc, indent=2))
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Options of the Prometheus-ecosystem ingest edge (``[prometheus_ingest]`` section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitoringserver.errors import ConfigError
+
+__all__ = ["PromIngestOptions"]
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PromIngestOptions:
+    """Remote write, text import, Influx, Pushgateway and seed-004 settings.
+
+    Sizes are bytes, durations seconds.
+    """
+
+    #: Largest remote-write request after snappy decompression.
+    remote_write_max_decoded_bytes: int = 64 * _MIB
+    #: Pushgateway groups not pushed to for this long get staleness markers and vanish.
+    pushgateway_ttl_s: float = 600.0
+    #: Most Pushgateway groups kept at once (a push creating one more is refused with 429).
+    pushgateway_max_groups: int = 10_000
+    #: Seed 004: also require the historical User-Agent of each endpoint (``Prometheus/...``
+    #: for ``/prom/*metrics``, ``metrics_pusher`` for inserts, ``checker`` for status).
+    seed004_user_agents: bool = False
+    #: Seed 004: the ``job`` label of samples pushed through ``/simple|complex/insert``.
+    seed004_job: str = "seed004"
+
+    def __post_init__(self) -> None:
+        for name in ("remote_write_max_decoded_bytes", "pushgateway_max_groups"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"cannot accept prometheus_ingest option {name}={getattr(self, name)!r}: "
+                    "must be positive"
+                )
+        if self.pushgateway_ttl_s <= 0:
+            raise ConfigError(
+                "cannot accept prometheus_ingest option pushgateway_ttl_s="
+                f"{self.pushgateway_ttl_s!r}: must be positive"
+            )
+        if not self.seed004_job:
+            raise ConfigError("cannot accept prometheus_ingest option seed004_job: empty")

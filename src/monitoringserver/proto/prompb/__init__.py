@@ -1,0 +1,1 @@
+"""Vendored Prometheus remote-write protobuf messages (``remote.proto``) and generated code."""

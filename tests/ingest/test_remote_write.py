@@ -1,0 +1,133 @@
+"""Remote write 1.0 decoding and the /api/v1/write route (over the in-memory store)."""
+
+from __future__ import annotations
+
+import math
+
+import cramjam
+import numpy as np
+import pytest
+
+from monitoringserver.errors import BadDataError, PayloadTooLargeError
+from monitoringserver.ingest.remote_write import decode_write_request
+from monitoringserver.model.samples import STALE_NAN, is_stale_nan
+from monitoringserver.proto.prompb import remote_pb2
+from monitoringserver.web.routers.remote_write import (
+    create_remote_write_router,
+    remote_write_router,
+)
+from tests.ingest.promhelp import prom_web, write_request
+
+UP = (("__name__", "up"), ("job", "a"))
+CPU = (("__name__", "cpu"), ("instance", "h1"), ("mode", "idle"))
+
+
+def test_decode_columns_and_stale_marker() -> None:
+    body = write_request([(UP, [(1000, 1.0), (2000, STALE_NAN)]), (CPU, [(1500, 3.5)])])
+    batch = decode_write_request(body)
+    assert list(batch.series) == [UP, CPU]
+    assert batch.series_idx.tolist() == [0, 0, 1]
+    assert batch.ts_ms.tolist() == [1000, 2000, 1500]
+    assert batch.values[0] == 1.0
+    assert batch.values[2] == 3.5
+    assert is_stale_nan(batch.values).tolist() == [False, True, False]
+
+
+def test_decode_sorts_labels_drops_empty_and_merges_same_series() -> None:
+    labels = (("job", "x"), ("__name__", "m"), ("empty", ""))
+    body = write_request([(labels, [(1, 1.0)]), ((("__name__", "m"), ("job", "x")), [(2, 2.0)])])
+    batch = decode_write_request(body)
+    assert list(batch.series) == [(("__name__", "m"), ("job", "x"))]
+    assert batch.series_idx.tolist() == [0, 0]
+
+
+def test_decode_empty_and_sampleless_series() -> None:
+    assert len(decode_write_request(write_request([]))) == 0
+    assert len(decode_write_request(write_request([(UP, [])]))) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\xff\xff\xff\xff\xff\xff", "invalid snappy data"),
+        (bytes(cramjam.snappy.compress_raw(b"\x0a\x05\xff\xff")), "invalid protobuf"),
+        (write_request([((("__name__", "m"), ("bad-name", "x")), [(1, 1.0)])]), "label name"),
+        (write_request([((("job", "x"),), [(1, 1.0)])]), "without a metric name"),
+        (write_request([((("__name__", "m"), ("a", "1"), ("a", "2")), [(1, 1.0)])]), "duplicate"),
+    ],
+)
+def test_decode_errors(body: bytes, message: str) -> None:
+    with pytest.raises(BadDataError, match=f"cannot parse remote write body: .*{message}"):
+        decode_write_request(body)
+
+
+def test_decode_size_limit_and_uncompressed() -> None:
+    body = write_request([(UP, [(i, float(i)) for i in range(100)])])
+    with pytest.raises(PayloadTooLargeError, match="over the limit"):
+        decode_write_request(body, max_bytes=10)
+    raw = bytes(cramjam.snappy.decompress_raw(body))
+    assert len(decode_write_request(raw, compressed=False)) == 100
+
+
+def test_decode_ignores_metadata_and_exemplars() -> None:
+    req = remote_pb2.WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="__name__", value="m")
+    ts.samples.add(timestamp=5, value=-math.inf)
+    ex = ts.exemplars.add(value=1.0, timestamp=5)
+    ex.labels.add(name="trace_id", value="t")
+    req.metadata.add(type=1, metric_family_name="m", help="h")
+    batch = decode_write_request(bytes(cramjam.snappy.compress_raw(req.SerializeToString())))
+    assert batch.values.tolist() == [-math.inf]
+
+
+async def test_route_stores_out_of_order_and_duplicates_last_write_wins() -> None:
+    now_ms = 1_750_000_000_000
+    async with prom_web([create_remote_write_router(max_decoded_bytes=1 << 20)]) as w:
+        first = write_request([(UP, [(now_ms, 1.0), (now_ms - 5000, 0.0)])])
+        second = write_request([(UP, [(now_ms, 7.0), (now_ms + 1000, STALE_NAN)])])
+        for body in (first, second):
+            r = await w.client.post(
+                "/api/v1/write",
+                content=body,
+                headers={**w.write, "Content-Encoding": "snappy"},
+            )
+            assert r.status_code == 204, r.text
+        (series,) = w.store.select([], 0, now_ms * 2)
+        assert series.ts_ms.tolist() == [now_ms - 5000, now_ms, now_ms + 1000]
+        assert series.values[:2].tolist() == [0.0, 7.0]
+        assert is_stale_nan(np.asarray(series.values))[2]
+
+
+async def test_route_errors_and_auth() -> None:
+    async with prom_web([remote_write_router(object())]) as w:
+        r = await w.client.post("/api/v1/write", content=b"\xff\xff\xff", headers=w.write)
+        assert r.status_code == 400
+        assert r.json()["error"].startswith("cannot parse remote write body: ")
+        r = await w.client.post("/api/v1/write", content=write_request([]), headers=w.read)
+        assert r.status_code == 403
+        r = await w.client.post("/api/v1/write", content=write_request([]))
+        assert r.status_code == 401
+        w.store.overloaded = True
+        body = write_request([(UP, [(1_750_000_000_000, 1.0)])])
+        r = await w.client.post("/api/v1/write", content=body, headers=w.write)
+        assert r.status_code == 429
+        assert "retry-after" in r.headers
+        counted = w.components.registry.get_sample_value(
+            "monitoring_ingest_requests_total", {"format": "remote_write", "outcome": "error"}
+        )
+        assert counted == 2
+
+
+async def test_route_large_body_decodes_on_thread() -> None:
+    now_ms = 1_750_000_000_000
+    series = [
+        ((("__name__", "m"), ("i", str(i))), [(now_ms + j, float(j) * 1.37 + i) for j in range(60)])
+        for i in range(2000)
+    ]
+    async with prom_web([create_remote_write_router(max_decoded_bytes=1 << 24)]) as w:
+        body = write_request(series)
+        assert len(body) > 64 * 1024
+        r = await w.client.post("/api/v1/write", content=body, headers=w.write)
+        assert r.status_code == 204
+        assert len(w.store.series([], 0, now_ms * 2)) == 2000

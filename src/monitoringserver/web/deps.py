@@ -17,6 +17,9 @@ def components(request: Request) -> WebComponents:
     return cast(WebComponents, request.app.state.components)
 
 
+_CHECKS = {scope: require_scope(scope) for scope in Scope}
+
+
 def require(request: Request, scope: Scope) -> Principal:
     """For plain Starlette routes: authenticate and check ``scope`` (raises 401/403 errors)."""
-    return require_scope(scope)(request)
+    return _CHECKS[scope](request)

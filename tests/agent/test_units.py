@@ -317,3 +317,12 @@ async def test_executor_hook_failure_is_reported() -> None:
     assert (result.ok, result.exit_status) == (False, 1)
     assert "no stats" in result.error
     assert np.isfinite(1.0)
+
+
+def test_deploy_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "agent.toml"
+    cfg = load_config(example)
+    assert cfg.server == "monitor.example.net:9941"
+    assert cfg.interval_s is None
+    assert cfg.service_allowlist == ("nginx", "postgresql")
+    assert cfg.labels == {"datacenter": "dc1", "role": "web"}

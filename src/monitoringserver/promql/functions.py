@@ -168,6 +168,10 @@ def call(ev: Evaluator, node: pp.Call, ts: I64) -> Value:
     if name == "absent":
         vec = ev.eval_vector(args[0], ts)
         return _absent(args[0], ~any_rows(vec.present))
+    if name == "info":
+        from monitoringserver.promql.info import info
+
+        return info(ev, args, ts)
     if name == "histogram_quantile":
         phi = ev.eval_scalar(args[0], ts).values
         return histogram_quantile(ev, [phi], ev.eval_vector(args[1], ts), args[1], node)

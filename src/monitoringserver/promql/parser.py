@@ -56,17 +56,43 @@ def _register_aliases() -> None:
         _registered = True
 
 
-def parse(query: str) -> pp.Expr:
-    """Parse ``query``; raises ``BadDataError`` (Prometheus ``bad_data``) on any error."""
-    _register_aliases()
-    if not query.strip():
-        raise BadDataError("cannot parse query: empty query")
+#: A matcher name added to ``info()``'s selector so the parser accepts selectors whose
+#: matchers all match the empty string (valid there in Prometheus); ignored when evaluating.
+INFO_SENTINEL = "__info_selector__"
+_INFO_ARG = re.compile(r"(\binfo\s*\(.*,\s*\{)([^{}]*)(\}\s*\))", re.S)
+
+
+def _parse(query: str) -> pp.Expr:
     try:
         return pp.parse(query)
     except BaseException as exc:  # the Rust extension raises ValueError and panics
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise BadDataError(f"cannot parse query {query!r}: {exc}") from exc
+
+
+def parse(query: str) -> pp.Expr:
+    """Parse ``query``; raises ``BadDataError`` (Prometheus ``bad_data``) on any error."""
+    _register_aliases()
+    if not query.strip():
+        raise BadDataError("cannot parse query: empty query")
+    try:
+        return _parse(query)
+    except BadDataError as exc:
+        if "non-empty matcher" not in str(exc) or not _INFO_ARG.search(query):
+            raise
+        patched = _INFO_ARG.sub(
+            lambda m: (
+                f'{m.group(1)}{m.group(2)}, {INFO_SENTINEL}=~".+"{m.group(3)}'
+                if m.group(2).strip()
+                else f'{m.group(1)}{INFO_SENTINEL}=~".+"{m.group(3)}'
+            ),
+            query,
+        )
+        try:
+            return _parse(patched)
+        except BadDataError:
+            raise exc from None
 
 
 def format_query(query: str) -> str:
@@ -174,6 +200,11 @@ def translate_regex(pattern: str) -> str:
 
 def _op(op: pp.MatchOp) -> MatchOp:
     return _OPS[str(op).rsplit(".", 1)[-1]]
+
+
+def matcher_from_parser(m: pp.Matcher) -> Matcher:
+    """One parser matcher as a model matcher (regexes translated to Python syntax)."""
+    return _matcher(m)
 
 
 def _matcher(m: pp.Matcher) -> Matcher:

@@ -16,6 +16,7 @@ import promql_parser as pp
 from monitoringserver.errors import QueryLimitError
 from monitoringserver.metrics.api import MetricQuerier, SeriesData
 from monitoringserver.model.labels import Labels
+from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import is_stale_nan
 from monitoringserver.promql.parser import selector_matchers
 from monitoringserver.promql.values import I64, Matrix, QueryStats, RangeSeries, Vector
@@ -36,8 +37,17 @@ class Loader:
 
     def load(self, vs: pp.VectorSelector, mint_ms: int, maxt_ms: int) -> list[SeriesData]:
         """Series matching ``vs`` with samples in ``[mint_ms, maxt_ms]`` (inclusive)."""
+        return self._load(selector_matchers(vs), mint_ms, maxt_ms)
+
+    def load_matchers(
+        self, matchers: list[Matcher], mint_ms: int, maxt_ms: int
+    ) -> list[SeriesData]:
+        """Like :meth:`load` for one group of already converted matchers."""
+        return self._load([matchers], mint_ms, maxt_ms)
+
+    def _load(self, groups: list[list[Matcher]], mint_ms: int, maxt_ms: int) -> list[SeriesData]:
         by_labels: dict[Labels, SeriesData] = {}
-        for group in selector_matchers(vs):
+        for group in groups:
             if mint_ms > maxt_ms:
                 continue
             for s in self._querier.select(group, mint_ms, maxt_ms):

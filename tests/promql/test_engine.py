@@ -160,3 +160,52 @@ def test_translate_regex(pattern: str, expected: str) -> None:
 def test_format_and_parse() -> None:
     assert format_query("sum(up)by(job)") == "sum by (job) (up)"
     assert type(parse("holt_winters(x[5m], 0.5, 0.5)")).__name__ == "Call"
+
+
+@pytest.mark.parametrize(
+    ("query", "step_ms", "range_ms", "expected"),
+    [
+        ("rate(x[5m+1m])", 0, 0, "rate(x[360000ms])"),
+        ("x[1h/2:step()]", 15_000, 0, "x[1800000ms:15000ms]"),
+        ("x[5m:]", 0, 0, "x[5m:]"),
+        ("x offset -step()*2", 10_000, 0, "x offset -10000ms *2"),
+        ("x offset (min_of(range(), 8s))", 5_000, 10_000, "x offset 8000ms "),
+        ('x{a="[1+1]"} offset range()', 0, 0, 'x{a="[1+1]"} offset 0 '),
+        ("x[2^3s]", 0, 0, "x[8000ms]"),
+        ("x[10 % 3]", 0, 0, "x[1000ms]"),
+    ],
+)
+def test_duration_expressions(query: str, step_ms: int, range_ms: int, expected: str) -> None:
+    from monitoringserver.promql.durations import rewrite
+
+    assert rewrite(query, step_ms, range_ms) == expected
+
+
+@pytest.mark.parametrize("query", ["x[1/0]", "x[foo()]", "x[1 +]", "x[(1]"])
+def test_bad_duration_expressions(query: str) -> None:
+    from monitoringserver.promql.durations import rewrite
+
+    with pytest.raises(BadDataError):
+        rewrite(query, 0, 0)
+
+
+def test_duration_expression_query(engine: Engine) -> None:
+    r = engine.range("count_over_time(c_total[step() * 2])", 120_000, 240_000, 60_000)
+    assert r.series[0].values.tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(BadDataError):
+        engine.instant("c_total[nope()]", 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "digest"),
+    [
+        (b"", 0xEF46DB3751D8E999),
+        (b"a", 0xD24EC4F1A98C6E5B),
+        (b"abc", 0x44BC2CF5AD770999),
+        (b"Nobody inspects the spammish repetition", 0xFBCEA83C8A378BF1),
+    ],
+)
+def test_xxh64_known_vectors(data: bytes, digest: int) -> None:
+    from monitoringserver.promql.xxhash import xxh64
+
+    assert xxh64(data) == digest

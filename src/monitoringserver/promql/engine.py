@@ -17,6 +17,7 @@ import promql_parser as pp
 from monitoringserver.errors import BadDataError, ExecutionError, MonitoringError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.promql import evaluator as ev
+from monitoringserver.promql.durations import rewrite as rewrite_durations
 from monitoringserver.promql.parser import parse
 from monitoringserver.promql.values import (
     Matrix,
@@ -131,7 +132,10 @@ class Engine:
     ) -> Result:
         t0 = time.perf_counter()
         stats = QueryStats()
-        expr = parse(query)
+        try:
+            expr = parse(query)
+        except BadDataError as exc:
+            expr = _parse_duration_expressions(query, step_ms, end_ms - start_ms, exc)
         t1 = time.perf_counter()
         stats.parse_s = t1 - t0
         opts = self.options
@@ -169,6 +173,22 @@ class Engine:
         stats.total_s = t2 - t0
         result.stats = stats
         return result
+
+
+def _parse_duration_expressions(
+    query: str, step_ms: int, range_ms: int, original: BadDataError
+) -> pp.Expr:
+    """Retry a query that failed to parse with its duration expressions evaluated."""
+    try:
+        rewritten = rewrite_durations(query, step_ms, range_ms)
+    except BadDataError:
+        raise original from None
+    if rewritten == query:
+        raise original
+    try:
+        return parse(rewritten)
+    except BadDataError:
+        raise original from None
 
 
 def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> Result:

@@ -150,3 +150,11 @@ def test_item_shaped_bodies_are_parsed_or_refused_cleanly(doc: object) -> None:
     else:
         assert len(parsed.batch.values) == len(parsed.batch.ts_ms)
         assert np.isfinite(parsed.batch.values).all()
+
+
+def test_stored_flags_grow_with_the_cache() -> None:
+    cache = SeriesCache()
+    names = cache.names_for("s", ())
+    numbers = np.array([cache.add(names, f"m{i}", "s", ()) for i in range(3000)])
+    cache.mark_stored(numbers, cache.generation)
+    assert cache.all_stored(numbers, cache.generation)

@@ -316,3 +316,34 @@ async def test_each_server_is_its_own_source_and_limit(web: Web) -> None:
     assert data["rejected_by_reason"] == {"too_many_series": 3}
     assert data["errors"][0].startswith("server_id 'b': cannot append samples")
     assert web.store.sources == ["json:a"]
+
+
+async def test_known_series_go_in_one_append(web: Web) -> None:
+    body = [
+        {"server_id": "a", "timestamp": T0, "metrics": {"x": 1}},
+        {"server_id": "b", "timestamp": T0, "metrics": {"x": 1}},
+    ]
+    assert (await post(web, body)).status_code == 200
+    assert web.store.sources == ["json:a", "json:b"]
+    assert (await post(web, body)).status_code == 200
+    assert web.store.sources[2:] == ["json"]
+    body.append({"server_id": "c", "timestamp": T0, "metrics": {"x": 1}})
+    assert (await post(web, body)).status_code == 200
+    assert web.store.sources[3:] == ["json:a", "json:b", "json:c"]
+
+
+def test_cache_generation_guards_stored_flags() -> None:
+    import numpy as np
+
+    from monitoringserver.ingest.json_metrics import SeriesCache
+
+    cache = SeriesCache(max_series=1)
+    names = cache.names_for("s", ())
+    numbers = np.array([cache.add(names, "m", "s", ()), cache.add(names, "n", "s", ())])
+    assert not cache.all_stored(numbers, 0)
+    cache.mark_stored(numbers, 0)
+    assert cache.all_stored(numbers, 0)
+    cache.maybe_reset()
+    assert cache.generation == 1
+    cache.mark_stored(np.array([0]), 0)  # stale generation: ignored
+    assert not cache.all_stored(np.array([0]), 1)

@@ -110,15 +110,20 @@ class SeriesCache:
     """Maps ``(server_id, extra labels)`` and a raw metric name to a stable series number.
 
     Numbers index :attr:`labels`, which holds each series' canonical label set. When more
-    than ``max_series`` entries accumulate the cache starts over (bounded memory); numbers
-    are only meaningful within one :meth:`JsonMetricsDecoder.decode` call, which never
-    yields to the event loop, so a reset never invalidates numbers in use.
+    than ``max_series`` entries accumulate the cache starts over (bounded memory) and
+    :attr:`generation` increases; numbers are only meaningful with their generation.
+
+    The cache also remembers which series were stored successfully (:meth:`mark_stored`):
+    a batch made only of such series cannot create series, so the caller may skip the
+    per-server split that attributes new series to their source.
     """
 
     def __init__(self, max_series: int = 500_000) -> None:
         self.max_series = max_series
+        self.generation = 0
         self.labels: list[Labels] = []
         self._by_base: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, int]] = {}
+        self._stored = np.zeros(1024, dtype=np.bool_)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -145,22 +150,40 @@ class SeriesCache:
         )
         self.labels.append(labels)
         names[raw_name] = number
+        if number >= len(self._stored):
+            self._stored = np.concatenate([self._stored, np.zeros_like(self._stored)])
         return number
+
+    def all_stored(self, numbers: NDArray[np.int64], generation: int) -> bool:
+        """Whether every series in ``numbers`` (of ``generation``) was stored before."""
+        return generation == self.generation and bool(self._stored[numbers].all())
+
+    def mark_stored(self, numbers: NDArray[np.int64], generation: int) -> None:
+        if generation == self.generation:
+            self._stored[numbers] = True
 
     def maybe_reset(self) -> None:
         """Start over when full; call between decodes only."""
         if len(self.labels) > self.max_series:
             self.labels = []
             self._by_base = {}
+            self._stored = np.zeros(1024, dtype=np.bool_)
+            self.generation += 1
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedMetrics:
-    """A decoded body: the batch, and for every sample the index of its item in the body."""
+    """A decoded body: the batch, and for every sample the index of its item in the body.
+
+    ``series_numbers[i]`` is the :class:`SeriesCache` number of ``batch.series[i]`` in
+    cache generation ``generation``.
+    """
 
     batch: SampleBatch
     item_of_sample: NDArray[np.int64]
     items: int
+    series_numbers: NDArray[np.int64]
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +309,13 @@ class JsonMetricsDecoder:
         series = [table[n] for n in unique.tolist()]
         ts = np.repeat(np.array(item_ts, dtype=np.int64), counts)
         batch = SampleBatch(series, inverse.astype(np.uint32).reshape(-1), ts, vals)
-        return ParsedMetrics(batch=batch, item_of_sample=item_of_sample, items=items)
+        return ParsedMetrics(
+            batch=batch,
+            item_of_sample=item_of_sample,
+            items=items,
+            series_numbers=unique,
+            generation=self.cache.generation,
+        )
 
 
 def split_by_window(

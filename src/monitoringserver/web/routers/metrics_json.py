@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import numpy as np
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -24,9 +25,9 @@ from starlette.responses import Response
 
 from monitoringserver.auth.api import Scope
 from monitoringserver.errors import BadDataError, CardinalityLimitError, MonitoringError
-from monitoringserver.ingest.json_metrics import split_by_server, split_by_window
-from monitoringserver.metrics.api import MetricAppender
+from monitoringserver.ingest.json_metrics import ParsedMetrics, split_by_server, split_by_window
 from monitoringserver.model.samples import SampleBatch
+from monitoringserver.web.app import WebComponents
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.history import parse_history_query, run_history_query
 
@@ -57,7 +58,7 @@ async def ingest(request: Request) -> Response:
         )
         rejected = dict(window.rejected)
         errors = list(window.errors)
-        accepted = await _append_per_server(comps.appender, window.batch, rejected, errors)
+        accepted = await _append(comps, parsed, window.batch, rejected, errors)
     except MonitoringError:
         metrics.requests.labels(_FORMAT, "error").inc()
         raise
@@ -83,21 +84,36 @@ async def ingest(request: Request) -> Response:
     )
 
 
-async def _append_per_server(
-    appender: MetricAppender, batch: SampleBatch, rejected: dict[str, int], errors: list[str]
+async def _append(
+    comps: WebComponents,
+    parsed: ParsedMetrics,
+    batch: SampleBatch,
+    rejected: dict[str, int],
+    errors: list[str],
 ) -> int:
-    """Append each server's samples with source ``json:<server_id>``; returns accepted.
+    """Append ``batch`` (``parsed`` minus out-of-window samples); returns accepted samples.
 
-    The source is what the store's per-source cardinality limit counts, so one noisy host
-    cannot use up the limit of every other host posting JSON. A server over a cardinality
-    limit has its samples counted under ``too_many_series`` while the other servers' are
-    kept; when every server is over, the ``CardinalityLimitError`` (429) propagates. Any
-    other error propagates at once (a retry of the whole body is harmless: a sample with
-    the same series and timestamp is stored once).
+    New series are created with source ``json:<server_id>``: the source is what the store's
+    per-source cardinality limit counts, so one noisy host cannot use up the limit of every
+    other host. That needs one append per server; once every series of a body is known to
+    be stored (steady state) one append for the whole body suffices, as it cannot create
+    series. A server over a cardinality limit has its samples counted under
+    ``too_many_series`` while the other servers' are kept; when every server is over, the
+    ``CardinalityLimitError`` (429) propagates. Any other error propagates at once (a retry
+    of the whole body is harmless: a sample with the same series and timestamp is stored
+    once).
     """
+    if not len(batch):
+        return 0
+    cache = comps.json_decoder.cache
+    appender = comps.appender
+    if cache.all_stored(parsed.series_numbers, parsed.generation):
+        result = await appender.append(batch, source="json")
+        _merge(rejected, result.rejected)
+        return result.accepted
     accepted = 0
     refused: CardinalityLimitError | None = None
-    for server, part in split_by_server(batch) if len(batch) else ():
+    for server, part in split_by_server(batch):
         try:
             result = await appender.append(part, source=f"json:{server}")
         except CardinalityLimitError as exc:
@@ -105,12 +121,17 @@ async def _append_per_server(
             rejected["too_many_series"] = rejected.get("too_many_series", 0) + len(part)
             errors.append(f"server_id {server!r}: {exc}")
             continue
+        cache.mark_stored(parsed.series_numbers[np.unique(part.series_idx)], parsed.generation)
         accepted += result.accepted
-        for reason, n in result.rejected.items():
-            rejected[reason] = rejected.get(reason, 0) + n
+        _merge(rejected, result.rejected)
     if refused is not None and accepted == 0:
         raise refused
     return accepted
+
+
+def _merge(into: dict[str, int], counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        into[reason] = into.get(reason, 0) + n
 
 
 async def history(request: Request) -> Response:

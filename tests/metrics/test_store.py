@@ -57,7 +57,11 @@ async def test_head_parts_and_blocks_read_as_one_last_write_wins(data_dir: Path)
 
 async def test_merge_levels_and_final_block_keep_data(data_dir: Path) -> None:
     async with open_store(
-        data_dir, now_ms=T0_MS + DAY_MS // 2, merge_fan_in=2, max_file_rows=1000
+        data_dir,
+        now_ms=T0_MS + DAY_MS // 2,
+        merge_fan_in=2,
+        max_file_rows=1000,
+        merge_chunk_rows=1000,
     ) as h:
         rng = np.random.default_rng(1)
         vals = np.round(rng.random((4, 60 * 6)) * 100, 2)
@@ -225,7 +229,9 @@ async def test_large_flush_keeps_file_order_and_every_sample(data_dir: Path) -> 
     n = 1200
     rng = np.random.default_rng(3)
     vals = np.round(rng.normal(0, 100, (len(labels), n)), 2)
-    async with open_store(data_dir, now_ms=T0_MS + DAY_MS // 2, max_file_rows=200_000) as h:
+    async with open_store(
+        data_dir, now_ms=T0_MS + DAY_MS // 2, max_file_rows=200_000, merge_chunk_rows=50_000
+    ) as h:
         await h.handle.appender.append(grid(labels, T0_MS, n, 1000, vals))
         await h.handle.flush_now()
         assert h.handle.querier.stats().resolutions["raw"].files == 2

@@ -28,6 +28,7 @@ def test_defaults_are_valid_and_documented_values() -> None:
         ("max_pending_rows", 5),
         ("merge_fan_in", 1),
         ("max_file_rows", 10),
+        ("merge_chunk_rows", 10),
         ("raw_partition_s", 1800.0),
         ("m5_partition_s", 3600.0 * 5),
         ("memory_limit", "lots"),

@@ -1,8 +1,9 @@
 """Parquet files of the metric store: writing, reading, merging and rolling up.
 
 Raw files hold :mod:`monitoringserver.storage.codec` columns sorted by
-``(series_id, ts)``; rollup files hold plain ``series_id, ts (bucket start), min, max,
-sum, count, last`` sorted the same way. Readers filter by series id (row groups are
+``(series_id, ts)``; rollup files hold ``series_id, ts (bucket start), count`` and, for
+each of ``min, max, sum, last``, the codec's ``m_<field>, enc_<field>`` pair, sorted the
+same way. Readers filter by series id (row groups are
 pruned by their min/max statistics) and restore the file order with ``file_row_number``
 so the per-series deltas decode.
 
@@ -26,9 +27,11 @@ from monitoringserver.storage import codec
 __all__ = [
     "ROLLUP_FIELDS",
     "Columns",
+    "combine_parquet",
     "compute_rollups",
     "concat",
     "dedup_last",
+    "encode_rollup",
     "head_columns",
     "read_raw",
     "read_rollup",
@@ -39,7 +42,8 @@ __all__ = [
 
 Columns = dict[str, NDArray[Any]]
 ROLLUP_FIELDS = ("min", "max", "sum", "count", "last")
-_ROLLUP_SELECT = ", ".join(f'"{f}"' for f in ROLLUP_FIELDS)
+_FLOAT_FIELDS = ("min", "max", "sum", "last")
+_ROLLUP_SELECT = ", ".join(f"m_{f}, enc_{f}" for f in _FLOAT_FIELDS)
 
 
 def _quote(path: Path) -> str:
@@ -58,6 +62,23 @@ def write_parquet(
         con.execute("SET SESSION preserve_insertion_order = true")
         con.execute(
             f"COPY (SELECT {names} FROM data) TO {_quote(path)} "  # noqa: S608 (quoted path)
+            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "
+            "PARQUET_VERSION V2)"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot write parquet file {path}: {exc}") from exc
+    return path.stat().st_size
+
+
+def combine_parquet(
+    con: duckdb.DuckDBPyConnection, sources: Sequence[Path], path: Path, *, zstd_level: int
+) -> int:
+    """Stream ``sources`` (in order) into one file at ``path``; return its size in bytes."""
+    files = "[" + ", ".join(_quote(p) for p in sources) + "]"
+    try:
+        con.execute("SET SESSION preserve_insertion_order = true")
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet({files})) TO {_quote(path)} "  # noqa: S608
             f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "
             "PARQUET_VERSION V2)"
         ).fetchall()
@@ -102,6 +123,21 @@ def read_raw(
     return {"series_id": sid, "ts": ts, "value": values}
 
 
+def encode_rollup(cols: Columns, *, max_digits: int = 9) -> Columns:
+    """Rollup rows (sorted) as file columns: each float field through the codec."""
+    sid = np.asarray(cols["series_id"], dtype=np.uint64)
+    ts = np.asarray(cols["ts"], dtype=np.int64)
+    out: Columns = {}
+    for f in _FLOAT_FIELDS:
+        enc = codec.encode(sid, ts, np.asarray(cols[f], dtype=np.float64), max_digits=max_digits)
+        if not out:
+            out = {"series_id": enc["series_id"], "ts": enc["ts"]}
+        out[f"m_{f}"] = enc["m"]
+        out[f"enc_{f}"] = enc["enc"]
+    out["count"] = np.asarray(cols["count"], dtype=np.int64)
+    return out
+
+
 def read_rollup(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -117,18 +153,29 @@ def read_rollup(
     wanted = {"sid": ids if ids is not None else np.empty(0, np.uint64)}  # scanned by name
     try:
         got = con.execute(
-            f"SELECT series_id, ts, {_ROLLUP_SELECT} "  # noqa: S608 (constants, quoted path)
-            f"FROM read_parquet({_quote(path)}) WHERE {where} AND ts BETWEEN ? AND ?",
-            [*params, start_ms, end_ms],
+            f"SELECT series_id, ts, count, {_ROLLUP_SELECT}, file_row_number "  # noqa: S608
+            f"FROM read_parquet({_quote(path)}, file_row_number = true) WHERE {where}",
+            params,
         ).fetchnumpy()
     except duckdb.Error as exc:
         raise StorageError(f"cannot read parquet file {path}: {exc}") from exc
     del wanted
-    # NULL is how DuckDB hands back a NaN that came from numpy (e.g. a sum of +Inf and -Inf).
-    return {
-        k: v.filled(np.nan) if isinstance(v, np.ma.MaskedArray) else np.asarray(v)
-        for k, v in got.items()
-    }
+    order = np.argsort(np.asarray(got["file_row_number"]), kind="stable")
+    raw_sid = np.asarray(got["series_id"])[order]
+    raw_ts = np.asarray(got["ts"])[order]
+    out: Columns = {}
+    for f in _FLOAT_FIELDS:
+        sid, ts, values = codec.decode(
+            raw_sid, raw_ts, np.asarray(got[f"m_{f}"])[order], np.asarray(got[f"enc_{f}"])[order]
+        )
+        out.setdefault("series_id", sid)
+        out.setdefault("ts", ts)
+        out[f] = values
+    if not out:  # pragma: no cover - _FLOAT_FIELDS is not empty
+        raise AssertionError
+    out["count"] = np.asarray(got["count"], dtype=np.int64)[order]
+    keep = (out["ts"] >= start_ms) & (out["ts"] <= end_ms)
+    return take(out, keep)
 
 
 def head_columns(got: dict[str, Any]) -> Columns:

@@ -10,9 +10,10 @@
 * :meth:`Compactor.apply_retention` drops whole files past their resolution's retention;
   raw files are only dropped once rolled up.
 
-Every job works one series range (at most ``max_file_rows`` rows) at a time, so memory
-stays bounded whatever the partition size. Jobs run one at a time (``_lock``) on the
-calling thread; the DuckDB transaction runs on the database's writer thread.
+Every job works one series range (at most ``merge_chunk_rows`` rows) at a time, so memory
+stays bounded whatever the partition size; chunks are gathered into files of up to
+``max_file_rows`` rows (:mod:`monitoringserver.metrics.output`). Jobs run one at a time
+(``_lock``) on the calling thread; the DuckDB transaction runs on the writer thread.
 A run's ``seq`` is the newest flush it contains: rows of a higher ``seq`` win over
 equal ``(series_id, ts)`` keys of a lower one, and the head wins over every file.
 """
@@ -23,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -36,11 +36,11 @@ from monitoringserver.metrics.manifest import (
     Manifest,
     delete_entries,
     insert_entries,
-    publish_file,
 )
+from monitoringserver.metrics.output import FileIds, FileOutput
 from monitoringserver.metrics.schema import get_state, save_series_ranges, set_state
-from monitoringserver.storage import codec
 from monitoringserver.storage.db import Database
+from monitoringserver.storage.memory import release_free_memory
 from monitoringserver.storage.options import StorageOptions
 
 __all__ = ["CompactionReport", "Compactor"]
@@ -76,61 +76,34 @@ class Compactor:
         self._opt = options
         self._on_job = on_job
         self._lock = threading.Lock()
-        with self._lock:
-            self._next_file_id = max((f.id for f in manifest.files()), default=0) + 1
+        self._ids = FileIds(max((f.id for f in manifest.files()), default=0) + 1)
         self.last_job_wall_ms: int | None = None
         self.last_job_seconds: float | None = None
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _file_id(self) -> int:
-        fid = self._next_file_id
-        self._next_file_id += 1
-        return fid
-
-    def _write(
+    def _output(
         self,
         con: duckdb.DuckDBPyConnection,
-        cols: blocks.Columns,
         *,
         resolution: str,
         partition: int,
         level: int,
         seq: int,
         rolled_up: bool,
-    ) -> FileEntry:
-        fid = self._file_id()
-        rel = Path(resolution) / str(partition) / f"{fid}.parquet"
-        final = self._manifest.root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".tmp-{fid}.parquet")
-        sid = np.asarray(cols["series_id"], dtype=np.uint64)
-        ts = np.asarray(cols["ts"], dtype=np.int64)
-        if resolution == "raw":
-            data: blocks.Columns = codec.encode(
-                sid,
-                ts,
-                np.asarray(cols["value"], dtype=np.float64),
-                max_digits=self._opt.max_decimal_digits,
-            )
-        else:
-            data = cols
-        size = blocks.write_parquet(con, data, tmp, zstd_level=self._opt.zstd_level)
-        publish_file(tmp, final)
-        return FileEntry(
-            id=fid,
-            path=str(rel),
+    ) -> FileOutput:
+        return FileOutput(
+            con=con,
+            root=self._manifest.root,
+            ids=self._ids,
             resolution=resolution,
+            partition=partition,
             level=level,
             seq=seq,
-            partition_start=partition,
-            min_sid=int(sid.min()),
-            max_sid=int(sid.max()),
-            min_ts=int(ts.min()),
-            max_ts=int(ts.max()),
-            rows=len(sid),
-            bytes=size,
             rolled_up=rolled_up,
+            max_file_rows=self._opt.max_file_rows,
+            zstd_level=self._opt.zstd_level,
+            max_decimal_digits=self._opt.max_decimal_digits,
         )
 
     def _publish(
@@ -155,6 +128,7 @@ class Compactor:
             raise
 
     def _report(self, kind: str, files_in: int, files_out: int, rows: int, t0: float) -> None:
+        release_free_memory()  # a job's buffers must not stay resident until the next one
         seconds = time.perf_counter() - t0
         self.last_job_wall_ms = int(time.time() * 1000)
         self.last_job_seconds = seconds
@@ -179,7 +153,7 @@ class Compactor:
                 "WHERE batch <= ? GROUP BY ALL ORDER BY p, series_id",
                 [pms, batch],
             ).fetchnumpy()
-            added: list[FileEntry] = []
+            outputs: list[FileOutput] = []
             rows = 0
             try:
                 p_col = np.asarray(groups["p"], dtype=np.int64)
@@ -187,31 +161,29 @@ class Compactor:
                     sel = p_col == p
                     sids = np.asarray(groups["series_id"], dtype=np.uint64)[sel]
                     counts = np.asarray(groups["n"], dtype=np.int64)[sel]
-                    for lo, hi in blocks.split_by_rows(sids, counts, self._opt.max_file_rows):
+                    out = self._output(
+                        cur, resolution="raw", partition=p, level=0, seq=seq, rolled_up=False
+                    )
+                    outputs.append(out)
+                    for lo, hi in blocks.split_by_rows(sids, counts, self._opt.merge_chunk_rows):
                         got = cur.execute(
                             "SELECT series_id, ts, bits, batch FROM metric_head WHERE batch <= ? "
                             "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ?",
                             [batch, p, p + pms, lo, hi],
                         ).fetchnumpy()
                         cols = blocks.head_columns(got)
+                        del got
                         by_batch = np.argsort(cols.pop("batch"), kind="stable")
                         merged = blocks.dedup_last([blocks.take(cols, by_batch)])
+                        del cols
                         rows += len(merged["ts"])
-                        added.append(
-                            self._write(
-                                cur,
-                                merged,
-                                resolution="raw",
-                                partition=p,
-                                level=0,
-                                seq=seq,
-                                rolled_up=False,
-                            )
-                        )
+                        out.add(merged)
+                    out.seal()
             except BaseException:
-                for f in added:
-                    (self._manifest.root / f.path).unlink(missing_ok=True)
+                for out in outputs:
+                    out.discard()
                 raise
+            added = [e for out in outputs for e in out.entries]
             lo_ts, hi_ts = self._index.time_ranges()
 
             def extra(con: duckdb.DuckDBPyConnection) -> None:
@@ -260,15 +232,29 @@ class Compactor:
             [paths],
         ).fetchnumpy()
         roll = res == "raw" and level == FINAL_LEVEL
-        pending: dict[str, list[blocks.Columns]] = {"5m": [], "1h": []}
-        pending_rows = dict.fromkeys(pending, 0)
-        added: list[FileEntry] = []
+        out = self._output(
+            cur, resolution=res, partition=partition, level=level, seq=seq, rolled_up=roll
+        )
+        outputs = [out]
+        rollups: dict[str, FileOutput] = {}
+        if roll:
+            for r in _STEP_MS:
+                pms = self._opt.partition_ms(r)
+                rollups[r] = self._output(
+                    cur,
+                    resolution=r,
+                    partition=partition - partition % pms,
+                    level=0,
+                    seq=seq,
+                    rolled_up=False,
+                )
+            outputs += rollups.values()
         rows = 0
         try:
             ranges = blocks.split_by_rows(
                 np.asarray(counts["series_id"], dtype=np.uint64),
                 np.asarray(counts["n"], dtype=np.int64),
-                self._opt.max_file_rows,
+                self._opt.merge_chunk_rows,
             )
             for lo, hi in ranges:
                 chunk = [
@@ -279,33 +265,17 @@ class Compactor:
                 merged = blocks.dedup_last(chunk)
                 del chunk
                 rows += len(merged["ts"])
-                added.append(
-                    self._write(
-                        cur,
-                        merged,
-                        resolution=res,
-                        partition=partition,
-                        level=level,
-                        seq=seq,
-                        rolled_up=roll,
-                    )
-                )
-                if roll:
-                    for r, buffered in pending.items():
-                        rolled = blocks.compute_rollups(merged, _STEP_MS[r])
-                        buffered.append(rolled)
-                        pending_rows[r] += len(rolled["ts"])
-                        if pending_rows[r] >= self._opt.max_file_rows:
-                            added.append(self._write_rollup(cur, r, partition, seq, buffered))
-                            buffered.clear()
-                            pending_rows[r] = 0
-            for r, cols in pending.items():
-                if pending_rows[r]:
-                    added.append(self._write_rollup(cur, r, partition, seq, cols))
+                out.add(merged)
+                for r, rollup_out in rollups.items():
+                    rollup_out.add(blocks.compute_rollups(merged, _STEP_MS[r]))
+                del merged
+            for o in outputs:
+                o.seal()
         except BaseException:
-            for f in added:
-                (self._manifest.root / f.path).unlink(missing_ok=True)
+            for o in outputs:
+                o.discard()
             raise
+        added = [e for o in outputs for e in o.entries]
         self._publish(added, inputs)
         kind = "final" if level == FINAL_LEVEL else "merge"
         self._report(kind, len(inputs), len(added), rows, t0)
@@ -317,21 +287,6 @@ class Compactor:
         if f.resolution == "raw":
             return blocks.read_raw(cur, path, lo, hi)
         return blocks.read_rollup(cur, path, lo, hi, start_ms=-(2**63), end_ms=2**63 - 1)
-
-    def _write_rollup(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        res: str,
-        raw_partition: int,
-        seq: int,
-        parts: list[blocks.Columns],
-    ) -> FileEntry:
-        pms = self._opt.partition_ms(res)
-        cols = blocks.concat(parts, ["series_id", "ts", *blocks.ROLLUP_FIELDS])
-        partition = raw_partition - raw_partition % pms
-        return self._write(
-            cur, cols, resolution=res, partition=partition, level=0, seq=seq, rolled_up=False
-        )
 
     # -- retention ---------------------------------------------------------------------
 

@@ -47,8 +47,10 @@ class StorageOptions:
     merge_grace_s: float = 600.0
     #: How often the background merger and retention look for work.
     merge_check_interval_s: float = 30.0
-    #: Maximum rows per Parquet file; merges work one such chunk at a time (bounds memory).
-    max_file_rows: int = 4_000_000
+    #: Rows a flush or merge holds in memory at once (bounds compaction memory).
+    merge_chunk_rows: int = 1_000_000
+    #: Rows per Parquet file (chunks are streamed into files of about this size).
+    max_file_rows: int = 8_000_000
     #: Time partition per resolution (whole files are dropped at these boundaries).
     raw_partition_s: float = _DAY_S
     m5_partition_s: float = 7 * _DAY_S
@@ -108,8 +110,10 @@ class StorageOptions:
             _bad("max_pending_rows", self.max_pending_rows, "must be at least batch_rows")
         if self.merge_fan_in < 2:
             _bad("merge_fan_in", self.merge_fan_in, "must be at least 2")
-        if self.max_file_rows < 1000:
-            _bad("max_file_rows", self.max_file_rows, "must be at least 1000")
+        if self.merge_chunk_rows < 1000:
+            _bad("merge_chunk_rows", self.merge_chunk_rows, "must be at least 1000")
+        if self.max_file_rows < self.merge_chunk_rows:
+            _bad("max_file_rows", self.max_file_rows, "must be at least merge_chunk_rows")
         for name, step in (
             ("raw_partition_s", 3600),
             ("m5_partition_s", 3600),

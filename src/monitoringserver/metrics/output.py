@@ -1,0 +1,144 @@
+"""Building the Parquet files of one compaction job, one bounded chunk at a time.
+
+A job produces rows in ``(series_id, ts)`` order, chunk by chunk (each at most
+``merge_chunk_rows`` rows, which bounds the job's memory). Each chunk is written to a
+temporary file; once ``max_file_rows`` rows have gathered, DuckDB streams the chunks
+into one file (``COPY ... FROM read_parquet([...])`` keeps their order), which is fsynced
+and renamed to its final name. A file holds at most ``max_file_rows`` rows unless a
+single chunk is larger. The caller lists the finished files in the manifest in
+one transaction, or calls :meth:`FileOutput.discard` to remove everything it wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from monitoringserver.metrics import blocks
+from monitoringserver.metrics.manifest import FileEntry, publish_file
+from monitoringserver.storage import codec
+
+__all__ = ["FileIds", "FileOutput"]
+
+
+class FileIds:
+    """Allocates file ids (callers serialise jobs, so no lock is needed here)."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+
+    def take(self) -> int:
+        fid = self._next
+        self._next += 1
+        return fid
+
+
+@dataclass
+class _Chunk:
+    path: Path
+    rows: int
+    min_sid: int
+    max_sid: int
+    min_ts: int
+    max_ts: int
+
+
+@dataclass
+class FileOutput:
+    """Files of one resolution, partition, level and run (``seq``)."""
+
+    con: duckdb.DuckDBPyConnection
+    root: Path
+    ids: FileIds
+    resolution: str
+    partition: int
+    level: int
+    seq: int
+    rolled_up: bool
+    max_file_rows: int
+    zstd_level: int
+    max_decimal_digits: int
+    entries: list[FileEntry] = field(default_factory=list)
+    _chunks: list[_Chunk] = field(default_factory=list)
+
+    def _dir(self) -> Path:
+        d = self.root / self.resolution / str(self.partition)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def add(self, cols: blocks.Columns) -> None:
+        """Append rows (sorted, and after every row added before)."""
+        sid = np.asarray(cols["series_id"], dtype=np.uint64)
+        if len(sid) == 0:
+            return
+        ts = np.asarray(cols["ts"], dtype=np.int64)
+        if self._chunks and self._gathered() + len(sid) > self.max_file_rows:
+            self.seal()
+        if self.resolution == "raw":
+            data: blocks.Columns = codec.encode(
+                sid,
+                ts,
+                np.asarray(cols["value"], dtype=np.float64),
+                max_digits=self.max_decimal_digits,
+            )
+        else:
+            data = blocks.encode_rollup(cols, max_digits=self.max_decimal_digits)
+        path = self._dir() / f".tmp-{self.ids.take()}.parquet"
+        self._chunks.append(
+            _Chunk(path, len(sid), int(sid[0]), int(sid[-1]), int(ts.min()), int(ts.max()))
+        )
+        blocks.write_parquet(self.con, data, path, zstd_level=self.zstd_level)
+        del data
+        if self._gathered() >= self.max_file_rows:
+            self.seal()
+
+    def _gathered(self) -> int:
+        return sum(c.rows for c in self._chunks)
+
+    def seal(self) -> None:
+        """Turn the gathered chunks into one published file."""
+        if not self._chunks:
+            return
+        chunks, self._chunks = self._chunks, []
+        fid = self.ids.take()
+        final = self._dir() / f"{fid}.parquet"
+        if len(chunks) == 1:
+            tmp = chunks[0].path
+        else:
+            tmp = self._dir() / f".tmp-{fid}.parquet"
+            try:
+                blocks.combine_parquet(
+                    self.con, [c.path for c in chunks], tmp, zstd_level=self.zstd_level
+                )
+            finally:
+                for c in chunks:
+                    c.path.unlink(missing_ok=True)
+        publish_file(tmp, final)
+        self.entries.append(
+            FileEntry(
+                id=fid,
+                path=str(final.relative_to(self.root)),
+                resolution=self.resolution,
+                level=self.level,
+                seq=self.seq,
+                partition_start=self.partition,
+                min_sid=chunks[0].min_sid,
+                max_sid=chunks[-1].max_sid,
+                min_ts=min(c.min_ts for c in chunks),
+                max_ts=max(c.max_ts for c in chunks),
+                rows=sum(c.rows for c in chunks),
+                bytes=final.stat().st_size,
+                rolled_up=self.rolled_up,
+            )
+        )
+
+    def discard(self) -> None:
+        """Remove every file this output wrote (the job failed before publishing)."""
+        for c in self._chunks:
+            c.path.unlink(missing_ok=True)
+        self._chunks = []
+        for e in self.entries:
+            (self.root / e.path).unlink(missing_ok=True)

@@ -127,6 +127,7 @@ def _rss_kib(pid: int) -> int:
 
 def main(argv: list[str]) -> int:
     rounds = int(argv[0]) if argv else 30
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-json-") as tmp:
         data = Path(tmp) / "data"
         proc = subprocess.Popen(
@@ -175,6 +176,9 @@ def main(argv: list[str]) -> int:
         "series": stats["series"],
         "server_exit_status": rc,
         "goal_samples_per_s": 300_000,
+        # the machine is shared: a busy neighbour lowers the figure
+        "load_average_1m_before": round(load_before, 2),
+        "cpus": os.cpu_count(),
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -41,4 +41,7 @@ def test_every_option_is_documented_with_its_default() -> None:
     for name, cls in SECTIONS.items():
         defaults = cls()
         expected = {key: _render(getattr(defaults, key)) for key in fields_of(cls)}
-        assert documented[name] == expected, f"docs/configuration.md [{name}] is out of date"
+        rows = "\n".join(f"| `{k}` | `{v}` | ... |" for k, v in expected.items())
+        assert documented[name] == expected, (
+            f"docs/configuration.md [{name}] is out of date; its rows should be:\n{rows}"
+        )

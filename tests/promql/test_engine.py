@@ -209,3 +209,29 @@ def test_xxh64_known_vectors(data: bytes, digest: int) -> None:
     from monitoringserver.promql.xxhash import xxh64
 
     assert xxh64(data) == digest
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("increase(x[1m] smoothed)", 'increase(x{__ext_mode__="x_smoothed"}[1m])'),
+        ('rate(x{a="b"}[5m] anchored)', 'rate(x{__ext_mode__="x_anchored",a="b"}[5m])'),
+        ("x @ 100 smoothed + 0", 'x{__ext_mode__="x_smoothed"} @ 100 + 0'),
+        ("x offset -1m smoothed", 'x{__ext_mode__="x_smoothed"} offset -1m'),
+    ],
+)
+def test_extended_selector_rewrite(query: str, expected: str) -> None:
+    from monitoringserver.promql.extended import rewrite
+
+    assert rewrite(query) == expected
+
+
+def test_extended_selectors(engine: Engine) -> None:
+    smoothed = engine.instant("c_total smoothed", 90_000)
+    assert sorted(s.values[0] for s in smoothed.series) == [90.0, 180.0]
+    anchored = engine.instant("increase(c_total[1m] anchored)", 90_000)
+    assert sorted(s.values[0] for s in anchored.series) == [60.0, 120.0]
+    with pytest.raises(ExecutionError, match="smoothed modifier can only be used with"):
+        engine.instant("deriv(c_total[5m] smoothed)", 600_000)
+    with pytest.raises(BadDataError):
+        engine.instant("(1) smoothed", 0)

@@ -18,6 +18,7 @@ from monitoringserver.errors import BadDataError, ExecutionError, MonitoringErro
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.promql import evaluator as ev
 from monitoringserver.promql.durations import rewrite as rewrite_durations
+from monitoringserver.promql.extended import rewrite as rewrite_extended
 from monitoringserver.promql.parser import parse
 from monitoringserver.promql.values import (
     Matrix,
@@ -179,16 +180,18 @@ def _parse_duration_expressions(
     query: str, step_ms: int, range_ms: int, original: BadDataError
 ) -> pp.Expr:
     """Retry a query that failed to parse with its duration expressions evaluated."""
-    try:
-        rewritten = rewrite_durations(query, step_ms, range_ms)
-    except BadDataError:
-        raise original from None
-    if rewritten == query:
-        raise original
-    try:
-        return parse(rewritten)
-    except BadDataError:
-        raise original from None
+    for rewrite in (
+        lambda q: rewrite_durations(q, step_ms, range_ms),
+        rewrite_extended,
+        lambda q: rewrite_durations(rewrite_extended(q), step_ms, range_ms),
+    ):
+        try:
+            rewritten = rewrite(query)
+            if rewritten != query:
+                return parse(rewritten)
+        except BadDataError:
+            continue
+    raise original
 
 
 def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> Result:

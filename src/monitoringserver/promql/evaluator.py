@@ -17,7 +17,7 @@ import promql_parser as pp
 from monitoringserver.errors import CanceledError, ExecutionError, QueryTimeoutError
 from monitoringserver.metrics.api import MetricQuerier, SeriesData
 from monitoringserver.model.labels import METRIC_NAME, Labels
-from monitoringserver.promql.parser import at_ms, duration_ms
+from monitoringserver.promql.parser import at_ms, duration_ms, extended_mode
 from monitoringserver.promql.selectors import Loader, instant_vector, range_matrix
 from monitoringserver.promql.values import (
     I64,
@@ -215,6 +215,12 @@ class Evaluator:
 
     def vector_selector(self, vs: pp.VectorSelector, ts: I64, want_ts: bool = False) -> Vector:
         eff = self.effective_times(vs.at, duration_ms(vs.offset), ts)
+        if extended_mode(vs) == "smoothed":
+            from monitoringserver.promql.extended import smoothed_vector
+
+            lb = self.lookback_ms
+            series = self.load(vs, int(eff.min()) - lb + 1, int(eff.max()) + lb)
+            return smoothed_vector(series, eff, lb)
         series = self.load(vs, int(eff.min()) - self.lookback_ms + 1, int(eff.max()))
         return instant_vector(series, eff, self.lookback_ms, want_ts)
 
@@ -222,6 +228,15 @@ class Evaluator:
         vs = ms.vector_selector
         rng = duration_ms(ms.range)
         eff = self.effective_times(vs.at, duration_ms(vs.offset), ts)
+        mode = extended_mode(vs)
+        if mode is not None:
+            lb = self.lookback_ms
+            after = lb if mode == "smoothed" else 0
+            raw = self.load(vs, int(eff.min()) - rng - lb + 1, int(eff.max()) + after)
+            matrix = range_matrix(raw, eff, rng)
+            matrix.mode = mode
+            matrix.raw = raw
+            return matrix
         series = self.load(vs, int(eff.min()) - rng + 1, int(eff.max()))
         return range_matrix(series, eff, rng)
 

@@ -265,6 +265,15 @@ def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts
     matrix_pos = 1 if name == "quantile_over_time" else 0
     matrix = ev.eval_matrix(args[matrix_pos], ts)
     extra = [ev.eval_scalar(a, ts).values for i, a in enumerate(args) if i != matrix_pos]
+    if matrix.mode is not None:
+        from monitoringserver.promql.extended import range_extended
+
+        values, ok = range_extended(
+            matrix.mode, name, matrix.raw, matrix, lookback_ms=ev.lookback_ms
+        )
+        labels = [s.labels for s in matrix.raw]
+        drops = np.ones(len(labels), dtype=np.bool_)
+        return Vector(labels, values, ok, drops).compact()
     flat = matrix.flat()
     nonempty = flat.hi > flat.lo
     if name == "absent_over_time":

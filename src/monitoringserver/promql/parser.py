@@ -119,6 +119,18 @@ def at_ms(at: pp.AtModifier | None, start_ms: int, end_ms: int) -> int | None:
     return round((at.at - _EPOCH) / _MS)
 
 
+#: Marker matcher standing for the ``anchored``/``smoothed`` keywords (see ``extended``).
+EXT_MODE_LABEL = "__ext_mode__"
+
+
+def extended_mode(vs: pp.VectorSelector) -> str | None:
+    """``"anchored"``/``"smoothed"`` when the selector carried that keyword, else ``None``."""
+    for m in vs.matchers.matchers:
+        if m.name == EXT_MODE_LABEL:
+            return str(m.value).removeprefix("x_")
+    return None
+
+
 def selector_matchers(vs: pp.VectorSelector) -> list[list[Matcher]]:
     """Alternative matcher groups of a selector (``{a="1" or b="2"}`` gives two groups)."""
     groups_src: list[list[pp.Matcher]] = []
@@ -128,7 +140,7 @@ def selector_matchers(vs: pp.VectorSelector) -> list[list[Matcher]]:
         groups_src = [list(vs.matchers.matchers)]
     groups: list[list[Matcher]] = []
     for src in groups_src:
-        group = [_matcher(m) for m in src]
+        group = [_matcher(m) for m in src if m.name != EXT_MODE_LABEL]
         if vs.name is not None and not any(m.name == "__name__" for m in group):
             group.insert(0, Matcher("__name__", MatchOp.EQ, vs.name))
         if not any(not m.matches_empty() for m in group):

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from monitoringserver.metrics.api import SeriesData
 from monitoringserver.model.labels import Labels
 
 __all__ = [
@@ -104,6 +105,10 @@ class Matrix:
     series: list[RangeSeries]
     eff_ms: I64
     range_ms: int
+    #: ``anchored``/``smoothed`` selectors keep their raw samples (incl. those outside
+    #: the windows) for the extended range functions.
+    mode: str | None = None
+    raw: list[SeriesData] = field(default_factory=list)
 
     def bounds(self, s: RangeSeries) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """Per step, the half-open index range ``[lo, hi)`` of samples in the window."""

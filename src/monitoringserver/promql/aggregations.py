@@ -290,9 +290,25 @@ def _select(
     return out
 
 
+def _go_quote(text: str) -> str:
+    """Quote like Go's ``%q``; code points below 256 from ``\\x`` escapes print as ``\\xNN``."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _count_values(vec: Vector, groups: dict[Labels, list[int]], label: str, steps: int) -> Vector:
     if not _LABEL_RE.fullmatch(label):
-        raise ExecutionError(f"invalid label name {label!r}")
+        raise ExecutionError(f"invalid label name {_go_quote(label)}")
     out_labels: list[Labels] = []
     rows: list[F64] = []
     for key, idx in groups.items():

@@ -14,9 +14,9 @@ from monitoringserver.errors import BadDataError
 from monitoringserver.ingest.json_metrics import (
     JsonMetricsDecoder,
     SeriesCache,
-    parse_timestamp_ms,
     split_by_window,
 )
+from monitoringserver.util.timestamps import parse_timestamp_ms
 
 NOW_MS = 1_750_000_000_000
 

@@ -20,11 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, QueryLimitError
-from monitoringserver.ingest.json_metrics import parse_timestamp_ms
 from monitoringserver.metrics.api import MetricQuerier, Resolution, choose_resolution
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.model.matchers import Matcher, MatchOp
 from monitoringserver.model.samples import is_stale_nan
+from monitoringserver.util.timestamps import parse_timestamp_ms
 from monitoringserver.web.options import LimitsOptions
 
 __all__ = ["HistoryQuery", "parse_duration_ms", "parse_history_query", "run_history_query"]

@@ -22,6 +22,8 @@ class PromIngestOptions:
     remote_write_max_decoded_bytes: int = 64 * _MIB
     #: Pushgateway groups not pushed to for this long get staleness markers and vanish.
     pushgateway_ttl_s: float = 600.0
+    #: Live groups' series are re-written this often, so PromQL's 5-minute lookback sees them.
+    pushgateway_refresh_s: float = 30.0
     #: Most Pushgateway groups kept at once (a push creating one more is refused with 429).
     pushgateway_max_groups: int = 10_000
     #: Seed 004: also require the historical User-Agent of each endpoint (``Prometheus/...``
@@ -37,10 +39,11 @@ class PromIngestOptions:
                     f"cannot accept prometheus_ingest option {name}={getattr(self, name)!r}: "
                     "must be positive"
                 )
-        if self.pushgateway_ttl_s <= 0:
-            raise ConfigError(
-                "cannot accept prometheus_ingest option pushgateway_ttl_s="
-                f"{self.pushgateway_ttl_s!r}: must be positive"
-            )
+        for name in ("pushgateway_ttl_s", "pushgateway_refresh_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"cannot accept prometheus_ingest option {name}={getattr(self, name)!r}: "
+                    "must be positive"
+                )
         if not self.seed004_job:
             raise ConfigError("cannot accept prometheus_ingest option seed004_job: empty")

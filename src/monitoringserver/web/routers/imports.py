@@ -22,10 +22,10 @@ from starlette.responses import Response
 from monitoringserver.auth.api import Scope
 from monitoringserver.errors import BadDataError, MonitoringError
 from monitoringserver.ingest.influx import parse_influx
-from monitoringserver.ingest.json_metrics import parse_timestamp_ms
 from monitoringserver.ingest.prom_text import ExpositionParser
 from monitoringserver.model.labels import METRIC_NAME, validate_label_name
 from monitoringserver.model.samples import SampleBatch
+from monitoringserver.util.timestamps import parse_timestamp_ms
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.routers.ingest_common import append_counted, count_error
 

@@ -224,3 +224,25 @@ def test_archive_filter_and_needs_flush(db: Database, tmp_path: Path, clock: Fak
         LogStoreOptions(compression_level=0)
     with pytest.raises(BadDataError):
         LogStoreOptions(flush_lines=0)
+
+
+def test_rows_inserted_during_a_flush_stay_in_the_head(
+    store: LogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.insert(_batch("h", 0, 5))
+    real = store._build_archive
+
+    def build_then_insert(cutoff: int):  # type: ignore[no-untyped-def]
+        out = real(cutoff)
+        store.insert(_batch("late", 100, 3))  # arrives while the file is being written
+        return out
+
+    monkeypatch.setattr(store, "_build_archive", build_then_insert)
+    info = store.flush()
+    assert info is not None
+    assert info.lines == 5
+    assert store.head_lines() == 3
+    monkeypatch.undo()
+    again = store.flush()
+    assert again is not None
+    assert again.hosts == ("late",)

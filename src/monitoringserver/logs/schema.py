@@ -1,6 +1,7 @@
 """Tables of the log store in the shared DuckDB file (all prefixed ``log_``).
 
-* ``log_head``: lines not yet archived. ``attrs`` is a JSON object text ('' when empty).
+* ``log_head``: lines not yet archived. ``attrs`` is a JSON object text ('' when empty);
+  ``batch`` numbers inserts so a flush can archive exactly the rows it copied.
 * ``log_archives``: the manifest. An archive file is visible only through its row.
   ``bloom`` holds the token bloom filter; ``hash_version`` the DuckDB version whose
   ``hash()`` built it (a different version disables pruning, never correctness).
@@ -14,14 +15,14 @@ import duckdb
 
 __all__ = ["HEAD_COLUMNS", "create_schema"]
 
-#: Column order of ``log_head`` and of every archive file.
+#: Column order of every archive file (``log_head`` has these plus ``batch``).
 HEAD_COLUMNS = ("ts", "server_id", "level", "logger", "source", "message", "attrs")
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS log_head (
         ts BIGINT NOT NULL, server_id VARCHAR NOT NULL, level VARCHAR NOT NULL,
         logger VARCHAR NOT NULL, source VARCHAR NOT NULL, message VARCHAR NOT NULL,
-        attrs VARCHAR NOT NULL)""",
+        attrs VARCHAR NOT NULL, batch BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS log_archives (
         id VARCHAR PRIMARY KEY, path VARCHAR NOT NULL, min_ts BIGINT NOT NULL,
         max_ts BIGINT NOT NULL, hosts VARCHAR[] NOT NULL, attr_keys VARCHAR[] NOT NULL,

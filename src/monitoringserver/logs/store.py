@@ -33,7 +33,7 @@ from monitoringserver.errors import BadDataError, NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.bloom import TokenBloom
 from monitoringserver.logs.patterns import TOKEN_SQL_REGEX
-from monitoringserver.logs.schema import create_schema
+from monitoringserver.logs.schema import HEAD_COLUMNS, create_schema
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.storage.db import Database
@@ -119,6 +119,8 @@ class LogStore:
         except OSError as exc:
             raise StorageError(f"cannot create log archive directory {directory}: {exc}") from exc
         db.write(create_schema)
+        self._batch = int(db.read("SELECT coalesce(max(batch), 0) FROM log_head")[0][0])
+        self._flush_lock = threading.Lock()
         self.cleanup_unlisted()
 
     # -- writing ------------------------------------------------------------------
@@ -148,8 +150,11 @@ class LogStore:
         if len(batch):
             name = f"_log_in_{secrets.token_hex(4)}"
             con.register(name, self._columns(batch))
+            self._batch += 1
             try:
-                con.execute(f"INSERT INTO log_head SELECT * FROM {name}")  # noqa: S608
+                con.execute(
+                    f"INSERT INTO log_head SELECT *, {int(self._batch)} FROM {name}"  # noqa: S608
+                )
             finally:
                 con.unregister(name)
         if lsn is not None:
@@ -190,11 +195,101 @@ class LogStore:
         return head > 0 and self._clock() - self._last_flush >= self.options.flush_interval_s
 
     def flush(self) -> ArchiveInfo | None:
-        """Move the whole head into a new archive; None when the head is empty."""
-        with self._changing():
-            info = self.db.write(self._flush_in)
-        self._last_flush = self._clock()
-        return info
+        """Move the head (every row inserted so far) into a new archive; None when empty.
+
+        The file, its bloom filter and its metadata are built on the calling thread
+        with a read cursor (inserts continue meanwhile); only the manifest insert and
+        the head delete run on the writer thread, in one short transaction."""
+        with self._flush_lock:
+            cutoff = self._batch
+            info = self._build_archive(cutoff)
+            if info is None:
+                return None
+            archive, path, row = info
+            with self._changing():
+                try:
+                    self.db.write(lambda con: self._publish_in(con, row, cutoff))
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
+            self._last_flush = self._clock()
+            return archive
+
+    def _publish_in(self, con: duckdb.DuckDBPyConnection, row: list[object], cutoff: int) -> None:
+        con.execute(
+            f"INSERT INTO log_archives ({_ARCHIVE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            row,
+        )
+        con.execute("DELETE FROM log_head WHERE batch <= ?", [cutoff])
+
+    def _build_archive(self, cutoff: int) -> tuple[ArchiveInfo, Path, list[object]] | None:
+        cur = self.db.cursor()
+        row = cur.execute(
+            "SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM log_head "
+            "WHERE batch <= ?",
+            [cutoff],
+        ).fetchall()[0]
+        lines, lo, hi, raw = (int(x) if x is not None else 0 for x in row)
+        if lines == 0:
+            return None
+        created = int(self._clock() * 1000)
+        archive_id = f"{created:013d}-{secrets.token_hex(4)}"
+        final = self.directory / f"{archive_id}.parquet"
+        tmp = self.directory / f".{archive_id}.parquet.tmp"
+        opts = self.options
+        src = f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
+        try:
+            # The database runs with preserve_insertion_order=false; row-group pruning
+            # and compression need the file in exactly this order.
+            cur.execute("SET SESSION preserve_insertion_order = true")
+            cur.execute(
+                f"COPY (SELECT * FROM {src} ORDER BY server_id, source, logger, ts) "  # noqa: S608
+                f"TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
+                f"COMPRESSION_LEVEL {int(opts.compression_level)}, PARQUET_VERSION V2, "
+                f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
+            ).fetchall()
+            _fsync(tmp)
+            hosts = sorted(
+                r[0]
+                for r in cur.execute(f"SELECT DISTINCT server_id FROM {src}").fetchall()  # noqa: S608
+            )
+            keys = sorted(
+                r[0]
+                for r in cur.execute(
+                    f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
+                ).fetchall()
+            )
+            hashes = cur.execute(
+                "SELECT DISTINCT hash(tok) AS h FROM (SELECT unnest(regexp_extract_all("  # noqa: S608
+                f"lower(message), ?)) AS tok FROM read_parquet({_sql_path(tmp)}))",
+                [TOKEN_SQL_REGEX],
+            ).fetchnumpy()["h"]
+            bloom = TokenBloom.build(
+                np.asarray(hashes, dtype=np.uint64), bits_per_key=opts.bloom_bits_per_key
+            )
+            tmp.rename(final)
+            _fsync(self.directory)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            raise
+        stored = final.stat().st_size
+        row_out: list[object] = [
+            archive_id,
+            final.name,
+            lo,
+            hi,
+            hosts,
+            keys,
+            lines,
+            raw,
+            stored,
+            created,
+            bloom.to_bytes(),
+            duckdb.__version__,
+        ]
+        info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created)
+        return info, final, row_out
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
@@ -214,70 +309,6 @@ class LogStore:
         token is the same (and not None) before and after saw a consistent state."""
         with self._gen_lock:
             return None if self._active else self._generation
-
-    def _flush_in(self, con: duckdb.DuckDBPyConnection) -> ArchiveInfo | None:
-        row = con.execute(
-            "SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM log_head"
-        ).fetchall()[0]
-        lines, lo, hi, raw = (int(x) if x is not None else 0 for x in row)
-        if lines == 0:
-            return None
-        created = int(self._clock() * 1000)
-        archive_id = f"{created:013d}-{secrets.token_hex(4)}"
-        final = self.directory / f"{archive_id}.parquet"
-        tmp = self.directory / f".{archive_id}.parquet.tmp"
-        opts = self.options
-        try:
-            con.execute(
-                "COPY (SELECT * FROM log_head ORDER BY server_id, source, logger, ts) "  # noqa: S608
-                f"TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
-                f"COMPRESSION_LEVEL {int(opts.compression_level)}, "
-                f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
-            )
-            _fsync(tmp)
-            tmp.rename(final)
-            _fsync(self.directory)
-            hosts = sorted(
-                r[0] for r in con.execute("SELECT DISTINCT server_id FROM log_head").fetchall()
-            )
-            keys = sorted(
-                r[0]
-                for r in con.execute(
-                    "SELECT DISTINCT unnest(json_keys(attrs)) FROM log_head WHERE attrs <> ''"
-                ).fetchall()
-            )
-            hashes = con.execute(
-                "SELECT DISTINCT hash(tok) AS h FROM (SELECT unnest(regexp_extract_all("
-                "lower(message), ?)) AS tok FROM log_head)",
-                [TOKEN_SQL_REGEX],
-            ).fetchnumpy()["h"]
-            bloom = TokenBloom.build(
-                np.asarray(hashes, dtype=np.uint64), bits_per_key=opts.bloom_bits_per_key
-            )
-            stored = final.stat().st_size
-            con.execute(
-                f"INSERT INTO log_archives ({_ARCHIVE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
-                [
-                    archive_id,
-                    final.name,
-                    lo,
-                    hi,
-                    hosts,
-                    keys,
-                    lines,
-                    raw,
-                    stored,
-                    created,
-                    bloom.to_bytes(),
-                    duckdb.__version__,
-                ],
-            )
-            con.execute("DELETE FROM log_head")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            final.unlink(missing_ok=True)
-            raise
-        return ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created)
 
     def cleanup_unlisted(self) -> int:
         """Remove archive files and temporaries the manifest does not list."""

@@ -59,3 +59,26 @@ def test_compute_rollups_skips_nan_buckets() -> None:
     assert out["count"].tolist() == [2, 1]
     empty = blocks.compute_rollups(blocks.take(cols, np.array([2])), 300)
     assert len(empty["ts"]) == 0
+
+
+@pytest.mark.parametrize("big_ids", [False, True])
+def test_dedup_last_keeps_newest_part_and_sorts(big_ids: bool) -> None:
+    base = 2**40 if big_ids else 0
+    old = {
+        "series_id": np.array([base + 2, base + 1, base + 1], dtype=np.uint64),
+        "ts": np.array([5, 7, 3], dtype=np.int64),
+        "value": np.array([1.0, 2.0, 3.0]),
+    }
+    new = {
+        "series_id": np.array([base + 1], dtype=np.uint64),
+        "ts": np.array([7], dtype=np.int64),
+        "value": np.array([9.0]),
+    }
+    out = blocks.dedup_last([old, new])
+    assert (out["series_id"] - base).tolist() == [1, 1, 2]
+    assert out["ts"].tolist() == [3, 7, 5]
+    assert out["value"].tolist() == [3.0, 9.0, 1.0]
+    sorted_input = blocks.dedup_last([out])
+    assert sorted_input["value"].tolist() == [3.0, 9.0, 1.0]
+    dup = blocks.dedup_last([blocks.concat([out, out], ["series_id", "ts", "value"])])
+    assert dup["ts"].tolist() == [3, 7, 5]

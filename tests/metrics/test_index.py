@@ -133,3 +133,17 @@ def test_load_is_dense_and_idempotent() -> None:
     with pytest.raises(BadDataError, match="dense"):
         idx.load([(5, SERIES[2], "s", None, None)])
     assert idx.select([M.eq("host", "b")]).tolist() == [1]
+
+
+def test_limits_count_active_series_only() -> None:
+    idx = SeriesIndex(SeriesLimits(max_series=2, max_per_metric=2, max_per_source=2))
+    old, _ = idx.resolve([make_labels({"__name__": "m", "i": str(i)}) for i in range(2)], "s")
+    idx.observe(old, np.array([100, 100], dtype=np.int64))
+    with pytest.raises(CardinalityLimitError, match="total limit is 2 and 2 exist"):
+        idx.resolve([make_labels({"__name__": "m", "i": "new"})], "s")
+    assert idx.recount_active(since_ms=50) == 2
+    assert idx.recount_active(since_ms=1000) == 0  # both went quiet before the horizon
+    ids, created = idx.resolve([make_labels({"__name__": "m", "i": "new"})], "s")
+    assert ids.tolist() == [2]
+    assert len(created) == 1
+    assert len(idx) == 3

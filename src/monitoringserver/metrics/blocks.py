@@ -193,21 +193,40 @@ def take(columns: Columns, index: NDArray[np.intp] | NDArray[np.bool_]) -> Colum
     return {k: v[index] for k, v in columns.items()}
 
 
+def _sort_order(sid: NDArray[np.uint64], ts: NDArray[np.int64]) -> NDArray[np.intp] | None:
+    """Stable order by ``(sid, ts)``, or ``None`` when already sorted."""
+    if len(ts) < 2:
+        return None
+    same = sid[1:] == sid[:-1]
+    if bool(np.all((sid[1:] > sid[:-1]) | (same & (ts[1:] >= ts[:-1])))):
+        return None
+    t0 = int(ts.min())
+    if int(sid.max()) < 2**26 and int(ts.max()) - t0 < 2**37:
+        # One int64 key: a stable sort merges the sorted runs of each part quickly.
+        key = (sid.astype(np.int64) << 37) | (ts - t0)
+        order: NDArray[np.intp] = np.argsort(key, kind="stable")
+        return order
+    return np.lexsort((ts, sid))
+
+
 def dedup_last(parts: Sequence[Columns]) -> Columns:
     """Concatenate ``parts`` (oldest first), sort by ``(series_id, ts)``, keep the newest
     row of each key."""
     if not parts:
         raise ValueError("dedup_last needs at least one part")
     names = list(parts[0])
-    cols = concat(parts, names)
+    cols = concat(parts, names) if len(parts) > 1 else dict(parts[0])
     sid = cols["series_id"].astype(np.uint64, copy=False)
     ts = cols["ts"].astype(np.int64, copy=False)
     if len(ts) == 0:
         return cols
-    order = np.lexsort((ts, sid))  # stable: equal keys keep part order
-    sid_s, ts_s = sid[order], ts[order]
-    last = np.ones(len(order), dtype=np.bool_)
-    last[:-1] = (sid_s[1:] != sid_s[:-1]) | (ts_s[1:] != ts_s[:-1])
+    order = _sort_order(sid, ts)
+    if order is not None:
+        sid, ts = sid[order], ts[order]
+    last = np.ones(len(ts), dtype=np.bool_)
+    last[:-1] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
+    if order is None:
+        return cols if bool(last.all()) else take(cols, last)
     return take(cols, order[last])
 
 

@@ -168,13 +168,14 @@ class Compactor:
                     for lo, hi in blocks.split_by_rows(sids, counts, self._opt.merge_chunk_rows):
                         got = cur.execute(
                             "SELECT series_id, ts, bits, batch FROM metric_head WHERE batch <= ? "
-                            "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ?",
+                            "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ? "
+                            "ORDER BY series_id, ts, batch",
                             [batch, p, p + pms, lo, hi],
                         ).fetchnumpy()
                         cols = blocks.head_columns(got)
                         del got
-                        by_batch = np.argsort(cols.pop("batch"), kind="stable")
-                        merged = blocks.dedup_last([blocks.take(cols, by_batch)])
+                        cols.pop("batch")  # sorted by it within each key: the last row wins
+                        merged = blocks.dedup_last([cols])
                         del cols
                         rows += len(merged["ts"])
                         out.add(merged)

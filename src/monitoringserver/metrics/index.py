@@ -8,6 +8,9 @@ Matchers follow :mod:`monitoringserver.model.matchers`: a series lacking a label
 
 Cardinality limits (total, per metric name, per source) are checked for a whole batch
 before any series is created; :class:`CardinalityLimitError` names the limit and numbers.
+They count *active* series: every series created since the last :meth:`recount_active`,
+plus those that had samples after the horizon it was given. Series are never deleted
+(rollups keep their data for years), so churn must not exhaust the limits.
 
 Thread-safety: all methods take one lock; the writer mutates from the event loop and
 queries read from worker threads.
@@ -65,8 +68,13 @@ class SeriesIndex:
         self._ids: dict[Labels, int] = {}
         self._labels: list[Labels] = []
         self._postings: dict[str, dict[str, array[int]]] = {}
-        self._per_metric: dict[str, int] = {}
-        self._per_source: dict[str, int] = {}
+        self._per_metric: dict[str, int] = {}  # active series per metric name
+        self._per_source: dict[str, int] = {}  # active series per source
+        self._active = 0
+        self._metric_of: array[int] = array("I")  # series id → metric number
+        self._source_of: array[int] = array("I")  # series id → source number
+        self._numbers: dict[tuple[str, str], int] = {}  # ("m"|"s", name) → number
+        self._names: dict[str, list[str]] = {"m": [], "s": []}
         self._interned: dict[object, object] = {}
         self._min_ts = np.empty(0, dtype=np.int64)
         self._max_ts = np.empty(0, dtype=np.int64)
@@ -99,6 +107,9 @@ class SeriesIndex:
         metric = _metric(labels)
         self._per_metric[metric] = self._per_metric.get(metric, 0) + 1
         self._per_source[source] = self._per_source.get(source, 0) + 1
+        self._active += 1
+        self._metric_of.append(self._number("m", metric))
+        self._source_of.append(self._number("s", source))
         if len(self._labels) > len(self._min_ts):
             grow = max(1024, len(self._min_ts))
             self._min_ts = np.concatenate(
@@ -107,6 +118,26 @@ class SeriesIndex:
             self._max_ts = np.concatenate(
                 (self._max_ts, np.full(grow, np.iinfo(np.int64).min, dtype=np.int64))
             )
+
+    def _number(self, kind: str, name: str) -> int:
+        key = (kind, name)
+        num = self._numbers.get(key)
+        if num is None:
+            num = self._numbers[key] = len(self._names[kind])
+            self._names[kind].append(name)
+        return num
+
+    def recount_active(self, since_ms: int) -> int:
+        """Recount the limits over series with samples at or after ``since_ms``."""
+        with self._lock:
+            n = len(self._labels)
+            active = self._max_ts[:n] >= since_ms
+            metric = np.frombuffer(self._metric_of, dtype=np.uint32)[:n][active]
+            source = np.frombuffer(self._source_of, dtype=np.uint32)[:n][active]
+            self._per_metric = _counts(metric, self._names["m"])
+            self._per_source = _counts(source, self._names["s"])
+            self._active = int(active.sum())
+            return self._active
 
     def load(self, rows: Iterable[tuple[int, Labels, str, int | None, int | None]]) -> None:
         """Add persisted series ``(id, labels, source, min_ts, max_ts)`` in id order."""
@@ -150,7 +181,7 @@ class SeriesIndex:
 
     def _check_limits_locked(self, new: list[Labels], source: str) -> None:
         lim = self._limits
-        total = len(self._labels)
+        total = self._active
         if lim.max_series and total + len(new) > lim.max_series:
             raise CardinalityLimitError(
                 f"cannot create {len(new)} series: the total limit is {lim.max_series} "
@@ -282,6 +313,13 @@ def _validate(labels: Labels) -> None:
         if value == "":
             raise BadDataError(f"cannot accept series {labels!r}: label {label} is empty")
         previous = label
+
+
+def _counts(numbers: NDArray[np.uint32], names: list[str]) -> dict[str, int]:
+    if len(numbers) == 0:
+        return {}
+    counts = np.bincount(numbers, minlength=len(names)).tolist()
+    return {names[i]: c for i, c in enumerate(counts) if c}
 
 
 def _selectivity(m: Matcher) -> int:

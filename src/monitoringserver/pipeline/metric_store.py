@@ -50,9 +50,11 @@ class MetricStoreHandle:
         writer: MetricWriter,
         store: EmbeddedMetricStore,
         compactor: Compactor,
+        index: SeriesIndex,
         options: StorageOptions,
         clock: Callable[[], float],
     ) -> None:
+        self._index = index
         self.database = database
         self.writer = writer
         self.store = store
@@ -86,6 +88,11 @@ class MetricStoreHandle:
                 self._every(self._opt.merge_check_interval_s, self.maintain_now),
                 name="metric-merge",
             )
+            if self._opt.wal_fsync == "interval":
+                # Appends sync at most this often; this covers a log that went quiet.
+                tg.create_task(
+                    self._every(self._opt.wal_fsync_interval_s, self._sync_wal), name="wal-sync"
+                )
 
     async def _every(self, interval_s: float, job: Callable[[], object]) -> None:
         while not self._stopping.is_set():
@@ -97,6 +104,9 @@ class MetricStoreHandle:
                 await job()  # type: ignore[misc]
             except Exception:
                 log.exception("metric store background job failed; will retry")
+
+    async def _sync_wal(self) -> None:
+        await asyncio.to_thread(self._wal.sync)
 
     async def flush_now(self) -> int:
         """Commit queued samples, then flush the head into Parquet parts; return rows."""
@@ -110,6 +120,7 @@ class MetricStoreHandle:
             if self._stopping.is_set():
                 return
         await asyncio.to_thread(self.compactor.apply_retention, now)
+        self._index.recount_active(now - self._opt.retention_ms("raw"))
 
     async def compact_now(self) -> None:
         """Flush, merge everything due and apply retention (tests and benchmarks)."""
@@ -205,6 +216,7 @@ def _open(
         writer=writer,
         store=store,
         compactor=compactor,
+        index=index,
         options=options,
         clock=clock,
     )

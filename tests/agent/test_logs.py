@@ -239,3 +239,62 @@ async def test_log_tasks_ship_tailed_file(tmp_path: Path, server: TestServer) ->
         "app.log",
     )
     assert os.path.getsize(tmp_path / "state/logs/offsets.json") > 2
+
+
+async def test_journald_follow_with_cursor(
+    tmp_path: Path, server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    args_file = tmp_path / "args"
+    script = bindir / "journalctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {args_file}\n'
+        """echo '{"MESSAGE":"started","PRIORITY":"6","SYSLOG_IDENTIFIER":"app",'"""
+        """'"__CURSOR":"c1","__REALTIME_TIMESTAMP":"1000000"}'\n"""
+        "echo 'not json'\n"
+        "exec sleep 30\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    cfg = AgentConfig(
+        server=server.target,
+        token=TOKEN,
+        node_id="n1",
+        spool_dir=tmp_path / "state",
+        journald=True,
+        journald_units=("app.service",),
+    )
+
+    class A:
+        def __init__(self) -> None:
+            self.cfg = cfg
+            self.shipper = Shipper(
+                ShipperOptions(target=server.target, token=TOKEN),
+                agent_id="n1",
+                node_info=pb.NodeInfo,
+                series=None,  # type: ignore[arg-type]
+                spool=None,  # type: ignore[arg-type]
+            )
+
+    cursor = tmp_path / "state/logs/journald.cursor"
+    for run in (1, 2):
+        agent = A()
+        tasks = [asyncio.ensure_future(t()) for t in log_tasks(agent)]
+        try:
+            async with asyncio.timeout(20):
+                while len(server.logs.records) < run or not cursor.exists():
+                    await asyncio.sleep(0.05)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await agent.shipper.aclose()
+    calls = args_file.read_text().splitlines()
+    assert "-n 0" in calls[0]
+    assert "-u app.service" in calls[0]
+    assert "--after-cursor=c1" in calls[1]
+    rec = server.logs.records[0]
+    assert (rec.message, rec.level, rec.logger, rec.ts_ms) == ("started", "info", "app", 1000)
+    assert cursor.read_text() == "c1"

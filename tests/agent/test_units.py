@@ -326,3 +326,31 @@ def test_deploy_example_config_loads() -> None:
     assert cfg.interval_s is None
     assert cfg.service_allowlist == ("nginx", "postgresql")
     assert cfg.labels == {"datacenter": "dc1", "role": "web"}
+
+
+async def test_run_entry_point_until_cancelled(tmp_path: Path) -> None:
+    from monitoringserver.agent.main import _run
+
+    logs = tmp_path / "app.log"
+    logs.write_text("")
+    cfg = load_config(
+        None,
+        server="127.0.0.1:9",  # nothing listens: batches are spooled
+        node_id="n1",
+        interval="1",
+        spool_dir=tmp_path / "state",
+        exporter_listen="127.0.0.1:0",
+        log_files=(str(logs),),
+        system=False,
+        hardware=False,
+        containers=False,
+        processes=False,
+        gpu=False,
+    )
+    task = asyncio.ensure_future(_run(cfg))
+    async with asyncio.timeout(30):
+        while not (tmp_path / "state/status.json").exists():
+            await asyncio.sleep(0.05)
+    task.cancel()
+    await task  # _run ends cleanly on cancellation
+    assert json.loads((tmp_path / "state/status.json").read_text())["node_id"] == "n1"

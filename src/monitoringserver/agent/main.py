@@ -100,6 +100,8 @@ async def _run(cfg: AgentConfig) -> None:
     except asyncio.CancelledError:
         _log.info("node-agent stopping")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(agent.aclose(), 5)
 

@@ -132,8 +132,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         authenticator=FakeAuth(),
         options=options,
     )
-    server = GrpcServer(service)
+    server = GrpcServer(service, addr_file=tmp_path / "grpc.addr")
     port = await server.start()
+    assert (tmp_path / "grpc.addr").read_text() == f"127.0.0.1:{port}\n"
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield Harness(

@@ -18,6 +18,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -306,8 +307,9 @@ class GrpcServer:
     """The ``grpc.aio`` listener. Create and use it inside the running event loop.
 
     ``await start()`` binds (``options.listen``; port 0 picks a free one, see
-    :attr:`port`), ``await run()`` serves until cancelled, ``await aclose()`` stops with
-    a grace period.
+    :attr:`port`; with ``addr_file`` the bound ``host:port`` is written there),
+    ``await run()`` serves until :meth:`aclose` (then returns), ``await aclose()`` ends
+    the Control streams and stops with a grace period.
     """
 
     def __init__(
@@ -316,10 +318,12 @@ class GrpcServer:
         *,
         state_manager: pb_grpc.StateManagerServicer | None = None,
         options: GrpcOptions | None = None,
+        addr_file: Path | None = None,
     ) -> None:
         self.options = options or node_agent.options
         self._node_agent = node_agent
         self._state_manager = state_manager
+        self._addr_file = addr_file
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -349,6 +353,12 @@ class GrpcServer:
             self.port = server.add_insecure_port(opts.listen)
         await server.start()
         self._server = server
+        if self._addr_file is not None:
+            host = opts.listen.rpartition(":")[0] or "127.0.0.1"
+            host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
+            tmp = self._addr_file.with_suffix(".tmp")
+            tmp.write_text(f"{host}:{self.port}\n")
+            tmp.replace(self._addr_file)
         return self.port
 
     async def run(self) -> None:
@@ -359,6 +369,8 @@ class GrpcServer:
 
     async def aclose(self, grace_s: float = 5.0) -> None:
         server, self._server = self._server, None
+        if self._addr_file is not None:
+            self._addr_file.unlink(missing_ok=True)
         if server is not None:
             self._node_agent.close_streams()
             await server.stop(grace_s)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from monitoringserver.auth.api import Principal, Scope
+from monitoringserver.metrics.api import SeriesData
 from monitoringserver.model.labels import make_labels
+from monitoringserver.model.matchers import Matcher
 from monitoringserver.promql import Engine, EngineOptions
 from monitoringserver.web.errors import install_error_handlers
 from monitoringserver.web.routers.prometheus import create_router
@@ -212,11 +216,43 @@ async def test_errors(
     assert body["error"]
 
 
-async def test_timeout_is_503() -> None:
-    async with _client(_app(EngineOptions(timeout_s=1e-9))) as c:
-        r = await c.get("/api/v1/query", params={"query": "up"})
-    assert r.status_code == 503
-    assert r.json()["errorType"] == "timeout"
+class BlockingQuerier(MemoryQuerier):
+    """``select`` blocks until the test releases it (a query stuck in storage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        self.entered.set()
+        self.release.wait(30)
+        return super().select(matchers, start_ms, end_ms)
+
+
+async def test_timeout_is_503_and_slot_is_held_until_the_thread_ends() -> None:
+    q = BlockingQuerier()
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.auth_enabled = False
+    app.include_router(create_router(Engine(q), q, clock=lambda: NOW_S, max_concurrent=1))
+    async with _client(app) as c:
+        r = await c.get("/api/v1/query", params={"query": "up", "timeout": "0.05"})
+        assert r.status_code == 503
+        assert r.json()["errorType"] == "timeout"
+        assert r.headers["Retry-After"] == "1"
+        # The stuck query still owns the only slot: the next one cannot start.
+        r2 = await c.get("/api/v1/query", params={"query": "1", "timeout": "0.05"})
+        assert r2.status_code == 503
+        assert "no query slot" in r2.json()["error"]
+        q.release.set()
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            r3 = await c.get("/api/v1/query", params={"query": "1", "timeout": "1"})
+            if r3.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        assert r3.status_code == 200
 
 
 async def test_sample_limit_is_422() -> None:

@@ -124,15 +124,26 @@ def create_router(
     async def run(
         call: Callable[[threading.Event, float], Result], timeout_s: float
     ) -> tuple[Result, float]:
+        """Run ``call`` in a worker thread under the concurrency gate and the timeout.
+
+        The gate slot is held until the thread really ends (a timed-out query keeps its
+        slot until it notices ``cancel``), so abandoned queries cannot pile up.
+        """
         cancel = threading.Event()
         queued = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                async with gate:
-                    waited = time.perf_counter() - queued
-                    remaining = max(0.001, timeout_s - waited)
-                    result = await asyncio.to_thread(call, cancel, remaining)
-                    return result, waited
+                await gate.acquire()
+        except TimeoutError as exc:
+            raise QueryTimeoutError(
+                f"cannot execute query: no query slot free within {timeout_s:g}s"
+            ) from exc
+        waited = time.perf_counter() - queued
+        remaining = max(0.001, timeout_s - waited)
+        task = asyncio.ensure_future(asyncio.to_thread(call, cancel, remaining))
+        task.add_done_callback(_release(gate))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), remaining), waited
         except TimeoutError as exc:
             cancel.set()
             raise QueryTimeoutError(
@@ -303,6 +314,15 @@ def create_router(
         return _json(_ast(parse(params.required("query"))))
 
     return router
+
+
+def _release(gate: asyncio.Semaphore) -> Callable[[asyncio.Future[Result]], None]:
+    def done(task: asyncio.Future[Result]) -> None:
+        gate.release()
+        if not task.cancelled():
+            task.exception()  # retrieved here so an abandoned query's error is not logged
+
+    return done
 
 
 def _lookback(params: _Params) -> int | None:

@@ -235,3 +235,29 @@ def test_extended_selectors(engine: Engine) -> None:
         engine.instant("deriv(c_total[5m] smoothed)", 600_000)
     with pytest.raises(BadDataError):
         engine.instant("(1) smoothed", 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "query", "expected"),
+    [
+        ([1e100, 1.0, -1e100], "sum(m)", 1.0),
+        ([1e308, 1e308], "avg(m)", 1e308),
+        ([1e100, 1.0, -1e100], "sum_over_time(s[5m])", 1.0),
+        ([1e308, 1e308], "avg_over_time(s[5m])", 1e308),
+        ([3.0, 1.0, 2.0], "stddev(m)", 0.816496580927726),
+        ([3.0, 1.0, 2.0], "quantile(0.5, m)", 2.0),
+        ([3.0, 1.0, 2.0], "mad_over_time(s[5m])", 1.0),
+        ([3.0, float("nan"), 2.0], "quantile_over_time(0, s[5m])", float("nan")),
+    ],
+)
+def test_numerically_hard_aggregations(values: list[float], query: str, expected: float) -> None:
+    q = MemoryQuerier()
+    for i, v in enumerate(values):
+        q.add(make_labels({"__name__": "m", "i": str(i)}), 0, v)
+        q.add(make_labels({"__name__": "s"}), i * 1000, v)
+    r = Engine(q).instant(query, 10_000)
+    got = float(r.series[0].values[0])
+    if np.isnan(expected):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(expected, rel=1e-12)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -20,6 +21,7 @@ from monitoringserver.web.security import require_scope
 
 __all__ = ["TokenRequest", "router"]
 
+_log = logging.getLogger("monitoringserver.audit")
 router = APIRouter(prefix="/api/v1/admin/tokens", tags=["admin"])
 _Admin = Annotated[Principal, Depends(require_scope(Scope.ADMIN))]
 
@@ -30,8 +32,17 @@ class TokenRequest(BaseModel):
 
 
 @router.post("", status_code=201)
-def create_token(body: TokenRequest, request: Request, _principal: _Admin) -> JSONResponse:
+def create_token(body: TokenRequest, request: Request, principal: _Admin) -> JSONResponse:
     info, secret = components(request).tokens.create(body.name, body.scopes)
+    _log.info(
+        "token created",
+        extra={
+            "token": info.name,
+            "token_id": info.id,
+            "scopes": " ".join(info.scopes),
+            "by": principal.name,
+        },
+    )
     return JSONResponse(
         {"status": "success", "data": {**info.to_json(), "token": secret}}, status_code=201
     )
@@ -46,6 +57,9 @@ def list_tokens(
 
 
 @router.delete("/{name_or_id}")
-def revoke_token(name_or_id: str, request: Request, _principal: _Admin) -> JSONResponse:
+def revoke_token(name_or_id: str, request: Request, principal: _Admin) -> JSONResponse:
     info = components(request).tokens.revoke(name_or_id)
+    _log.info(
+        "token revoked", extra={"token": info.name, "token_id": info.id, "by": principal.name}
+    )
     return JSONResponse({"status": "success", "data": info.to_json()})

@@ -261,3 +261,19 @@ def test_numerically_hard_aggregations(values: list[float], query: str, expected
         assert np.isnan(got)
     else:
         assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_public_api() -> None:
+    import monitoringserver.promql as promql
+
+    assert sorted(promql.__all__) == [
+        "Engine",
+        "EngineOptions",
+        "QueryStats",
+        "Result",
+        "ResultSeries",
+        "format_query",
+        "parse",
+    ]
+    for name in promql.__all__:
+        assert getattr(promql, name) is not None

@@ -129,3 +129,18 @@ def test_logging_options_validate() -> None:
         LoggingOptions(level="loud")
     with pytest.raises(ConfigError):
         LoggingOptions(format="xml")  # type: ignore[arg-type]
+
+
+def test_monitoring_config_names_the_file(
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[server]\ndata_dir = "{data_dir}"\n')
+    monkeypatch.setenv("MONITORING_CONFIG", str(conf))
+    assert main(["token", "create", "--name", "viaenv", "--scope", "read"]) == 0
+    capsys.readouterr()
+    assert main(["token", "list", "--json", "--data-dir", str(data_dir)]) == 0
+    assert "viaenv" in capsys.readouterr().out

@@ -72,7 +72,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, **flags: Any) -> Config:
-    return load_config(args.config, flags={"data_dir": args.data_dir, **flags})
+    """``--config`` or else ``MONITORING_CONFIG``, then the environment and ``flags``."""
+    path = args.config or (
+        Path(os.environ["MONITORING_CONFIG"]) if os.environ.get("MONITORING_CONFIG") else None
+    )
+    return load_config(path, flags={"data_dir": args.data_dir, **flags})
 
 
 def _serve(args: argparse.Namespace) -> int:

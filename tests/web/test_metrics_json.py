@@ -254,11 +254,14 @@ async def test_history_point_limit_is_422() -> None:
 async def test_self_metrics_exposition(web: Web) -> None:
     await post(web, SEED)
     await post(web, {"server_id": "s", "timestamp": int(NOW_S) + 86_400, "metrics": {"a": 1}})
+    await post(web, {"metrics": {}})
     r = await web.client.get("/metrics", headers=web.read)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert 'monitoring_ingest_samples_total{format="json"} 4.0' in text
+    assert 'monitoring_ingest_requests_total{format="json",outcome="rejected"} 1.0' in text
+    assert 'monitoring_ingest_requests_total{format="json",outcome="bad_data"} 1.0' in text
     assert (
         'monitoring_ingest_rejected_samples_total{format="json",reason="too_far_in_future"} 1.0'
         in text

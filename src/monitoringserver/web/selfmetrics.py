@@ -48,7 +48,8 @@ class IngestMetrics:
         )
         self.requests = Counter(
             "monitoring_ingest_requests",
-            "Ingest requests, by wire format and outcome (ok, rejected, error).",
+            "Ingest requests by wire format and outcome: ok, rejected (every sample refused) "
+            "or the error type (bad_data, too_many_series, overloaded, unavailable, ...).",
             ["format", "outcome"],
             registry=registry,
         )

@@ -59,8 +59,9 @@ async def ingest(request: Request) -> Response:
         rejected = dict(window.rejected)
         errors = list(window.errors)
         accepted = await _append(comps, parsed, window.batch, rejected, errors)
-    except MonitoringError:
-        metrics.requests.labels(_FORMAT, "error").inc()
+    except MonitoringError as exc:
+        # bounded label set: the error classes of errors.py
+        metrics.requests.labels(_FORMAT, exc.error_type).inc()
         raise
     for reason, n in rejected.items():
         metrics.rejected.labels(_FORMAT, reason).inc(n)

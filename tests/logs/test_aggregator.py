@@ -9,7 +9,7 @@ import pytest
 from monitoringserver.errors import BadDataError
 from monitoringserver.logs.aggregator import AggregationRules, LogAggregator
 from monitoringserver.model.labels import labels_to_dict
-from monitoringserver.model.logs import LogBatch, LogRecord
+from monitoringserver.model.logs import LEVELS, LogBatch, LogRecord
 from monitoringserver.model.samples import SampleBatch
 
 
@@ -33,7 +33,7 @@ def _samples(batch: SampleBatch) -> dict[tuple[tuple[str, str], ...], float]:
 
 def test_counts_and_patterns_export_as_cumulative_counters() -> None:
     clock = Clock()
-    agg = LogAggregator(clock=clock)
+    agg = LogAggregator(AggregationRules(pattern_levels=LEVELS), clock=clock)
     agg.aggregate(
         _batch(
             ("h1", "error", "db", "timeout after 30 ms"),
@@ -105,7 +105,7 @@ def test_bad_rules(kwargs: dict[str, object]) -> None:
 
 
 def test_patterns_are_bounded() -> None:
-    agg = LogAggregator(AggregationRules(max_patterns=10))
+    agg = LogAggregator(AggregationRules(max_patterns=10, pattern_levels=LEVELS))
     for i in range(30):
         agg.aggregate(_batch(("h", "info", "", f"word{chr(97 + i % 26)}{i // 26} x")))
     assert agg.get_stats().patterns_tracked <= 10

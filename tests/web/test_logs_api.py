@@ -154,13 +154,15 @@ def test_patterns_and_aggregation_rules(env: tuple[TestClient, LogPipeline]) -> 
     client, _ = env
     _post(
         client,
-        [{"server_id": "h", "message": f"user {i} logged in", "type": "info"} for i in range(5)],
+        [{"server_id": "h", "message": f"user {i} logged in", "type": "warning"} for i in range(5)],
     )
     pats = client.get("/api/v1/logs/patterns", params={"limit": 5}).json()["data"]
     assert pats[0]["template"] == "user <num> logged in"
     assert pats[0]["count"] == 5
     assert len(pats[0]["samples"]) == 3
     assert client.get("/api/v1/logs/patterns", params={"level": "error"}).json()["data"] == []
+    _post(client, {"server_id": "h", "message": "fine", "type": "info"})
+    assert len(client.get("/api/v1/logs/patterns").json()["data"]) == 1
     r = client.put("/api/v1/logs/aggregation", json={"window_s": 30, "group_by": ["level"]})
     assert r.json()["data"]["rules"]["window_s"] == 30
     assert client.get("/api/v1/logs/aggregation").json()["data"]["rules"]["group_by"] == ["level"]

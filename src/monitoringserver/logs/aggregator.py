@@ -27,12 +27,15 @@ from monitoringserver.errors import BadDataError
 from monitoringserver.logs.api import MetricsSink
 from monitoringserver.logs.patterns import pattern_id, template
 from monitoringserver.model.labels import Labels, make_labels
-from monitoringserver.model.logs import LEVELS, LogBatch
+from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.samples import SampleBatch
 
 __all__ = ["AggregationRules", "AggregationStats", "LogAggregator", "PatternInfo"]
 
 _GROUP_LABELS = ("server_id", "level", "logger", "source")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+_SHAPE_CHARS = 1024
+_SHAPE_CACHE_MAX = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +44,15 @@ class AggregationRules:
 
     ``window_s``: export period. ``group_by``: labels of ``log_lines_total`` (subset of
     server_id, level, logger, source). ``pattern_levels``: levels whose lines are
-    templated (templating costs a regex pass per line). ``exclude_loggers``: loggers
+    templated (templating costs a regex pass per line, so by default only the levels
+    people look for patterns in; set it to ``LEVELS`` for all). ``exclude_loggers``: loggers
     not counted at all. ``max_patterns``: patterns remembered; ``samples_per_pattern``:
     example messages kept per pattern; ``pattern_metric_top``: patterns exported."""
 
     window_s: float = 60.0
     group_by: tuple[str, ...] = ("server_id", "level", "logger")
     patterns: bool = True
-    pattern_levels: tuple[str, ...] = LEVELS
+    pattern_levels: tuple[str, ...] = ("warning", "error", "critical", "unknown")
     exclude_loggers: tuple[str, ...] = ()
     max_patterns: int = 10_000
     samples_per_pattern: int = 3
@@ -116,6 +120,9 @@ class LogAggregator:
         self._export_errors = 0
         self._evicted = 0
         self._stop = asyncio.Event()
+        # (digit-free message prefix, level) -> (pattern id, template); only touched by
+        # aggregate(), which the writer calls from one thread at a time.
+        self._shape_cache: dict[tuple[str, str], tuple[str, str]] = {}
 
     # -- seed 000 API -------------------------------------------------------------
 
@@ -158,8 +165,10 @@ class LogAggregator:
         keys = list(zip(*(cols[g] for g in rules.group_by), strict=True))
         counts: dict[tuple[str, ...], int] = {}
         pattern_hits: list[tuple[str, str, str, str]] = []
-        tmpl_cache: dict[str, tuple[str, str]] = {}
         levels = set(rules.pattern_levels)
+        cache = self._shape_cache
+        if len(cache) > _SHAPE_CACHE_MAX:
+            cache.clear()
         n = 0
         for i, key in enumerate(keys):
             if excluded and batch.logger[i] in excluded:
@@ -168,10 +177,13 @@ class LogAggregator:
             counts[key] = counts.get(key, 0) + 1
             if rules.patterns and batch.level[i] in levels:
                 msg = batch.message[i]
-                hit = tmpl_cache.get(msg)
+                # Lines that differ only in digits nearly always share a template; the
+                # regex pass is costly, so it runs once per digit-free shape.
+                shape = (msg[:_SHAPE_CHARS].translate(_NO_DIGITS), batch.level[i])
+                hit = cache.get(shape)
                 if hit is None:
                     t = template(msg)
-                    hit = tmpl_cache[msg] = (pattern_id(t + "\x00" + batch.level[i]), t)
+                    hit = cache[shape] = (pattern_id(t + "\x00" + batch.level[i]), t)
                 pattern_hits.append((hit[0], hit[1], batch.level[i], msg))
         now_ms = int(self._clock() * 1000)
         with self._lock:

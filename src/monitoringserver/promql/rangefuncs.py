@@ -67,9 +67,16 @@ def _count(a: RangeArgs) -> tuple[F64, B]:
     return n, n > 0
 
 
+def _mixed_signs(values: F64) -> bool:
+    """Whether sums over ``values`` can cancel (there are both negative and positive values)."""
+    return bool(len(values)) and bool(np.fmin.reduce(values) < 0 < np.fmax.reduce(values))
+
+
 def _sum_exact(a: RangeArgs) -> F64:
     """Window sums; windows where cancellation is possible are redone with Kahan."""
     s = _reduceat(np.add, a.values, a.lo, a.hi)
+    if not _mixed_signs(a.values):
+        return s
     big = _reduceat(np.maximum, np.abs(a.values), a.lo, a.hi)
     with np.errstate(all="ignore"):
         suspicious = np.isfinite(big) & np.isfinite(s) & (big > 1e6 * np.abs(s)) & (a.hi > a.lo)
@@ -88,8 +95,10 @@ def _avg(a: RangeArgs) -> tuple[F64, B]:
     n = np.maximum(a.hi - a.lo, 1).astype(np.float64)
     with np.errstate(all="ignore"):
         mean = _sum_exact(a) / n
-        finite = np.isfinite(_reduceat(np.maximum, np.abs(a.values), a.lo, a.hi))
-        over = np.isinf(mean) & finite & (a.hi > a.lo)
+        over = np.isinf(mean) & (a.hi > a.lo)
+        if not over.any():
+            return mean, a.hi > a.lo
+        over &= np.isfinite(_reduceat(np.maximum, np.abs(a.values), a.lo, a.hi))
         flat, lo, hi = mean.ravel(), a.lo.ravel(), a.hi.ravel()
         for i in np.flatnonzero(over.ravel()):
             w = a.values[lo[i] : hi[i]]

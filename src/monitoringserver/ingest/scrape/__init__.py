@@ -1,0 +1,1 @@
+"""Prometheus-style scraping: configuration, service discovery, relabelling, scrape loops."""

@@ -245,6 +245,9 @@ class Server:
         detail = (
             f"{stats.series} series, {stats.head_samples} head samples, WAL {stats.wal_bytes} B"
         )
+        # The WAL is truncated once its records are committed; a long WAL means commits lag.
+        if stats.wal_bytes > 4 * self.config.storage.wal_segment_bytes:
+            return ComponentHealth(HealthStatus.DEGRADED, "commits are behind: " + detail)
         return ComponentHealth(HealthStatus.HEALTHY, detail)
 
     async def _auth_health(self) -> ComponentHealth:

@@ -157,3 +157,21 @@ async def test_router_and_service_factories_are_wired(data_dir: Path) -> None:
         assert (await c.get("/extra")).json() == {"store": True}
     await stop(srv, task)
     assert events == ["run", "stop"]
+
+
+async def test_storage_health_degrades_when_the_wal_grows(data_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from monitoringserver.metrics.api import StoreStats
+    from monitoringserver.web.app import HealthStatus
+
+    cfg = config(data_dir)
+    srv = Server(config=cfg, out=io.StringIO())
+
+    def stats(wal: int) -> StoreStats:
+        return StoreStats(1, 2, {}, wal, None, None)
+
+    for wal, expected in [(10, HealthStatus.HEALTHY), (10**12, HealthStatus.DEGRADED)]:
+        querier = SimpleNamespace(stats=lambda w=wal: stats(w))
+        srv.store = SimpleNamespace(querier=querier)  # type: ignore[assignment]
+        assert (await srv._storage_health()).status is expected

@@ -8,7 +8,13 @@ calls open so the server process (this one: grpc.aio + the real embedded store, 
 counts: protocol + decode ceiling) and ``store`` (the real store; acknowledged = in the
 WAL; ``commit_s`` is the time to get everything into DuckDB afterwards).
 
-Results: ``bench/results/grpc_ingest.json``. Usage: ``python -m bench.bench_grpc_ingest``.
+A third run, ``fleet``: ``FLEET_AGENTS`` agents register, keep their Control stream
+open and report ``FLEET_SERIES`` samples every ``FLEET_INTERVAL_S`` (spread evenly)
+into the real store, with the node registry and control hub on DuckDB as in the server;
+it reports the acknowledgement latency percentiles (goal: p99 < 100 ms at 10,000 agents).
+
+Results: ``bench/results/grpc_ingest.json``.
+Usage: ``python -m bench.bench_grpc_ingest [rounds [agents [fleet_agents]]]``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ AGENTS = 1000
 SERIES = 1000
 ROUNDS = 6
 INFLIGHT = 48
+FLEET_AGENTS = 10_000
+FLEET_SERIES = 100
+FLEET_INTERVAL_S = 30.0
+FLEET_ROUNDS = 2
 
 
 class NullAppender:
@@ -130,6 +140,136 @@ def _client_main(target: str, rounds: int, agents: int, out: Any) -> None:
     asyncio.run(_client(target, rounds, agents, out))
 
 
+async def _fleet_client(target: str, agents: int, out: Any) -> None:
+    opts = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(16)]
+    stubs = [pb_grpc.NodeAgentStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    reg_sem = asyncio.Semaphore(64)
+
+    async def register(a: int) -> str:
+        async with reg_sem:
+            resp = await stubs[a % 16].Register(
+                pb.RegisterRequest(agent_id=f"fleet-{a:05d}", node=pb.NodeInfo(hostname=f"h{a}"))
+            )
+            return str(resp.session_id)
+
+    t_setup = time.perf_counter()
+    sessions = await asyncio.gather(*(register(a) for a in range(agents)))
+    streams = [
+        stubs[a % 16].Control(pb.ControlSubscribe(agent_id=f"fleet-{a:05d}", session_id=sid))
+        for a, sid in enumerate(sessions)
+    ]
+    setup_s = time.perf_counter() - t_setup
+    ids = array.array("I", range(FLEET_SERIES)).tobytes()
+    values = array.array("d", [1.0] * FLEET_SERIES).tobytes()
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    base_ts = int(time.time() * 1000)
+
+    async def agent(a: int) -> None:
+        nonlocal errors
+        stub = stubs[a % 16]
+        for r in range(FLEET_ROUNDS):
+            due = start + (r + a / agents) * FLEET_INTERVAL_S
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            defs = []
+            if r == 0:
+                defs = [
+                    pb.SeriesDef(
+                        id=i,
+                        labels=[
+                            pb.Label(name="__name__", value=f"node_metric_{i}"),
+                            pb.Label(name="instance", value=f"fleet-{a:05d}"),
+                        ],
+                    )
+                    for i in range(FLEET_SERIES)
+                ]
+            msg = pb.MetricsBatch(
+                agent_id=f"fleet-{a:05d}",
+                batch_seq=r + 1,
+                session_id=sessions[a],
+                series=defs,
+                series_ids=ids,
+                timestamps_ms=array.array("q", [base_ts + r * 30_000]).tobytes() * FLEET_SERIES,
+                values=values,
+            )
+            t0 = time.perf_counter()
+            try:
+                await stub.SendMetrics(msg, timeout=30)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(agent(a) for a in range(agents)))
+    for st in streams:
+        st.cancel()
+    for c in channels:
+        await c.close()
+    lat = sorted(latencies)
+    out.put(
+        {
+            "agents": agents,
+            "setup_s": round(setup_s, 2),
+            "acks": len(lat),
+            "errors": errors,
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
+            "max_ms": 1000 * lat[-1],
+            "samples": len(lat) * FLEET_SERIES,
+        }
+    )
+
+
+def _fleet_main(target: str, agents: int, out: Any) -> None:
+    asyncio.run(_fleet_client(target, agents, out))
+
+
+async def _wait_result(proc: Any, q: Any) -> dict[str, Any]:
+    while True:
+        try:
+            result: dict[str, Any] = q.get_nowait()
+            return result
+        except Exception:
+            if not proc.is_alive():
+                raise RuntimeError("load generator died") from None
+            await asyncio.sleep(0.05)
+
+
+async def _run_fleet(agents: int) -> dict[str, Any]:
+    from monitoringserver.nodes.audit import AuditLog
+    from monitoringserver.nodes.control import ControlHub
+    from monitoringserver.nodes.registry import NodeRegistry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        handle = await open_metric_store(Path(tmp), StorageOptions(), registry=CollectorRegistry())
+        store_task = asyncio.ensure_future(handle.run())
+        registry = NodeRegistry(handle.database)
+        hub = ControlHub(AuditLog(handle.database))
+        service = NodeAgentService(
+            handle.appender, registry=registry, hub=hub, options=GrpcOptions(listen="127.0.0.1:0")
+        )
+        server = GrpcServer(service)
+        port = await server.start()
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        proc = ctx.Process(target=_fleet_main, args=(f"127.0.0.1:{port}", agents, q))
+        proc.start()
+        result = await _wait_result(proc, q)
+        proc.join(30)
+        result["connected_at_end"] = len(hub.connected_nodes())
+        result["registered"] = len(registry.list(include_stale=True))
+        await server.aclose(1)
+        await registry.aclose()
+        await handle.aclose()
+        await store_task
+    result["kind"] = "fleet"
+    result["interval_s"] = FLEET_INTERVAL_S
+    result["series_per_agent"] = FLEET_SERIES
+    return result
+
+
 async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         handle = None
@@ -148,14 +288,7 @@ async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
         q = ctx.Queue()
         proc = ctx.Process(target=_client_main, args=(f"127.0.0.1:{port}", rounds, agents, q))
         proc.start()
-        while True:
-            try:
-                result: dict[str, Any] = q.get_nowait()
-                break
-            except Exception:
-                if not proc.is_alive():
-                    raise RuntimeError("load generator died") from None
-                await asyncio.sleep(0.05)
+        result = await _wait_result(proc, q)
         proc.join(30)
         commit_s = 0.0
         if handle is not None:
@@ -179,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = int(args[0]) if args else ROUNDS
     agents = int(args[1]) if len(args) > 1 else AGENTS
     runs = [asyncio.run(_run(kind, rounds, agents)) for kind in ("null", "store")]
+    fleet_agents = int(args[2]) if len(args) > 2 else FLEET_AGENTS
+    runs.append(asyncio.run(_run_fleet(fleet_agents)))
     doc = {
         "benchmark": "grpc_ingest",
         "agents": agents,

@@ -337,6 +337,7 @@ async def run(lines: int) -> dict[str, object]:
             "archives": store["archives"],
             "archived_lines": store["archived_lines"],
             "parquet_zstd3_bytes_per_line": round(store["stored_bytes"] / lines, 2),
+            "bloom_index_bytes_per_line": round(store["index_bytes"] / lines, 2),
             "parquet_zstd9_bytes_per_line": round(level9 / lines, 2),
             "zstd3_1MiB_frames_bytes_per_line": round(frames / lines, 2),
             "raw_message_bytes_per_line": round(store["raw_bytes"] / lines, 1),

@@ -246,3 +246,17 @@ def test_rows_inserted_during_a_flush_stay_in_the_head(
     again = store.flush()
     assert again is not None
     assert again.hosts == ("late",)
+
+
+def test_uuid_needle_pruned_by_pair_keys(store: LogStore, engine: LogQueryEngine) -> None:
+    # every archive holds every inner UUID group, but only one holds this pair
+    groups = ["1b2c", "4d3e", "8f90"]
+    for k in range(3):
+        a, b, c = groups[k % 3], groups[(k + 1) % 3], groups[(k + 2) % 3]
+        msg = f"id=aaaaaaaa-{a}-{b}-{c}-bbbbbbbbbbbb"
+        store.insert(LogBatch.from_records([LogRecord(k, msg, server_id="h")]))
+        store.flush()
+    needle = "aaaaaaaa-1b2c-4d3e-8f90-bbbbbbbbbbbb"
+    page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
+    assert page.batch.message == [f"id={needle}"]
+    assert (page.archives_scanned, page.archives_pruned) == (1, 2)

@@ -157,6 +157,8 @@ class ArchiveInfo:
     raw_bytes: int
     stored_bytes: int
     created_ms: int
+    #: Size of the archive's token bloom filter (kept in the manifest, not in the file).
+    index_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,7 @@ class LogStoreStats:
     newest_ms: int | None
     rejected: dict[str, int]
     repaired: dict[str, int]
+    index_bytes: int = 0
 
 
 class LogAppender(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["TOKEN_SQL_REGEX", "needle_tokens", "pattern_id", "template"]
+__all__ = ["TOKENS_SQL", "TOKEN_SQL_REGEX", "needle_tokens", "pattern_id", "template"]
 
 _VARIABLE = re.compile(
     r"(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
@@ -26,7 +26,19 @@ _MAX_TEMPLATE_INPUT = 1024
 #: three characters, lower-cased. The store computes the same tokens inside DuckDB
 #: with ``regexp_extract_all(lower(message), TOKEN_SQL_REGEX)``.
 TOKEN_SQL_REGEX = "[a-z0-9]{3,}"  # noqa: S105 -- not a password
-_NEEDLE_TOKEN = re.compile(r"[A-Za-z0-9]{3,}")
+_ANY_RUN = re.compile(r"[A-Za-z0-9]+")
+_PAIR_MIN = 7
+
+#: SQL over a table with a ``message`` column giving every index key of every line:
+#: single runs (``TOKEN_SQL_REGEX``) and digit-holding pairs of consecutive runs
+#: (``"b8b6 d8fe"``), as ``needle_tokens`` expects them.
+TOKENS_SQL = (
+    "SELECT unnest(regexp_extract_all(lower(message), '[a-z0-9]{3,}')) AS tok FROM {src} "
+    "UNION ALL SELECT unnest(list_filter(list_transform(list_zip(r[1:len(r) - 1], "
+    "r[2:len(r)]), lambda p: p[1] || ' ' || p[2]), lambda s: length(s) >= 7 AND "
+    "regexp_matches(s, '[0-9]'))) AS tok FROM (SELECT regexp_extract_all(lower(message), "
+    "'[a-z0-9]+') AS r FROM {src})"
+)
 _SEPARATOR = frozenset(chr(c) for c in range(128) if not chr(c).isalnum())
 
 
@@ -46,14 +58,22 @@ def pattern_id(tmpl: str) -> str:
 
 
 def needle_tokens(needle: str) -> list[str]:
-    """Tokens of a substring needle that must be whole tokens of any matching line.
+    """Index keys that any line containing ``needle`` must hold (see :data:`TOKENS_SQL`).
 
-    Only runs with an ASCII separator on both sides inside the needle qualify: the
-    first and last run may be parts of longer tokens of the line. ``"id=7f3a9c-41"``
-    gives ``["7f3a9c"]``; ``"abc"`` gives nothing (no pruning possible)."""
-    out: list[str] = []
-    for m in _NEEDLE_TOKEN.finditer(needle):
-        s, e = m.span()
-        if s > 0 and e < len(needle) and needle[s - 1] in _SEPARATOR and needle[e] in _SEPARATOR:
-            out.append(m.group().lower())
+    Single keys: alphanumeric runs of at least three characters with an ASCII separator
+    on both sides inside the needle (the first and last run may be parts of longer
+    runs of the line). Pair keys: two consecutive complete runs joined by a space, at
+    least seven characters long and holding a digit (ids: the inner groups of a UUID,
+    of an IP). ``"id=7f3a9c-41"`` gives ``["7f3a9c"]``; ``"abc"`` gives nothing."""
+    runs = [(m.group().lower(), m.start(), m.end()) for m in _ANY_RUN.finditer(needle)]
+    complete = [
+        (s > 0 and e < len(needle) and needle[s - 1] in _SEPARATOR and needle[e] in _SEPARATOR)
+        for _, s, e in runs
+    ]
+    out = [r for (r, _, _), ok in zip(runs, complete, strict=True) if ok and len(r) >= 3]
+    for k in range(len(runs) - 1):
+        if complete[k] and complete[k + 1]:
+            pair = f"{runs[k][0]} {runs[k + 1][0]}"
+            if len(pair) >= _PAIR_MIN and any(ch.isdigit() for ch in pair):
+                out.append(pair)
     return out

@@ -354,4 +354,5 @@ class LogQueryEngine:
             newest_ms=max(highs) if highs else None,
             rejected=rejected,
             repaired=repaired,
+            index_bytes=sum(a.index_bytes for a in archives),
         )

@@ -32,7 +32,7 @@ import numpy as np
 from monitoringserver.errors import BadDataError, NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.bloom import TokenBloom
-from monitoringserver.logs.patterns import TOKEN_SQL_REGEX
+from monitoringserver.logs.patterns import TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS, create_schema
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
@@ -89,7 +89,8 @@ def _fsync(path: Path) -> None:
 
 
 def _info(r: tuple[Any, ...]) -> ArchiveInfo:
-    return ArchiveInfo(r[0], r[2], r[3], tuple(r[4]), r[6], r[7], r[8], r[9])
+    index = len(r[10]) if r[10] is not None else 0
+    return ArchiveInfo(r[0], r[2], r[3], tuple(r[4]), r[6], r[7], r[8], r[9], index)
 
 
 def _sql_path(path: Path) -> str:
@@ -259,11 +260,9 @@ class LogStore:
                     f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
                 ).fetchall()
             )
-            hashes = cur.execute(
-                "SELECT DISTINCT hash(tok) AS h FROM (SELECT unnest(regexp_extract_all("  # noqa: S608
-                f"lower(message), ?)) AS tok FROM read_parquet({_sql_path(tmp)}))",
-                [TOKEN_SQL_REGEX],
-            ).fetchnumpy()["h"]
+            tokens = TOKENS_SQL.replace("{src}", f"read_parquet({_sql_path(tmp)})")
+            sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
+            hashes = cur.execute(sql).fetchnumpy()["h"]
             bloom = TokenBloom.build(
                 np.asarray(hashes, dtype=np.uint64), bits_per_key=opts.bloom_bits_per_key
             )
@@ -288,7 +287,9 @@ class LogStore:
             bloom.to_bytes(),
             duckdb.__version__,
         ]
-        info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created)
+        info = ArchiveInfo(
+            archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom)
+        )
         return info, final, row_out
 
     @contextlib.contextmanager

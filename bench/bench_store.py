@@ -17,6 +17,8 @@ import gc
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -186,15 +188,71 @@ async def run(hosts: int, hours: float, data_dir: Path) -> dict[str, Any]:
     }
 
 
+async def rss_probe(hosts: int, data_dir: Path) -> dict[str, float]:
+    """RSS of a fresh process holding ``hosts`` × 100 series, labels built per batch
+    (as a parser would) so the store's own copies are the only ones kept."""
+    from bench.common.workload import _host_specs
+    from monitoringserver.model.labels import make_labels
+    from monitoringserver.model.samples import SampleBatch
+
+    specs = _host_specs(np.random.default_rng(0))
+    gc.collect()
+    before = rss_bytes()
+    now = START_MS / 1000
+    handle = await open_metric_store(
+        data_dir, StorageOptions(), registry=CollectorRegistry(), clock=lambda: now
+    )
+    opened = rss_bytes()
+    idx = np.arange(len(specs), dtype=np.uint32)
+    for h in range(hosts):
+        labels = [
+            make_labels({**s.labels, "instance": f"host-{h:04d}:9100", "job": "node"})
+            for s in specs
+        ]
+        batch = SampleBatch(labels, idx, np.full(len(specs), START_MS), np.ones(len(specs)))
+        await handle.appender.append(batch)
+    await handle.flush_now()
+    gc.collect()
+    after = rss_bytes()
+    series = handle.querier.stats().series
+    await handle.aclose()
+    return {
+        "series": series,
+        "rss_before_open_mib": round(before / 2**20, 1),
+        "rss_after_open_mib": round(opened / 2**20, 1),
+        "rss_with_series_mib": round(after / 2**20, 1),
+        "bytes_per_series_whole_process": round(after / series),
+        "bytes_per_series_added": round((after - opened) / series),
+    }
+
+
+def _probe_in_subprocess(hosts: int, parent: Path | None) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_store", "--rss-probe", "--hosts", str(hosts)]
+        + (["--data-dir", str(parent)] if parent is not None else []),
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--rss-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.data_dir))
     try:
+        if args.rss_probe:
+            print(json.dumps(asyncio.run(rss_probe(args.hosts, tmp))))
+            return 0
         result = asyncio.run(run(args.hosts, args.hours, tmp))
+        result["memory"]["series_only_process"] = _probe_in_subprocess(args.hosts, args.data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.parent.mkdir(exist_ok=True)

@@ -243,3 +243,14 @@ async def test_large_flush_keeps_file_order_and_every_sample(data_dir: Path) -> 
         # Raw-data fallback bookkeeping copes with ids beyond the rollups' range.
         [one] = h.handle.querier.select([Matcher.eq("i", "299")], T0_MS - DAY_MS, T0_MS + DAY_MS)
         assert len(one.ts_ms) == n
+
+
+async def test_stopped_compactor_refuses_jobs(data_dir: Path) -> None:
+    async with open_store(data_dir, now_ms=T0_MS + DAY_MS // 2) as h:
+        await h.handle.appender.append(grid(HOSTS, T0_MS, 10, STEP, np.ones(40)))
+        await h.handle.writer.commit_pending()
+        h.handle.compactor.stop()
+        assert h.handle.compactor.flush_head() == 0
+        assert not h.handle.compactor.merge_once(T0_MS + 3 * DAY_MS)
+        assert h.handle.compactor.apply_retention(T0_MS + 30 * DAY_MS) == 0
+        assert h.handle.querier.stats().head_samples == 40

@@ -79,6 +79,17 @@ class Compactor:
         self._ids = FileIds(max((f.id for f in manifest.files()), default=0) + 1)
         self.last_job_wall_ms: int | None = None
         self.last_job_seconds: float | None = None
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Refuse new jobs, abort a running merge between chunks, and wait for it."""
+        self._stopped.set()
+        with self._lock:
+            pass
+
+    def _check_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise _StoppedError
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -139,7 +150,15 @@ class Compactor:
 
     def flush_head(self) -> int:
         """Move every committed head row into level-0 parts; return the row count."""
+        try:
+            return self._flush_head()
+        except _StoppedError:
+            return 0
+
+    def _flush_head(self) -> int:
         with self._lock:
+            if self._stopped.is_set():
+                return 0
             t0 = time.perf_counter()
             cur = self._db.cursor()
             top = cur.execute("SELECT max(batch) FROM metric_head").fetchall()
@@ -166,6 +185,7 @@ class Compactor:
                     )
                     outputs.append(out)
                     for lo, hi in blocks.split_by_rows(sids, counts, self._opt.merge_chunk_rows):
+                        self._check_stopped()
                         got = cur.execute(
                             "SELECT series_id, ts, bits, batch FROM metric_head WHERE batch <= ? "
                             "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ? "
@@ -200,7 +220,15 @@ class Compactor:
 
     def merge_once(self, now_ms: int) -> bool:
         """Run the first merge job found; return whether there was one."""
+        try:
+            return self._merge_once(now_ms)
+        except _StoppedError:
+            return False
+
+    def _merge_once(self, now_ms: int) -> bool:
         with self._lock:
+            if self._stopped.is_set():
+                return False
             files = self._manifest.files()
             for res in ("raw", "5m", "1h"):
                 pms = self._opt.partition_ms(res)
@@ -258,6 +286,7 @@ class Compactor:
                 self._opt.merge_chunk_rows,
             )
             for lo, hi in ranges:
+                self._check_stopped()
                 chunk = [
                     self._read(cur, f, lo, hi)
                     for f in inputs
@@ -294,6 +323,8 @@ class Compactor:
     def apply_retention(self, now_ms: int) -> int:
         """Drop files whose partition ended before the retention horizon; return count."""
         with self._lock:
+            if self._stopped.is_set():
+                return 0
             t0 = time.perf_counter()
             doomed: list[FileEntry] = []
             files = self._manifest.files()
@@ -319,6 +350,10 @@ class Compactor:
         while self.merge_once(now_ms):
             pass
         self.apply_retention(now_ms)
+
+
+class _StoppedError(Exception):
+    """Raised inside a job when the store is closing; the job's files are discarded."""
 
 
 def _needs_final(res: str, entries: list[FileEntry]) -> bool:

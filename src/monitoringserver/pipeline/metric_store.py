@@ -136,6 +136,7 @@ class MetricStoreHandle:
         try:
             await self.writer.aclose()
         finally:
+            await asyncio.to_thread(self.compactor.stop)
             self._wal.close()
             if self._owns_database:
                 await asyncio.to_thread(self.database.close)

@@ -80,6 +80,13 @@ class MetricWriter:
         self._orphans: list[NewSeries] = []  # created series whose WAL write failed
         self._wake = asyncio.Event()
         self._closing = False
+        self._subscribers: list[Callable[[SampleBatch], None]] = []
+
+    def subscribe(self, callback: Callable[[SampleBatch], None]) -> None:
+        """Call ``callback(batch)`` with every acknowledged batch (the samples accepted,
+        after the time-window filter), in acknowledgement order, on the event loop. It runs
+        under the append lock: it must be quick, must not block and must not raise."""
+        self._subscribers.append(callback)
 
     @property
     def queued_rows(self) -> int:
@@ -131,6 +138,8 @@ class MetricWriter:
             self._queue.append(_Queued(lsn, frame))
             self._queued_rows += len(sids)
             self._index.observe(sids, frame.ts_ms)
+            for callback in self._subscribers:
+                callback(sub)
             if self._queued_rows >= self._opt.batch_rows:
                 self._wake.set()
         if self._metrics:

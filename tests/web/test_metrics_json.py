@@ -193,7 +193,7 @@ async def test_history_filters_by_server_and_metric(web: Web) -> None:
 
 async def test_history_defaults_to_last_hour_and_every_metric(web: Web) -> None:
     await _ingest_series(web)
-    r = await web.client.get("/metrics?server_id=a,b", headers=web.read)
+    r = await web.client.get("/metrics?server_id=a&server_id=b", headers=web.read)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert len(data) == 4

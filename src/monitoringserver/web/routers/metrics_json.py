@@ -138,7 +138,9 @@ def _merge(into: dict[str, int], counts: dict[str, int]) -> None:
 async def history(request: Request) -> Response:
     require(request, Scope.READ)
     comps = components(request)
-    query = parse_history_query(dict(request.query_params), now_ms=int(comps.clock() * 1000))
+    # repeated parameters (?server_id=a&server_id=b) count like a comma list
+    params = {k: ",".join(request.query_params.getlist(k)) for k in request.query_params}
+    query = parse_history_query(params, now_ms=int(comps.clock() * 1000))
     data = await asyncio.to_thread(run_history_query, comps.querier, query, comps.limits)
     return _json({"status": "success", "data": data})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import cramjam
 import numpy as np
@@ -131,3 +132,36 @@ async def test_route_large_body_decodes_on_thread() -> None:
         r = await w.client.post("/api/v1/write", content=body, headers=w.write)
         assert r.status_code == 204
         assert len(w.store.series([], 0, now_ms * 2)) == 2000
+
+
+def _raw_body(samples: list[bytes]) -> bytes:
+    req = remote_pb2.WriteRequestRaw()
+    ts = req.timeseries.add()
+    ts.labels.add(name="__name__", value="m")
+    ts.samples.extend(samples)
+    return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        # zero value and zero timestamp are omitted on the wire (proto3 defaults)
+        [(0, 0.0), (-5, 1.5), (2**62, -2.5), (1, 0.0), (0, 7.0)],
+        [(t, float(t % 3)) for t in range(1_700_000_000_000, 1_700_000_000_100)],
+    ],
+)
+def test_fast_path_edge_values(samples: list[tuple[int, float]]) -> None:
+    body = write_request([(UP, samples)])
+    batch = decode_write_request(body)
+    assert list(zip(batch.ts_ms.tolist(), batch.values.tolist(), strict=True)) == samples
+
+
+def test_unusual_sample_layout_falls_back_to_protobuf_runtime() -> None:
+    value = struct.pack("<d", 2.5)
+    reversed_fields = b"\x10\x05\x09" + value  # timestamp before value: valid protobuf
+    normal = b"\x09" + value + b"\x10\x06"
+    batch = decode_write_request(_raw_body([normal, reversed_fields]))
+    assert batch.ts_ms.tolist() == [6, 5]
+    assert batch.values.tolist() == [2.5, 2.5]
+    with pytest.raises(BadDataError, match="invalid protobuf"):
+        decode_write_request(_raw_body([b"\x09\x00"]))

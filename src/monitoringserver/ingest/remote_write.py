@@ -15,8 +15,9 @@ Contract (what the ``/api/v1/write`` route relies on):
 * any problem raises :class:`BadDataError` ``cannot parse remote write body: <cause>``
   and nothing of the request is stored.
 
-Per-series work is done once per request (label tuples); samples go straight from the
-protobuf repeated fields into numpy arrays.
+Per-series work is done once per request (label tuples); samples are decoded all at
+once with numpy from their wire bytes (a decode-only ``TimeSeriesRaw`` view keeps them
+as byte strings); an unusual sample layout falls back to the protobuf runtime.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import re
 import cramjam
 import numpy as np
 from google.protobuf.message import DecodeError
+from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, PayloadTooLargeError
 from monitoringserver.model.labels import METRIC_NAME, Labels
@@ -57,7 +59,9 @@ def decompress_snappy(body: bytes, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
         raise BadDataError(f"{_PREFIX}: invalid snappy data: {exc}") from exc
 
 
-def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels]) -> Labels:
+def _labels(
+    series: remote_pb2.TimeSeries | remote_pb2.TimeSeriesRaw, cache: dict[tuple[str, ...], Labels]
+) -> Labels:
     flat = tuple(s for label in series.labels for s in (label.name, label.value))
     found = cache.get(flat)
     if found is not None:
@@ -77,11 +81,78 @@ def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels])
     return labels
 
 
+def _decode_samples(
+    buf: NDArray[np.uint8], starts: NDArray[np.int64], ends: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+    """Vectorised decode of concatenated ``Sample`` messages (``[0x09 f64][0x10 varint]``,
+    either field absent when zero). ``None`` when any sample has another layout (the
+    caller then falls back to the protobuf runtime)."""
+    n = len(starts)
+    padded = np.concatenate([buf, np.zeros(24, dtype=np.uint8)])
+    has_value = (padded[starts] == 0x09) & (ends - starts >= 9)
+    value_idx = (starts + 1)[:, None] + np.arange(8)
+    raw = np.where(has_value[:, None], padded[value_idx], 0).astype(np.uint8)
+    values = raw.reshape(-1).view("<f8").astype(np.float64, copy=False)
+    pos = starts + 9 * has_value
+    has_ts = (pos < ends) & (padded[pos] == 0x10)
+    vlen = np.where(has_ts, ends - pos - 1, 0)
+    if (~has_ts & (pos != ends)).any() or (vlen > 10).any() or (has_ts & (vlen < 1)).any():
+        return None
+    j = np.arange(10)
+    digits = padded[(pos + 1)[:, None] + j].astype(np.uint64)
+    inside = j < vlen[:, None]
+    last = j == (vlen - 1)[:, None]
+    cont = (digits & np.uint64(0x80)) != 0
+    if (inside & ~last & ~cont).any() or (last & inside & cont).any():
+        return None
+    parts = np.where(inside, (digits & np.uint64(0x7F)) << (np.uint64(7) * j.astype(np.uint64)), 0)
+    ts = np.bitwise_or.reduce(parts.astype(np.uint64), axis=1).view(np.int64)
+    if len(ts) != n:
+        return None
+    return ts, values
+
+
+def _decode_fast(raw: bytes) -> SampleBatch | None:
+    request = remote_pb2.WriteRequestRaw()
+    request.ParseFromString(raw)
+    cache: dict[tuple[str, ...], Labels] = {}
+    index: dict[Labels, int] = {}
+    numbers: list[int] = []
+    counts: list[int] = []
+    chunks: list[bytes] = []
+    for series in request.timeseries:
+        samples = series.samples
+        if not samples:
+            continue
+        labels = _labels(series, cache)
+        numbers.append(index.setdefault(labels, len(index)))
+        counts.append(len(samples))
+        chunks.extend(samples)
+    if not counts:
+        return SampleBatch.empty()
+    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    buf = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    decoded = _decode_samples(buf, starts, ends)
+    if decoded is None:
+        return None
+    ts, values = decoded
+    idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
+    return SampleBatch(list(index), idx, ts, values)
+
+
 def decode_write_request(
     body: bytes, *, compressed: bool = True, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
 ) -> SampleBatch:
     """Decode one remote-write body (snappy unless ``compressed`` is false)."""
     raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
+    try:
+        fast = _decode_fast(raw)
+    except DecodeError as exc:
+        raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
+    if fast is not None:
+        return fast
     request = remote_pb2.WriteRequest()
     try:
         request.ParseFromString(raw)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*monitoringserver/proto/prompb/remote.proto\x12\x1emonitoringserver.vendor.prompb\"\x96\x01\n\x0cWriteRequest\x12>\n\ntimeseries\x18\x01 \x03(\x0b\x32*.monitoringserver.vendor.prompb.TimeSeries\x12@\n\x08metadata\x18\x03 \x03(\x0b\x32..monitoringserver.vendor.prompb.MetricMetadataJ\x04\x08\x02\x10\x03\"V\n\x0eMetricMetadata\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12\x1a\n\x12metric_family_name\x18\x02 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\"*\n\x06Sample\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\"c\n\x08\x45xemplar\x12\x35\n\x06labels\x18\x01 \x03(\x0b\x32%.monitoringserver.vendor.prompb.Label\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"\xb9\x01\n\nTimeSeries\x12\x35\n\x06labels\x18\x01 \x03(\x0b\x32%.monitoringserver.vendor.prompb.Label\x12\x37\n\x07samples\x18\x02 \x03(\x0b\x32&.monitoringserver.vendor.prompb.Sample\x12;\n\texemplars\x18\x03 \x03(\x0b\x32(.monitoringserver.vendor.prompb.Exemplar\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*monitoringserver/proto/prompb/remote.proto\x12\x1emonitoringserver.vendor.prompb\"\x96\x01\n\x0cWriteRequest\x12>\n\ntimeseries\x18\x01 \x03(\x0b\x32*.monitoringserver.vendor.prompb.TimeSeries\x12@\n\x08metadata\x18\x03 \x03(\x0b\x32..monitoringserver.vendor.prompb.MetricMetadataJ\x04\x08\x02\x10\x03\"V\n\x0eMetricMetadata\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12\x1a\n\x12metric_family_name\x18\x02 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\"*\n\x06Sample\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\"c\n\x08\x45xemplar\x12\x35\n\x06labels\x18\x01 \x03(\x0b\x32%.monitoringserver.vendor.prompb.Label\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"\xb9\x01\n\nTimeSeries\x12\x35\n\x06labels\x18\x01 \x03(\x0b\x32%.monitoringserver.vendor.prompb.Label\x12\x37\n\x07samples\x18\x02 \x03(\x0b\x32&.monitoringserver.vendor.prompb.Sample\x12;\n\texemplars\x18\x03 \x03(\x0b\x32(.monitoringserver.vendor.prompb.Exemplar\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"T\n\x0fWriteRequestRaw\x12\x41\n\ntimeseries\x18\x01 \x03(\x0b\x32-.monitoringserver.vendor.prompb.TimeSeriesRaw\"W\n\rTimeSeriesRaw\x12\x35\n\x06labels\x18\x01 \x03(\x0b\x32%.monitoringserver.vendor.prompb.Label\x12\x0f\n\x07samples\x18\x02 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,4 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMESERIES']._serialized_end=650
   _globals['_LABEL']._serialized_start=652
   _globals['_LABEL']._serialized_end=688
+  _globals['_WRITEREQUESTRAW']._serialized_start=690
+  _globals['_WRITEREQUESTRAW']._serialized_end=774
+  _globals['_TIMESERIESRAW']._serialized_start=776
+  _globals['_TIMESERIESRAW']._serialized_end=863
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ import pytest
 
 from monitoringserver.errors import BadDataError
 from monitoringserver.metrics.api import MetricQuerier, Resolution
-from monitoringserver.metrics.manifest import FINAL_LEVEL
+from monitoringserver.metrics.manifest import BLOCK_LEVEL
 from monitoringserver.model.matchers import Matcher, MatchOp
 from tests.pipeline.storehelp import DAY_MS, T0_MS, Clock, batch, grid, open_store, series
 
@@ -75,7 +75,7 @@ async def test_merge_levels_and_final_block_keep_data(data_dir: Path) -> None:
         h.clock.now_ms = T0_MS + 2 * DAY_MS
         await h.handle.compact_now()
         raw = [f for f in h.handle.store._manifest.files() if f.resolution == "raw"]
-        assert {f.level for f in raw} == {FINAL_LEVEL}
+        assert {f.level for f in raw} == {BLOCK_LEVEL}  # finals, then the day block
         assert all(f.rolled_up for f in raw)
         assert len(raw) >= 2  # split at max_file_rows
         for i, lbl in enumerate(HOSTS):
@@ -214,8 +214,8 @@ async def test_metadata_queries_and_self_metrics(data_dir: Path) -> None:
         assert reg.get_sample_value("monitoring_store_head_samples") == 3
         assert reg.get_sample_value("monitoring_store_wal_bytes") is not None
         assert reg.get_sample_value("monitoring_store_files", {"resolution": "raw"}) == 0
-        await h.handle.flush_now()
-        assert reg.get_sample_value("monitoring_store_files", {"resolution": "raw"}) == 1
+        await h.handle.flush_now()  # two 2-hour partitions: two parts
+        assert reg.get_sample_value("monitoring_store_files", {"resolution": "raw"}) == 2
         assert (
             reg.get_sample_value(
                 "monitoring_store_compaction_duration_seconds_count", {"kind": "flush"}
@@ -254,3 +254,33 @@ async def test_stopped_compactor_refuses_jobs(data_dir: Path) -> None:
         assert not h.handle.compactor.merge_once(T0_MS + 3 * DAY_MS)
         assert h.handle.compactor.apply_retention(T0_MS + 30 * DAY_MS) == 0
         assert h.handle.querier.stats().head_samples == 40
+
+
+async def test_day_block_and_late_data_keep_rollups_exact(data_dir: Path) -> None:
+    async with open_store(data_dir, now_ms=T0_MS + DAY_MS - 1) as h:
+        n = 8640  # a whole day at 10 s
+        vals = np.arange(n, dtype=np.float64)
+        await h.handle.appender.append(grid(HOSTS[:1], T0_MS, n, STEP, vals))
+        h.clock.now_ms = T0_MS + 2 * DAY_MS
+        await h.handle.compact_now()
+        raw = [f for f in h.handle.store._manifest.files() if f.resolution == "raw"]
+        assert {f.level for f in raw} == {BLOCK_LEVEL}
+        assert all(f.rolled_up for f in raw)
+        [got] = h.handle.querier.select([], T0_MS, T0_MS + DAY_MS)
+        assert got.values.tolist() == vals.tolist()
+        # A late sample for 03:00 (replacing one value) re-opens only that partition.
+        late_ts = T0_MS + 3 * 3_600_000
+        await h.handle.appender.append(grid(HOSTS[:1], late_ts, 1, STEP, [-1000.0]))
+        await h.handle.compact_now()
+        [rs] = h.handle.querier.select_rollup([], T0_MS, T0_MS + DAY_MS, Resolution.H1)
+        expected = vals.copy()
+        expected[3 * 360] = -1000.0
+        assert rs.count.tolist() == [360] * 24
+        assert rs.sum.tolist() == [
+            float(expected[k * 360 : (k + 1) * 360].sum()) for k in range(24)
+        ]
+        [got] = h.handle.querier.select([], T0_MS, T0_MS + DAY_MS)
+        assert got.values.tolist() == expected.tolist()
+        raw = [f for f in h.handle.store._manifest.files() if f.resolution == "raw"]
+        assert {f.level for f in raw} == {BLOCK_LEVEL}  # merged back into one day block
+        assert len({f.seq for f in raw}) == 1

@@ -13,7 +13,8 @@ def test_defaults_are_valid_and_documented_values() -> None:
     assert opt.m5_retention_s == 90 * 86400
     assert opt.h1_retention_s == 5 * 365 * 86400
     assert opt.sample_age_limit_s == opt.raw_retention_s
-    assert opt.partition_ms("raw") == 86_400_000
+    assert opt.partition_ms("raw") == 7_200_000
+    assert opt.raw_block_ms == 86_400_000
     assert opt.retention_ms("5m") == 90 * 86_400_000
 
 
@@ -31,6 +32,7 @@ def test_defaults_are_valid_and_documented_values() -> None:
         ("merge_chunk_rows", 10),
         ("raw_partition_s", 1800.0),
         ("m5_partition_s", 3600.0 * 5),
+        ("raw_block_s", 3600.0 * 3),
         ("memory_limit", "lots"),
         ("max_series", -1),
         ("max_sample_age_s", 0),

@@ -6,7 +6,9 @@
 * :meth:`Compactor.merge_once` merges, per resolution and time partition, ``merge_fan_in``
   runs of one level into the next; a closed partition (its end plus the grace period has
   passed) is merged into its final block, and for raw data the 5 m and 1 h rollups are
-  computed from it then and published in the same transaction.
+  computed from it then and published in the same transaction. Once a whole
+  ``raw_block_s`` (a day) is closed and rolled up, its final blocks merge into one day
+  block; late data for a merged day re-reads that day's rows of its partition.
 * :meth:`Compactor.apply_retention` drops whole files past their resolution's retention;
   raw files are only dropped once rolled up.
 
@@ -31,6 +33,7 @@ import numpy as np
 from monitoringserver.metrics import blocks
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import (
+    BLOCK_LEVEL,
     FINAL_LEVEL,
     FileEntry,
     Manifest,
@@ -230,17 +233,26 @@ class Compactor:
             if self._stopped.is_set():
                 return False
             files = self._manifest.files()
+            grace = int(self._opt.merge_grace_s * 1000)
             for res in ("raw", "5m", "1h"):
                 pms = self._opt.partition_ms(res)
+                mine = [f for f in files if f.resolution == res]
+                day_blocks = [f for f in mine if f.level == BLOCK_LEVEL]
                 parts: dict[int, list[FileEntry]] = {}
-                for f in files:
-                    if f.resolution == res:
+                for f in mine:
+                    if f.level != BLOCK_LEVEL:
                         parts.setdefault(f.partition_start, []).append(f)
                 for p in sorted(parts):
                     entries = parts[p]
-                    closed = now_ms >= p + pms + int(self._opt.merge_grace_s * 1000)
-                    if closed and _needs_final(res, entries):
-                        self._merge(res, p, entries, FINAL_LEVEL)
+                    if now_ms >= p + pms + grace and _needs_final(res, entries):
+                        # Late data for a day already merged: the day block's rows of this
+                        # partition join the merge, so the rollups see every sample.
+                        covering = [
+                            b
+                            for b in day_blocks
+                            if b.partition_start <= p < b.partition_start + self._opt.raw_block_ms
+                        ]
+                        self._merge(res, p, entries, FINAL_LEVEL, also_read=covering)
                         return True
                     for level in range(_MAX_MERGED_LEVEL + 1):
                         runs = {f.seq for f in entries if f.level == level}
@@ -248,13 +260,46 @@ class Compactor:
                             chosen = [f for f in entries if f.level == level]
                             self._merge(res, p, chosen, min(level + 1, _MAX_MERGED_LEVEL))
                             return True
+                if res == "raw" and self._merge_day(mine, now_ms, grace):
+                    return True
             return False
 
-    def _merge(self, res: str, partition: int, inputs: list[FileEntry], level: int) -> None:
+    def _merge_day(self, raw: list[FileEntry], now_ms: int, grace: int) -> bool:
+        """Merge the rolled-up final blocks of a closed day into one day block."""
+        day_ms = self._opt.raw_block_ms
+        days: dict[int, list[FileEntry]] = {}
+        for f in raw:
+            days.setdefault(f.partition_start - f.partition_start % day_ms, []).append(f)
+        for day in sorted(days):
+            entries = days[day]
+            done = (
+                all(f.level == BLOCK_LEVEL for f in entries) and len({f.seq for f in entries}) == 1
+            )
+            if now_ms < day + day_ms + grace or done:
+                continue
+            if all(f.level in (FINAL_LEVEL, BLOCK_LEVEL) and f.rolled_up for f in entries):
+                self._merge("raw", day, entries, BLOCK_LEVEL)
+                return True
+        return False
+
+    def _merge(
+        self,
+        res: str,
+        partition: int,
+        inputs: list[FileEntry],
+        level: int,
+        *,
+        also_read: list[FileEntry] | None = None,
+    ) -> None:
+        """Merge ``inputs`` (replaced) and ``also_read`` (kept; only their rows inside
+        this partition are read) into one run of ``level``."""
         t0 = time.perf_counter()
         cur = self._db.cursor()
-        inputs = sorted(inputs, key=lambda f: f.seq)
+        removed = inputs
+        kept = also_read or []
+        inputs = sorted([*inputs, *kept], key=lambda f: f.seq)
         seq = inputs[-1].seq
+        span = (partition, partition + self._opt.partition_ms(res) - 1) if kept else None
         paths = [str(self._manifest.root / f.path) for f in inputs]
         counts = cur.execute(
             "SELECT series_id, count(*) AS n FROM read_parquet(?) GROUP BY 1 ORDER BY 1",
@@ -262,7 +307,12 @@ class Compactor:
         ).fetchnumpy()
         roll = res == "raw" and level == FINAL_LEVEL
         out = self._output(
-            cur, resolution=res, partition=partition, level=level, seq=seq, rolled_up=roll
+            cur,
+            resolution=res,
+            partition=partition,
+            level=level,
+            seq=seq,
+            rolled_up=roll or level == BLOCK_LEVEL,
         )
         outputs = [out]
         rollups: dict[str, FileOutput] = {}
@@ -288,7 +338,7 @@ class Compactor:
             for lo, hi in ranges:
                 self._check_stopped()
                 chunk = [
-                    self._read(cur, f, lo, hi)
+                    self._read(cur, f, lo, hi, span)
                     for f in inputs
                     if f.min_sid <= hi and f.max_sid >= lo
                 ]
@@ -306,17 +356,26 @@ class Compactor:
                 o.discard()
             raise
         added = [e for o in outputs for e in o.entries]
-        self._publish(added, inputs)
-        kind = "final" if level == FINAL_LEVEL else "merge"
+        self._publish(added, removed)
+        kind = {FINAL_LEVEL: "final", BLOCK_LEVEL: "block"}.get(level, "merge")
         self._report(kind, len(inputs), len(added), rows, t0)
 
     def _read(
-        self, cur: duckdb.DuckDBPyConnection, f: FileEntry, lo: int, hi: int
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        f: FileEntry,
+        lo: int,
+        hi: int,
+        span: tuple[int, int] | None,
     ) -> blocks.Columns:
         path = self._manifest.root / f.path
+        start, end = span or (-(2**63), 2**63 - 1)
         if f.resolution == "raw":
-            return blocks.read_raw(cur, path, lo, hi)
-        return blocks.read_rollup(cur, path, lo, hi, start_ms=-(2**63), end_ms=2**63 - 1)
+            cols = blocks.read_raw(cur, path, lo, hi)
+            if span is None:
+                return cols
+            return blocks.take(cols, (cols["ts"] >= start) & (cols["ts"] <= end))
+        return blocks.read_rollup(cur, path, lo, hi, start_ms=start, end_ms=end)
 
     # -- retention ---------------------------------------------------------------------
 
@@ -334,9 +393,12 @@ class Compactor:
                 mine = [f for f in files if f.resolution == res]
                 unrolled = {f.partition_start for f in mine if not f.rolled_up}
                 for f in mine:
-                    if f.partition_start + pms > horizon:
+                    span = self._opt.raw_block_ms if f.level == BLOCK_LEVEL else pms
+                    if f.partition_start + span > horizon:
                         continue
-                    if res == "raw" and f.partition_start in unrolled:
+                    if res == "raw" and any(
+                        f.partition_start <= u < f.partition_start + span for u in unrolled
+                    ):
                         continue  # merge_once rolls it up first
                     doomed.append(f)
             if doomed:

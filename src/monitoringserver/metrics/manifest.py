@@ -28,6 +28,7 @@ import duckdb
 from monitoringserver.errors import StorageError
 
 __all__ = [
+    "BLOCK_LEVEL",
     "FINAL_LEVEL",
     "FileEntry",
     "Manifest",
@@ -39,6 +40,9 @@ __all__ = [
 
 #: Level of a partition's merged, closed block (raw blocks at this level are rolled up).
 FINAL_LEVEL = 9
+#: Level of a raw block merged from the final blocks of one ``raw_block_s`` (a day); its
+#: ``partition_start`` is the start of that day.
+BLOCK_LEVEL = 10
 
 _COLUMNS = (
     "id, path, resolution, level, seq, partition_start, min_sid, max_sid, min_ts, max_ts, "

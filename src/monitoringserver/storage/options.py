@@ -51,8 +51,11 @@ class StorageOptions:
     merge_chunk_rows: int = 1_000_000
     #: Rows per Parquet file (chunks are streamed into files of about this size).
     max_file_rows: int = 8_000_000
-    #: Time partition per resolution (whole files are dropped at these boundaries).
-    raw_partition_s: float = _DAY_S
+    #: Time partition per resolution. A closed raw partition is merged into its final
+    #: block and rolled up; closed raw blocks of one ``raw_block_s`` are merged again into
+    #: one block (2 h, then a day). Retention drops whole files at these boundaries.
+    raw_partition_s: float = 2 * 3600.0
+    raw_block_s: float = _DAY_S
     m5_partition_s: float = 7 * _DAY_S
     h1_partition_s: float = 56 * _DAY_S
     #: Retention per resolution. Raw data is dropped only once it is rolled up.
@@ -90,6 +93,7 @@ class StorageOptions:
             "merge_grace_s",
             "merge_check_interval_s",
             "raw_partition_s",
+            "raw_block_s",
             "m5_partition_s",
             "h1_partition_s",
             "raw_retention_s",
@@ -116,14 +120,17 @@ class StorageOptions:
             _bad("max_file_rows", self.max_file_rows, "must be at least merge_chunk_rows")
         for name, step in (
             ("raw_partition_s", 3600),
+            ("raw_block_s", 3600),
             ("m5_partition_s", 3600),
             ("h1_partition_s", 3600),
         ):
             if getattr(self, name) % step:
                 _bad(name, getattr(self, name), "must be a whole number of hours")
+        if self.raw_block_s % self.raw_partition_s:
+            _bad("raw_block_s", self.raw_block_s, "must be a multiple of raw_partition_s")
         for name in ("m5_partition_s", "h1_partition_s"):
-            if getattr(self, name) % self.raw_partition_s:
-                _bad(name, getattr(self, name), "must be a multiple of raw_partition_s")
+            if getattr(self, name) % self.raw_block_s:
+                _bad(name, getattr(self, name), "must be a multiple of raw_block_s")
         if not _MEMORY_RE.fullmatch(self.memory_limit.strip()):
             _bad("memory_limit", self.memory_limit, "must look like 512MB or 2GiB")
         for name in ("max_series", "max_series_per_metric", "max_series_per_source"):
@@ -149,6 +156,10 @@ class StorageOptions:
             "1h": self.h1_partition_s,
         }[resolution]
         return int(seconds * 1000)
+
+    @property
+    def raw_block_ms(self) -> int:
+        return int(self.raw_block_s * 1000)
 
     def retention_ms(self, resolution: str) -> int:
         seconds = {

@@ -248,8 +248,13 @@ def test_rows_inserted_during_a_flush_stay_in_the_head(
     assert again.hosts == ("late",)
 
 
-def test_uuid_needle_pruned_by_pair_keys(store: LogStore, engine: LogQueryEngine) -> None:
-    # every archive holds every inner UUID group, but only one holds this pair
+@pytest.mark.parametrize(("pairs", "scanned"), [(True, 1), (False, 3)])
+def test_uuid_needle_pruned_by_pair_keys(
+    db: Database, tmp_path: Path, clock: FakeClock, pairs: bool, scanned: int
+) -> None:
+    # every archive holds every inner UUID group, but only one holds these pairs
+    store = LogStore(db, tmp_path / "p", LogStoreOptions(index_pairs=pairs), clock=clock)
+    engine = LogQueryEngine(store)
     groups = ["1b2c", "4d3e", "8f90"]
     for k in range(3):
         a, b, c = groups[k % 3], groups[(k + 1) % 3], groups[(k + 2) % 3]
@@ -259,4 +264,4 @@ def test_uuid_needle_pruned_by_pair_keys(store: LogStore, engine: LogQueryEngine
     needle = "aaaaaaaa-1b2c-4d3e-8f90-bbbbbbbbbbbb"
     page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
     assert page.batch.message == [f"id={needle}"]
-    assert (page.archives_scanned, page.archives_pruned) == (1, 2)
+    assert (page.archives_scanned, page.archives_pruned) == (scanned, 3 - scanned)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["TOKENS_SQL", "TOKEN_SQL_REGEX", "needle_tokens", "pattern_id", "template"]
+__all__ = ["PAIRS_SQL", "TOKENS_SQL", "TOKEN_SQL_REGEX", "needle_tokens", "pattern_id", "template"]
 
 _VARIABLE = re.compile(
     r"(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
@@ -29,12 +29,13 @@ TOKEN_SQL_REGEX = "[a-z0-9]{3,}"  # noqa: S105 -- not a password
 _ANY_RUN = re.compile(r"[A-Za-z0-9]+")
 _PAIR_MIN = 7
 
-#: SQL over a table with a ``message`` column giving every index key of every line:
-#: single runs (``TOKEN_SQL_REGEX``) and digit-holding pairs of consecutive runs
-#: (``"b8b6 d8fe"``), as ``needle_tokens`` expects them.
-TOKENS_SQL = (
-    "SELECT unnest(regexp_extract_all(lower(message), '[a-z0-9]{3,}')) AS tok FROM {src} "
-    "UNION ALL SELECT unnest(list_filter(list_transform(list_zip(r[1:len(r) - 1], "
+#: SQL over ``{src}`` (a relation with a ``message`` column): the single keys of every
+#: line, as :func:`needle_tokens` expects them.
+TOKENS_SQL = "SELECT unnest(regexp_extract_all(lower(message), '[a-z0-9]{3,}')) AS tok FROM {src}"
+#: The pair keys (digit-holding pairs of consecutive runs, ``"b8b6 d8fe"``). About five
+#: times the cost of the singles, so optional.
+PAIRS_SQL = (
+    "SELECT unnest(list_filter(list_transform(list_zip(r[1:len(r) - 1], "
     "r[2:len(r)]), lambda p: p[1] || ' ' || p[2]), lambda s: length(s) >= 7 AND "
     "regexp_matches(s, '[0-9]'))) AS tok FROM (SELECT regexp_extract_all(lower(message), "
     "'[a-z0-9]+') AS r FROM {src})"
@@ -57,23 +58,25 @@ def pattern_id(tmpl: str) -> str:
     return hashlib.blake2b(tmpl.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
-def needle_tokens(needle: str) -> list[str]:
-    """Index keys that any line containing ``needle`` must hold (see :data:`TOKENS_SQL`).
+def needle_tokens(needle: str) -> tuple[list[str], list[str]]:
+    """Index keys that any line containing ``needle`` must hold: ``(singles, pairs)``.
 
-    Single keys: alphanumeric runs of at least three characters with an ASCII separator
-    on both sides inside the needle (the first and last run may be parts of longer
-    runs of the line). Pair keys: two consecutive complete runs joined by a space, at
-    least seven characters long and holding a digit (ids: the inner groups of a UUID,
-    of an IP). ``"id=7f3a9c-41"`` gives ``["7f3a9c"]``; ``"abc"`` gives nothing."""
+    Singles (always indexed): alphanumeric runs of at least three characters with an
+    ASCII separator on both sides inside the needle (the first and last run may be parts
+    of longer runs of the line). Pairs (indexed when the store's ``index_pairs`` is on,
+    see :data:`PAIRS_SQL`): two consecutive complete runs joined by a space, at least
+    seven characters long and holding a digit (the inner groups of a UUID, of an IP).
+    ``"id=7f3a9c-41"`` gives ``(["7f3a9c"], [])``; ``"abc"`` gives nothing."""
     runs = [(m.group().lower(), m.start(), m.end()) for m in _ANY_RUN.finditer(needle)]
     complete = [
         (s > 0 and e < len(needle) and needle[s - 1] in _SEPARATOR and needle[e] in _SEPARATOR)
         for _, s, e in runs
     ]
-    out = [r for (r, _, _), ok in zip(runs, complete, strict=True) if ok and len(r) >= 3]
+    singles = [r for (r, _, _), ok in zip(runs, complete, strict=True) if ok and len(r) >= 3]
+    pairs: list[str] = []
     for k in range(len(runs) - 1):
         if complete[k] and complete[k + 1]:
             pair = f"{runs[k][0]} {runs[k + 1][0]}"
             if len(pair) >= _PAIR_MIN and any(ch.isdigit() for ch in pair):
-                out.append(pair)
-    return out
+                pairs.append(pair)
+    return singles, pairs

@@ -161,8 +161,15 @@ class LogQueryEngine:
 
     def _candidates(self, q: LogQuery) -> tuple[list[ArchiveEntry], int]:
         entries = self._store.entries(ArchiveFilter(q.start_ms, q.end_ms))
-        needles = [t for f in q.filters if f.op is LineOp.CONTAINS for t in needle_tokens(f.value)]
-        hashes = self._hashes(needles)
+        singles: list[str] = []
+        pairs: list[str] = []
+        for f in q.filters:
+            if f.op is LineOp.CONTAINS:
+                one, two = needle_tokens(f.value)
+                singles += one
+                pairs += two
+        hashes = self._hashes(singles)
+        both = self._hashes(singles + pairs) if pairs else hashes
         keep: list[ArchiveEntry] = []
         for e in entries:
             if not self._store.host_may_match(e, q.matchers):
@@ -172,7 +179,8 @@ class LogQueryEngine:
                 for m in q.matchers
             ):
                 continue
-            if len(hashes) and e.bloom is not None and not e.bloom.might_contain_all(hashes):
+            keys = both if e.pairs_indexed else hashes
+            if len(keys) and e.bloom is not None and not e.bloom.might_contain_all(keys):
                 continue
             keep.append(e)
         total = len(self._store.entries())

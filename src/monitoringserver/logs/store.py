@@ -32,7 +32,7 @@ import numpy as np
 from monitoringserver.errors import BadDataError, NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.bloom import TokenBloom
-from monitoringserver.logs.patterns import TOKENS_SQL
+from monitoringserver.logs.patterns import PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS, create_schema
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
@@ -40,6 +40,7 @@ from monitoringserver.storage.db import Database
 
 __all__ = ["ArchiveEntry", "LogStore", "LogStoreOptions"]
 
+_PAIRS_SUFFIX = "+pairs"
 _ARCHIVE_COLS = (
     "id, path, min_ts, max_ts, hosts, attr_keys, lines, raw_bytes, stored_bytes, created_ms, "
     "bloom, hash_version"
@@ -52,7 +53,10 @@ class LogStoreOptions:
     ``flush_interval_s``: when the head becomes an archive. ``row_group_lines``: Parquet
     row group size. ``retention_s`` / ``max_total_bytes``: automatic rotation by age and
     by total stored size (None = off). ``accept_future_s``: lines stamped further ahead
-    are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``)."""
+    are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``).
+    ``index_pairs``: also put pairs of consecutive runs in the bloom filters, so needles
+    made of short groups (UUIDs, IPs) prune archives too; costs ~5x the flush CPU and
+    ~4x the filter size."""
 
     compression_level: int = 3
     flush_lines: int = 1_000_000
@@ -61,6 +65,7 @@ class LogStoreOptions:
     retention_s: float | None = 7 * 86_400.0
     max_total_bytes: int | None = None
     bloom_bits_per_key: int = 10
+    index_pairs: bool = False
     accept_future_s: float = 600.0
 
     def __post_init__(self) -> None:
@@ -78,6 +83,7 @@ class ArchiveEntry:
     path: Path
     attr_keys: tuple[str, ...]
     bloom: TokenBloom | None
+    pairs_indexed: bool = False
 
 
 def _fsync(path: Path) -> None:
@@ -260,7 +266,8 @@ class LogStore:
                     f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
                 ).fetchall()
             )
-            tokens = TOKENS_SQL.replace("{src}", f"read_parquet({_sql_path(tmp)})")
+            key_sql = TOKENS_SQL + (f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else "")
+            tokens = key_sql.replace("{src}", f"read_parquet({_sql_path(tmp)})")
             sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
             hashes = cur.execute(sql).fetchnumpy()["h"]
             bloom = TokenBloom.build(
@@ -285,7 +292,7 @@ class LogStore:
             stored,
             created,
             bloom.to_bytes(),
-            duckdb.__version__,
+            duckdb.__version__ + (_PAIRS_SUFFIX if opts.index_pairs else ""),
         ]
         info = ArchiveInfo(
             archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom)
@@ -344,8 +351,11 @@ class LogStore:
         version = duckdb.__version__
         for r in self.db.read(sql, params):
             info = _info(r)
-            bloom = TokenBloom.from_bytes(bytes(r[10])) if r[10] and r[11] == version else None
-            out.append(ArchiveEntry(info, self.directory / r[1], tuple(r[5]), bloom))
+            hv = str(r[11])
+            usable = r[10] and hv.removesuffix(_PAIRS_SUFFIX) == version
+            bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
+            pairs = hv.endswith(_PAIRS_SUFFIX)
+            out.append(ArchiveEntry(info, self.directory / r[1], tuple(r[5]), bloom, pairs))
         return out
 
     def archives(self, flt: ArchiveFilter | None = None) -> list[ArchiveInfo]:

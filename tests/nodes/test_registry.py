@@ -166,3 +166,23 @@ async def test_disconnect_fails_waiting_caller_and_replacement(tmp_path: Path) -
         await call
     assert await second.get() is None
     assert not hub.connected("n1")
+
+
+async def test_concurrent_registrations_share_writes(tmp_path: Path) -> None:
+    db = Database(tmp_path / "s.duckdb")
+    reg = NodeRegistry(db)
+    writes = 0
+    original = db.awrite
+
+    async def counting(fn):  # type: ignore[no-untyped-def]
+        nonlocal writes
+        writes += 1
+        return await original(fn)
+
+    db.awrite = counting  # type: ignore[method-assign]
+    await asyncio.gather(*(reg.register(f"n{i}", NodeInfo(hostname=f"h{i}")) for i in range(50)))
+    assert db.read("SELECT count(*) FROM nodes")[0][0] == 50
+    assert writes <= 3
+    await reg.register("n1", NodeInfo(hostname="renamed"))
+    assert NodeRegistry(db).get("n1").info.hostname == "renamed"
+    db.close()

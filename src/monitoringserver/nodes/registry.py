@@ -69,6 +69,9 @@ class NodeRegistry:
         self._nodes: dict[str, _Node] = {}
         self._dirty: set[str] = set()
         self._stopped = asyncio.Event()
+        # Registrations waiting for the next group write, and that write.
+        self._upserts: set[str] = set()
+        self._upsert_task: asyncio.Future[None] | None = None
         db.write(lambda con: con.execute(_SCHEMA).fetchall())
         for node_id, info, registered_ms, last_seen_ms, stats in db.read(
             "SELECT node_id, info, registered_ms, last_seen_ms, stats FROM nodes"
@@ -89,7 +92,11 @@ class NodeRegistry:
         return self._stale_after_ms / 1000
 
     async def register(self, node_id: str, info: NodeInfo) -> None:
-        """Add or update a node and persist it; marks it seen now."""
+        """Add or update a node and persist it (returns once it is written); marks it seen.
+
+        Concurrent registrations share one transaction (group commit), so thousands of
+        agents registering at once cost a few writes, not thousands.
+        """
         now = self._now_ms()
         node = self._nodes.get(node_id)
         if node is None:
@@ -98,19 +105,34 @@ class NodeRegistry:
         else:
             node.info = info
             node.last_seen_ms = now
-        row = [
-            node_id,
-            json.dumps(info.to_json(), sort_keys=True),
-            node.registered_ms,
-            now,
-            json.dumps(node.stats, sort_keys=True),
-        ]
         self._dirty.discard(node_id)
-        await self._db.awrite(
-            lambda con: con.execute(
-                "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)", row
-            ).fetchall()
-        )
+        self._upserts.add(node_id)
+        while node_id in self._upserts:
+            if self._upsert_task is None:
+                self._upsert_task = asyncio.ensure_future(self._write_upserts())
+            await asyncio.shield(self._upsert_task)
+
+    async def _write_upserts(self) -> None:
+        ids, self._upserts = sorted(self._upserts), set()
+        rows = [
+            [
+                k,
+                json.dumps(self._nodes[k].info.to_json(), sort_keys=True),
+                self._nodes[k].registered_ms,
+                self._nodes[k].last_seen_ms,
+                json.dumps(self._nodes[k].stats, sort_keys=True),
+            ]
+            for k in ids
+            if k in self._nodes
+        ]
+        try:
+            await self._db.awrite(
+                lambda con: con.executemany(
+                    "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)", rows
+                )
+            )
+        finally:
+            self._upsert_task = None
 
     def known(self, node_id: str) -> bool:
         return node_id in self._nodes

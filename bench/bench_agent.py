@@ -7,7 +7,16 @@ only counts). CPU is measured from ``/proc/<pid>/stat`` over the steady window (
 the first cycle), RSS is the peak ``VmRSS`` seen. Targets (issue 4): RSS ≤ 40 MiB,
 CPU ≤ 0.5 % of one core.
 
-Results: ``bench/results/agent.json``. Usage: ``python -m bench.bench_agent [seconds]``.
+Second run, ``outage``: ``OUTAGE_AGENTS`` agents (in this process, real delivery code:
+shipper, spool, replay; ``OUTAGE_SERIES`` series each at a 1 s interval) report into the
+real embedded store through the gRPC listener; the listener is stopped for
+``outage_s`` seconds (the issue asks for 600; default 60 to keep ``make bench`` short)
+and restarted; when every spool is empty the samples in the store are counted exactly
+against what the agents produced (lost = expected − stored distinct, duplicated =
+stored − distinct).
+
+Results: ``bench/results/agent.json``.
+Usage: ``python -m bench.bench_agent [window_seconds [outage_seconds]]``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from monitoringserver.model.samples import SampleBatch
 RESULTS = Path(__file__).parent / "results" / "agent.json"
 INTERVAL_S = 10
 WINDOW_S = 120
+OUTAGE_S = 60
+OUTAGE_AGENTS = 100
+OUTAGE_SERIES = 50
 
 
 class CountingAppender:
@@ -110,9 +122,109 @@ async def _run(window_s: float) -> dict[str, Any]:
     }
 
 
+class _Gauges:
+    """A light collector: ``OUTAGE_SERIES`` gauges whose value is the cycle number."""
+
+    name = "bench"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def collect(self, out: Any) -> None:
+        from monitoringserver.agent.metrics import gauge
+
+        self.n += 1
+        g = gauge("bench_value", "", "Cycle number.")
+        for i in range(OUTAGE_SERIES):
+            out.add(g, self.n, {"i": str(i)})
+
+
+async def _outage(outage_s: float) -> dict[str, Any]:
+    from prometheus_client import CollectorRegistry
+
+    from monitoringserver.agent.agent import Agent
+    from monitoringserver.agent.config import AgentConfig
+    from monitoringserver.model.matchers import Matcher, MatchOp
+    from monitoringserver.pipeline.metric_store import open_metric_store
+    from monitoringserver.storage.options import StorageOptions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        handle = await open_metric_store(
+            Path(tmp) / "data", StorageOptions(), registry=CollectorRegistry()
+        )
+        store_task = asyncio.ensure_future(handle.run())
+
+        def listener(port: int) -> GrpcServer:
+            opts = GrpcOptions(listen=f"127.0.0.1:{port}")
+            return GrpcServer(NodeAgentService(handle.appender, options=opts))
+
+        server = listener(0)
+        port = await server.start()
+        agents = [
+            Agent(
+                AgentConfig(
+                    server=f"127.0.0.1:{port}",
+                    node_id=f"outage-{a:03d}",
+                    interval_s=1.0,
+                    spool_dir=Path(tmp) / f"agent-{a:03d}",
+                    labels={"job_group": "outage"},
+                    control=False,
+                ),
+                collectors=[_Gauges()],
+            )
+            for a in range(OUTAGE_AGENTS)
+        ]
+        tasks = [asyncio.ensure_future(a.run()) for a in agents]
+        await asyncio.sleep(5)
+        await server.aclose(0.5)
+        t_down = time.monotonic()
+        await asyncio.sleep(outage_s)
+        spooled = sum(len(a.spool) for a in agents)
+        server = listener(port)
+        await server.start()
+        t_up = time.monotonic()
+        while any(len(a.spool) for a in agents):
+            await asyncio.sleep(0.2)
+        drain_s = time.monotonic() - t_up
+        # Quiesce: no new cycles; in-flight ones finish (deliver, then count the report).
+        for a in agents:
+            a.interval.set_fixed(1e9)
+        await asyncio.sleep(3)
+        while any(len(a.spool) for a in agents):
+            await asyncio.sleep(0.2)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for a in agents:
+            await a.aclose()
+        await server.aclose(0.5)
+        await handle.writer.commit_pending()
+        expected = sum(a.stats_.total_reports for a in agents) * OUTAGE_SERIES
+        series = handle.querier.select(
+            [Matcher("job_group", MatchOp.EQ, "outage")], 0, int(time.time() * 1000) + 60_000
+        )
+        stored = sum(len(sd.ts_ms) for sd in series)
+        distinct = sum(len(set(sd.ts_ms.tolist())) for sd in series)
+        await handle.aclose()
+        await store_task
+    return {
+        "agents": OUTAGE_AGENTS,
+        "series_per_agent": OUTAGE_SERIES,
+        "interval_s": 1.0,
+        "outage_s": round(t_up - t_down, 1),
+        "batches_spooled_at_restart": spooled,
+        "drain_s": round(drain_s, 1),
+        "samples_expected": expected,
+        "samples_stored": stored,
+        "lost": expected - distinct,
+        "duplicated": stored - distinct,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     doc = asyncio.run(_run(float(args[0]) if args else WINDOW_S))
+    doc["outage"] = asyncio.run(_outage(float(args[1]) if len(args) > 1 else OUTAGE_S))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))

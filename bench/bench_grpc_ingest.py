@@ -50,7 +50,7 @@ INFLIGHT = 48
 FLEET_AGENTS = 10_000
 FLEET_SERIES = 100
 FLEET_INTERVAL_S = 30.0
-FLEET_ROUNDS = 2
+FLEET_ROUNDS = 3
 
 
 class NullAppender:
@@ -162,13 +162,14 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
     setup_s = time.perf_counter() - t_setup
     ids = array.array("I", range(FLEET_SERIES)).tobytes()
     values = array.array("d", [1.0] * FLEET_SERIES).tobytes()
-    latencies: list[float] = []
-    errors = 0
+    latencies: list[list[float]] = [[] for _ in range(FLEET_ROUNDS)]
+    errors: dict[str, int] = {}
+    retries = 0
     start = time.perf_counter()
     base_ts = int(time.time() * 1000)
 
     async def agent(a: int) -> None:
-        nonlocal errors
+        nonlocal retries
         stub = stubs[a % 16]
         for r in range(FLEET_ROUNDS):
             due = start + (r + a / agents) * FLEET_INTERVAL_S
@@ -195,29 +196,44 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
                 values=values,
             )
             t0 = time.perf_counter()
-            try:
-                await stub.SendMetrics(msg, timeout=30)
-            except grpc.aio.AioRpcError:
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - t0)
+            while True:  # like the agent: RESOURCE_EXHAUSTED waits the server's hint
+                try:
+                    await stub.SendMetrics(msg, timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    hint = dict(exc.trailing_metadata() or ()).get("retry-after-ms")
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and hint:
+                        retries += 1
+                        await asyncio.sleep(int(hint) / 1000)
+                        continue
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                    break
+                latencies[r].append(time.perf_counter() - t0)
+                break
 
     await asyncio.gather(*(agent(a) for a in range(agents)))
     for st in streams:
         st.cancel()
     for c in channels:
         await c.close()
-    lat = sorted(latencies)
+
+    def pct(values: list[float]) -> dict[str, float]:
+        v = sorted(values) or [0.0]
+        return {
+            "acks": len(values),
+            "p50_ms": round(1000 * statistics.median(v), 2),
+            "p99_ms": round(1000 * v[max(0, int(len(v) * 0.99) - 1)], 2),
+            "max_ms": round(1000 * v[-1], 2),
+        }
+
     out.put(
         {
             "agents": agents,
             "setup_s": round(setup_s, 2),
-            "acks": len(lat),
+            "first_round_with_series_creation": pct(latencies[0]),
+            "steady_rounds": pct([x for lat in latencies[1:] for x in lat]),
             "errors": errors,
-            "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
-            "max_ms": 1000 * lat[-1],
-            "samples": len(lat) * FLEET_SERIES,
+            "overload_retries": retries,
+            "samples": sum(len(x) for x in latencies) * FLEET_SERIES,
         }
     )
 
@@ -256,9 +272,19 @@ async def _run_fleet(agents: int) -> dict[str, Any]:
         q = ctx.Queue()
         proc = ctx.Process(target=_fleet_main, args=(f"127.0.0.1:{port}", agents, q))
         proc.start()
+        peak = 0
+
+        async def sample_connected() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(hub.connected_nodes()))
+                await asyncio.sleep(1)
+
+        sampler = asyncio.ensure_future(sample_connected())
         result = await _wait_result(proc, q)
+        sampler.cancel()
         proc.join(30)
-        result["connected_at_end"] = len(hub.connected_nodes())
+        result["control_streams_connected_peak"] = peak
         result["registered"] = len(registry.list(include_stale=True))
         await server.aclose(1)
         await registry.aclose()

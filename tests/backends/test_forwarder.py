@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cramjam
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -22,6 +23,7 @@ from monitoringserver.ingest.remote_write import decode_write_request
 from monitoringserver.model.samples import STALE_NAN, SampleBatch, is_stale_nan
 from monitoringserver.pipeline.disk_queue import DiskQueue
 from monitoringserver.pipeline.forwarder import Forwarder, ForwardOptions, forward_service
+from monitoringserver.proto.prompb import remote_pb2
 from tests.ingest.promhelp import wait_for
 from tests.pipeline.storehelp import T0_MS, open_store, series
 
@@ -193,3 +195,16 @@ async def test_service_subscribes_to_the_metric_writer(tmp_path: Path) -> None:
         assert record is not None
         assert list(decode_write_request(record[4:]).rows()) == [(A, T0_MS, 1.0)]
         q.close()
+
+
+def test_encoding_is_plain_protobuf() -> None:
+    rows = [(A, -5, 0.0), (A, 0, 0.0), (A, 7, 1.25), (B, 2**62, -2.5)]
+    body = encode_write_request(SampleBatch.from_rows(rows))
+    req = remote_pb2.WriteRequest()
+    req.ParseFromString(bytes(cramjam.snappy.decompress_raw(body)))
+    decoded = [
+        (tuple((lbl.name, lbl.value) for lbl in ts.labels), s.timestamp, s.value)
+        for ts in req.timeseries
+        for s in ts.samples
+    ]
+    assert decoded == rows

@@ -255,7 +255,7 @@ def _rewrite_level(files: list[Path], level: int) -> int:
             con.execute(
                 f"COPY (SELECT * FROM read_parquet('{f}')) TO '{out}' (FORMAT parquet, "
                 f"COMPRESSION zstd, COMPRESSION_LEVEL {level}, PARQUET_VERSION V2, "
-                "ROW_GROUP_SIZE 262144)"
+                "ROW_GROUP_SIZE 65536)"
             )
             total += out.stat().st_size
     con.close()

@@ -61,7 +61,7 @@ class LogStoreOptions:
     compression_level: int = 3
     flush_lines: int = 1_000_000
     flush_interval_s: float = 300.0
-    row_group_lines: int = 262_144
+    row_group_lines: int = 65_536
     retention_s: float | None = 7 * 86_400.0
     max_total_bytes: int | None = None
     bloom_bits_per_key: int = 10

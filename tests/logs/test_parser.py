@@ -272,3 +272,15 @@ def test_plain_logger_before_colon(parser: LogParser) -> None:
     assert (p.level, p.logger) == ("error", "db")
     p = parser.parse_line("ERROR disk full: boom", NOW_MS)
     assert (p.level, p.logger) == ("error", "")
+
+
+def test_enrich_treats_bare_unknown_lines_as_raw(parser: LogParser) -> None:
+    batch = LogBatch.from_records(
+        [
+            LogRecord(5, "WARN disk low", level="unknown"),
+            LogRecord(6, "WARN kept", level="unknown", logger="x"),
+            LogRecord(7, "WARN kept too", level="unknown", attrs={"job": "j"}),
+            LogRecord(8, '{"level": "error"}', level="unknown", source="loki"),
+        ]
+    )
+    assert parser.enrich(batch).level == ["warning", "unknown", "unknown", "unknown"]

@@ -6,8 +6,9 @@ text (level detected from its words); a format parser that raises is counted und
 ``errors`` and the line is kept raw. Invalid UTF-8 is replaced (U+FFFD) and counted;
 lines longer than ``max_line_bytes`` are cut and end with :data:`TRUNCATION_MARKER`.
 
-In a :class:`~monitoringserver.model.logs.LogBatch`, ``level == ""`` marks a raw line
-the server still has to parse (:meth:`LogParser.enrich`); ``ts_ms == 0`` means "no
+In a :class:`~monitoringserver.model.logs.LogBatch`, ``level == ""`` (or ``"unknown"``
+with no logger and no attrs) marks a raw line the server still has to parse
+(:meth:`LogParser.enrich`); ``ts_ms == 0`` means "no
 timestamp known" (the parsed one, else the receive time, is used).
 """
 
@@ -226,14 +227,28 @@ class LogParser:
         return out.build(ts)
 
     def enrich(self, batch: LogBatch) -> LogBatch:
-        """Parse the raw lines of ``batch`` (``level == ""``) and sanitize every message.
+        """Parse the raw lines of ``batch`` and sanitize every message.
+
+        Raw lines have ``level == ""``, or ``"unknown"`` with no logger and no attrs
+        (what a sender that knows nothing about the line produces), except Loki pushes
+        (``source == "loki"``), which are stored verbatim.
 
         Consecutive raw lines of the same ``(server_id, source)`` that continue a
         traceback are joined into the record before them. Given levels, loggers and
         attrs win over parsed ones; a parsed timestamp is used only where ``ts_ms == 0``.
         """
         now = int(self._clock() * 1000)
-        if all(lv for lv in batch.level):
+        raw = [
+            not lv
+            or (
+                lv == "unknown"
+                and not batch.logger[i]
+                and not batch.attrs[i]
+                and batch.source[i] != "loki"
+            )
+            for i, lv in enumerate(batch.level)
+        ]
+        if not any(raw):
             msgs = [self.sanitize(m) for m in batch.message]
             ts = np.where(batch.ts_ms == 0, now, batch.ts_ms).astype(np.int64)
             return LogBatch(
@@ -242,10 +257,10 @@ class LogParser:
         groups: list[list[int]] = []
         last_raw: dict[tuple[str, str], int] = {}
         in_trace: dict[int, tuple[bool, bool]] = {}
-        for i, (msg, lv) in enumerate(zip(batch.message, batch.level, strict=True)):
+        for i, msg in enumerate(batch.message):
             key = (batch.server_id[i], batch.source[i])
             g = last_raw.get(key)
-            if not lv:
+            if raw[i]:
                 if g is not None and self.options.join_multiline:
                     tr, ind = in_trace[g]
                     if len(groups[g]) < self.options.max_joined_lines and self._continues(
@@ -268,7 +283,7 @@ class LogParser:
             text = "\n".join(batch.message[k] for k in members)
             text = self.sanitize(text)
             given_ts = int(batch.ts_ms[i])
-            if batch.level[i]:
+            if not raw[i]:
                 ts[j] = given_ts or now
                 out.server_id.append(batch.server_id[i])
                 out.level.append(batch.level[i])

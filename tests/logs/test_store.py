@@ -161,14 +161,14 @@ def test_atomic_publish_leftovers_removed_at_start(
 
 
 def test_failed_publish_leaves_nothing(store: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    import monitoringserver.logs.store as mod
+    import monitoringserver.logs.archive as mod
 
     store.insert(_batch("h", 0, 5))
 
     def boom(path: Path) -> None:
         raise OSError("disk gone")
 
-    monkeypatch.setattr(mod, "_fsync", boom)
+    monkeypatch.setattr(mod, "fsync_path", boom)
     with pytest.raises(OSError, match="disk gone"):
         store.flush()
     assert list(store.directory.iterdir()) == []

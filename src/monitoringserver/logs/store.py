@@ -16,12 +16,10 @@ through :class:`~monitoringserver.storage.db.Database`'s writer thread.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,78 +27,23 @@ import duckdb
 import msgspec
 import numpy as np
 
-from monitoringserver.errors import BadDataError, NotFoundError, StorageError
+from monitoringserver.errors import NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
+from monitoringserver.logs.archive import (
+    ARCHIVE_COLS,
+    PAIRS_SUFFIX,
+    ArchiveEntry,
+    LogStoreOptions,
+    archive_info,
+    build_archive,
+)
 from monitoringserver.logs.bloom import TokenBloom
-from monitoringserver.logs.patterns import PAIRS_SQL, TOKENS_SQL
-from monitoringserver.logs.schema import HEAD_COLUMNS, create_schema
+from monitoringserver.logs.schema import create_schema
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.storage.db import Database
 
 __all__ = ["ArchiveEntry", "LogStore", "LogStoreOptions"]
-
-_PAIRS_SUFFIX = "+pairs"
-_ARCHIVE_COLS = (
-    "id, path, min_ts, max_ts, hosts, attr_keys, lines, raw_bytes, stored_bytes, created_ms, "
-    "bloom, hash_version"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class LogStoreOptions:
-    """``compression_level``: zstd level of archives (1..22). ``flush_lines`` /
-    ``flush_interval_s``: when the head becomes an archive. ``row_group_lines``: Parquet
-    row group size. ``retention_s`` / ``max_total_bytes``: automatic rotation by age and
-    by total stored size (None = off). ``accept_future_s``: lines stamped further ahead
-    are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``).
-    ``index_pairs``: also put pairs of consecutive runs in the bloom filters, so needles
-    made of short groups (UUIDs, IPs) prune archives too; costs ~5x the flush CPU and
-    ~4x the filter size."""
-
-    compression_level: int = 3
-    flush_lines: int = 1_000_000
-    flush_interval_s: float = 300.0
-    row_group_lines: int = 65_536
-    retention_s: float | None = 7 * 86_400.0
-    max_total_bytes: int | None = None
-    bloom_bits_per_key: int = 10
-    index_pairs: bool = False
-    accept_future_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.compression_level <= 22:
-            raise BadDataError("cannot configure log store: compression_level must be 1..22")
-        if self.flush_lines < 1 or self.row_group_lines < 1 or self.flush_interval_s <= 0:
-            raise BadDataError("cannot configure log store: flush limits must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveEntry:
-    """A manifest row with what queries need for pruning."""
-
-    info: ArchiveInfo
-    path: Path
-    attr_keys: tuple[str, ...]
-    bloom: TokenBloom | None
-    pairs_indexed: bool = False
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _info(r: tuple[Any, ...]) -> ArchiveInfo:
-    index = len(r[10]) if r[10] is not None else 0
-    return ArchiveInfo(r[0], r[2], r[3], tuple(r[4]), r[6], r[7], r[8], r[9], index)
-
-
-def _sql_path(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 class LogStore:
@@ -224,80 +167,15 @@ class LogStore:
 
     def _publish_in(self, con: duckdb.DuckDBPyConnection, row: list[object], cutoff: int) -> None:
         con.execute(
-            f"INSERT INTO log_archives ({_ARCHIVE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            f"INSERT INTO log_archives ({ARCHIVE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
             row,
         )
         con.execute("DELETE FROM log_head WHERE batch <= ?", [cutoff])
 
     def _build_archive(self, cutoff: int) -> tuple[ArchiveInfo, Path, list[object]] | None:
-        cur = self.db.cursor()
-        row = cur.execute(
-            "SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM log_head "
-            "WHERE batch <= ?",
-            [cutoff],
-        ).fetchall()[0]
-        lines, lo, hi, raw = (int(x) if x is not None else 0 for x in row)
-        if lines == 0:
-            return None
-        created = int(self._clock() * 1000)
-        archive_id = f"{created:013d}-{secrets.token_hex(4)}"
-        final = self.directory / f"{archive_id}.parquet"
-        tmp = self.directory / f".{archive_id}.parquet.tmp"
-        opts = self.options
-        src = f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
-        try:
-            # The database runs with preserve_insertion_order=false; row-group pruning
-            # and compression need the file in exactly this order.
-            cur.execute("SET SESSION preserve_insertion_order = true")
-            cur.execute(
-                f"COPY (SELECT * FROM {src} ORDER BY server_id, source, logger, ts) "  # noqa: S608
-                f"TO {_sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
-                f"COMPRESSION_LEVEL {int(opts.compression_level)}, PARQUET_VERSION V2, "
-                f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
-            ).fetchall()
-            _fsync(tmp)
-            hosts = sorted(
-                r[0]
-                for r in cur.execute(f"SELECT DISTINCT server_id FROM {src}").fetchall()  # noqa: S608
-            )
-            keys = sorted(
-                r[0]
-                for r in cur.execute(
-                    f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
-                ).fetchall()
-            )
-            key_sql = TOKENS_SQL + (f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else "")
-            tokens = key_sql.replace("{src}", f"read_parquet({_sql_path(tmp)})")
-            sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
-            hashes = cur.execute(sql).fetchnumpy()["h"]
-            bloom = TokenBloom.build(
-                np.asarray(hashes, dtype=np.uint64), bits_per_key=opts.bloom_bits_per_key
-            )
-            tmp.rename(final)
-            _fsync(self.directory)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            final.unlink(missing_ok=True)
-            raise
-        stored = final.stat().st_size
-        row_out: list[object] = [
-            archive_id,
-            final.name,
-            lo,
-            hi,
-            hosts,
-            keys,
-            lines,
-            raw,
-            stored,
-            created,
-            bloom.to_bytes(),
-            duckdb.__version__ + (_PAIRS_SUFFIX if opts.index_pairs else ""),
-        ]
-        info = ArchiveInfo(
-            archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom)
+        return build_archive(
+            self.db.cursor(), self.directory, self.options, cutoff, int(self._clock() * 1000)
         )
-        return info, final, row_out
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
@@ -334,7 +212,7 @@ class LogStore:
 
     def entries(self, flt: ArchiveFilter | None = None) -> list[ArchiveEntry]:
         """Manifest rows overlapping the filter, oldest first."""
-        sql = f"SELECT {_ARCHIVE_COLS} FROM log_archives WHERE true"  # noqa: S608
+        sql = f"SELECT {ARCHIVE_COLS} FROM log_archives WHERE true"  # noqa: S608
         params: list[object] = []
         if flt is not None:
             if flt.start_ms is not None:
@@ -350,11 +228,11 @@ class LogStore:
         out = []
         version = duckdb.__version__
         for r in self.db.read(sql, params):
-            info = _info(r)
+            info = archive_info(r)
             hv = str(r[11])
-            usable = r[10] and hv.removesuffix(_PAIRS_SUFFIX) == version
+            usable = r[10] and hv.removesuffix(PAIRS_SUFFIX) == version
             bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
-            pairs = hv.endswith(_PAIRS_SUFFIX)
+            pairs = hv.endswith(PAIRS_SUFFIX)
             out.append(ArchiveEntry(info, self.directory / r[1], tuple(r[5]), bloom, pairs))
         return out
 
@@ -377,7 +255,7 @@ class LogStore:
 
         def unlist(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
             found = con.execute(
-                f"SELECT {_ARCHIVE_COLS} FROM log_archives WHERE list_contains(?, id)",  # noqa: S608
+                f"SELECT {ARCHIVE_COLS} FROM log_archives WHERE list_contains(?, id)",  # noqa: S608
                 [list(ids)],
             ).fetchall()
             if not missing_ok and len(found) != len(ids):
@@ -390,7 +268,7 @@ class LogStore:
         out: list[ArchiveInfo] = []
         for r in rows:
             (self.directory / str(r[1])).unlink(missing_ok=True)
-            out.append(_info(r))
+            out.append(archive_info(r))
         return out
 
     def rotate(

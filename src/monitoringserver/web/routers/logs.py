@@ -21,9 +21,7 @@ Ingest and search are plain Starlette routes with msgspec.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import datetime as dt
 import re
 import time
 from collections.abc import Callable
@@ -34,10 +32,10 @@ import msgspec
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from monitoringserver.auth.api import Scope
-from monitoringserver.errors import BadDataError, MonitoringError
+from monitoringserver.errors import BadDataError
 from monitoringserver.ingest.json_logs import decode_json_logs
 from monitoringserver.logs.aggregator import AggregationRules, LogAggregator
 from monitoringserver.logs.api import (
@@ -56,17 +54,16 @@ from monitoringserver.logs.tailfilter import TailFilter
 from monitoringserver.logs.timestamps import parse_ts_value
 from monitoringserver.model.logs import LogBatch, normalize_level
 from monitoringserver.model.matchers import Matcher, MatchOp
-from monitoringserver.pipeline.bus import Bus, Subscription, SubscriptionClosed
+from monitoringserver.pipeline.bus import Bus
 from monitoringserver.web.deps import require
+from monitoringserver.web.routers.logs_ws import (
+    authorize_websocket,
+    batch_to_json,
+    dashboard_messages,
+    run_tail,
+)
 
-__all__ = [
-    "LogsWeb",
-    "authorize_websocket",
-    "batch_to_json",
-    "logs_router",
-    "parse_time_param",
-    "run_tail",
-]
+__all__ = ["LogsWeb", "logs_router", "parse_time_param", "query_from_params"]
 
 _encoder = msgspec.json.Encoder()
 _MAX_LIMIT = 5000
@@ -103,32 +100,6 @@ def parse_time_param(value: str | None, name: str) -> int | None:
     if ms is None:
         raise BadDataError(f"cannot parse {name} {value!r}: expected RFC 3339 or epoch time")
     return ms
-
-
-def _iso(ms: int) -> str:
-    return (
-        dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
-def batch_to_json(batch: LogBatch) -> list[dict[str, object]]:
-    """Lines as seed-002/003 JSON objects (``type`` repeats ``level``)."""
-    return [
-        {
-            "timestamp": _iso(t),
-            "ts_ms": t,
-            "server_id": batch.server_id[i],
-            "level": batch.level[i],
-            "type": batch.level[i],
-            "logger": batch.logger[i],
-            "source": batch.source[i],
-            "message": batch.message[i],
-            "attrs": batch.attrs[i],
-        }
-        for i, t in enumerate(batch.ts_ms.tolist())
-    ]
 
 
 def _multi(name: str, raw: str | None, *, levels: bool = False) -> list[Matcher]:
@@ -187,78 +158,6 @@ def _info(a: ArchiveInfo) -> dict[str, object]:
     d["hosts"] = list(a.hosts)
     d["ratio"] = round(a.raw_bytes / a.stored_bytes, 3) if a.stored_bytes else 0.0
     return d
-
-
-Render = Callable[[LogBatch], list[dict[str, object]]]
-
-
-async def run_tail(
-    websocket: WebSocket,
-    sub: Subscription[LogBatch],
-    keep: Callable[[LogBatch], LogBatch],
-    render: Render,
-) -> None:
-    """Forward batches of ``sub`` (subscribed before the socket was accepted, so nothing
-    published after the accept is missed) that ``keep`` retains, as the messages
-    ``render`` builds, until the client leaves. A slow client is dropped by the bus: it
-    receives ``{"error": "<why>"}`` and the socket closes with 1013 (try again later)."""
-    leave = asyncio.Event()
-
-    async def watch_client() -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
-        leave.set()
-        sub.close()
-
-    watcher = asyncio.create_task(watch_client())
-    try:
-        while True:
-            try:
-                batch = await sub.get()
-            except SubscriptionClosed as exc:
-                if not leave.is_set() and sub.closed_reason != "subscription closed":
-                    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                        await websocket.send_text(_encoder.encode({"error": str(exc)}).decode())
-                        await websocket.close(code=1013, reason="slow consumer")
-                return
-            kept = keep(batch)
-            if len(kept):
-                for message in render(kept):
-                    await websocket.send_text(_encoder.encode(message).decode())
-    except (WebSocketDisconnect, RuntimeError):
-        return
-    finally:
-        sub.close()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
-async def authorize_websocket(websocket: WebSocket, scope: Scope) -> bool:
-    """Authenticate before accepting; on failure close with 1008 and return False."""
-    try:
-        require(cast(Request, websocket), scope)
-    except MonitoringError as exc:
-        await websocket.close(code=1008, reason=str(exc)[:120])
-        return False
-    return True
-
-
-def _dashboard_messages(batch: LogBatch) -> list[dict[str, object]]:
-    """Seed 003 ``new_logs`` events, one per node."""
-    by_node: dict[str, list[int]] = {}
-    for i, node in enumerate(batch.server_id):
-        by_node.setdefault(node, []).append(i)
-    now = _iso(int(time.time() * 1000))
-    out: list[dict[str, object]] = []
-    for node, idx in by_node.items():
-        logs = batch_to_json(batch.take(idx))
-        for line in logs:
-            line["logger_name"] = line["logger"]
-            line["level"] = str(line["level"]).upper()
-        out.append({"type": "new_logs", "node_id": node, "logs": logs, "timestamp": now})
-    return out
 
 
 def logs_router(web: LogsWeb) -> APIRouter:
@@ -404,7 +303,7 @@ def logs_router(web: LogsWeb) -> APIRouter:
         tail = TailFilter(selector)
         sub = web.bus.subscribe(name=f"logs-stream:{websocket.client}")
         await websocket.accept()
-        await run_tail(websocket, sub, tail.apply, _dashboard_messages)
+        await run_tail(websocket, sub, tail.apply, dashboard_messages)
 
     router.add_api_websocket_route("/api/v1/logs/stream", stream)
     router.add_route("/api/v1/logs/patterns", patterns, methods=["GET"])

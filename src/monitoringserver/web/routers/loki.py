@@ -37,12 +37,8 @@ from monitoringserver.logs.logql_eval import MetricSeries, evaluate_metric
 from monitoringserver.logs.tailfilter import TailFilter
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.web.deps import require
-from monitoringserver.web.routers.logs import (
-    LogsWeb,
-    authorize_websocket,
-    parse_time_param,
-    run_tail,
-)
+from monitoringserver.web.routers.logs import LogsWeb, parse_time_param
+from monitoringserver.web.routers.logs_ws import authorize_websocket, run_tail
 
 __all__ = ["loki_router", "streams_json"]
 

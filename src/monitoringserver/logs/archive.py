@@ -1,0 +1,171 @@
+"""Archive files of the log store: options, manifest rows, and writing one archive.
+
+An archive is a Parquet file (zstd, Parquet V2, sorted by host, source, logger, time) of
+lines moved out of the head table, with a token bloom filter kept in the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from monitoringserver.errors import BadDataError
+from monitoringserver.logs.api import ArchiveInfo
+from monitoringserver.logs.bloom import TokenBloom
+from monitoringserver.logs.patterns import PAIRS_SQL, TOKENS_SQL
+from monitoringserver.logs.schema import HEAD_COLUMNS
+
+__all__ = [
+    "ARCHIVE_COLS",
+    "PAIRS_SUFFIX",
+    "ArchiveEntry",
+    "LogStoreOptions",
+    "archive_info",
+    "build_archive",
+    "fsync_path",
+    "sql_path",
+]
+
+PAIRS_SUFFIX = "+pairs"
+ARCHIVE_COLS = (
+    "id, path, min_ts, max_ts, hosts, attr_keys, lines, raw_bytes, stored_bytes, created_ms, "
+    "bloom, hash_version"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogStoreOptions:
+    """``compression_level``: zstd level of archives (1..22). ``flush_lines`` /
+    ``flush_interval_s``: when the head becomes an archive. ``row_group_lines``: Parquet
+    row group size. ``retention_s`` / ``max_total_bytes``: automatic rotation by age and
+    by total stored size (None = off). ``accept_future_s``: lines stamped further ahead
+    are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``).
+    ``index_pairs``: also put pairs of consecutive runs in the bloom filters, so needles
+    made of short groups (UUIDs, IPs) prune archives too; costs ~5x the flush CPU and
+    ~4x the filter size."""
+
+    compression_level: int = 3
+    flush_lines: int = 1_000_000
+    flush_interval_s: float = 300.0
+    row_group_lines: int = 65_536
+    retention_s: float | None = 7 * 86_400.0
+    max_total_bytes: int | None = None
+    bloom_bits_per_key: int = 10
+    index_pairs: bool = False
+    accept_future_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.compression_level <= 22:
+            raise BadDataError("cannot configure log store: compression_level must be 1..22")
+        if self.flush_lines < 1 or self.row_group_lines < 1 or self.flush_interval_s <= 0:
+            raise BadDataError("cannot configure log store: flush limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """A manifest row with what queries need for pruning."""
+
+    info: ArchiveInfo
+    path: Path
+    attr_keys: tuple[str, ...]
+    bloom: TokenBloom | None
+    pairs_indexed: bool = False
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def archive_info(r: tuple[Any, ...]) -> ArchiveInfo:
+    index = len(r[10]) if r[10] is not None else 0
+    return ArchiveInfo(r[0], r[2], r[3], tuple(r[4]), r[6], r[7], r[8], r[9], index)
+
+
+def sql_path(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def build_archive(
+    cur: duckdb.DuckDBPyConnection,
+    directory: Path,
+    opts: LogStoreOptions,
+    cutoff: int,
+    created: int,
+) -> tuple[ArchiveInfo, Path, list[object]] | None:
+    """Write the head rows with ``batch <= cutoff`` to a new archive file (temporary
+    name, fsync, rename) and compute its manifest row; None when there are none. Runs on
+    a read cursor: the caller publishes the row and deletes the rows on the writer."""
+    row = cur.execute(
+        "SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM log_head "
+        "WHERE batch <= ?",
+        [cutoff],
+    ).fetchall()[0]
+    lines, lo, hi, raw = (int(x) if x is not None else 0 for x in row)
+    if lines == 0:
+        return None
+    archive_id = f"{created:013d}-{secrets.token_hex(4)}"
+    final = directory / f"{archive_id}.parquet"
+    tmp = directory / f".{archive_id}.parquet.tmp"
+    src = f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
+    try:
+        # The database runs with preserve_insertion_order=false; row-group pruning
+        # and compression need the file in exactly this order.
+        cur.execute("SET SESSION preserve_insertion_order = true")
+        cur.execute(
+            f"COPY (SELECT * FROM {src} ORDER BY server_id, source, logger, ts) "  # noqa: S608
+            f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
+            f"COMPRESSION_LEVEL {int(opts.compression_level)}, PARQUET_VERSION V2, "
+            f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
+        ).fetchall()
+        fsync_path(tmp)
+        hosts = sorted(
+            r[0]
+            for r in cur.execute(f"SELECT DISTINCT server_id FROM {src}").fetchall()  # noqa: S608
+        )
+        keys = sorted(
+            r[0]
+            for r in cur.execute(
+                f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
+            ).fetchall()
+        )
+        key_sql = TOKENS_SQL + (f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else "")
+        tokens = key_sql.replace("{src}", f"read_parquet({sql_path(tmp)})")
+        sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
+        hashes = cur.execute(sql).fetchnumpy()["h"]
+        bloom = TokenBloom.build(
+            np.asarray(hashes, dtype=np.uint64), bits_per_key=opts.bloom_bits_per_key
+        )
+        tmp.rename(final)
+        fsync_path(directory)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
+        raise
+    stored = final.stat().st_size
+    row_out: list[object] = [
+        archive_id,
+        final.name,
+        lo,
+        hi,
+        hosts,
+        keys,
+        lines,
+        raw,
+        stored,
+        created,
+        bloom.to_bytes(),
+        duckdb.__version__ + (PAIRS_SUFFIX if opts.index_pairs else ""),
+    ]
+    info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom))
+    return info, final, row_out

@@ -173,3 +173,40 @@ def test_rate_limiter_forgets_old_sources_and_bad_options() -> None:
         rl.take("c", 1)
     with pytest.raises(BadDataError):
         LogWriterOptions(batch_lines=0)
+
+
+async def test_run_loop_archives_in_the_background(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(NOW)
+    db = Database(tmp_path / "db", threads=1)
+    p = open_log_pipeline(
+        db,
+        tmp_path / "logs",
+        writer_options=LogWriterOptions(
+            batch_lines=5, batch_interval_s=0.01, maintenance_interval_s=0.0
+        ),
+        store_options=LogStoreOptions(retention_s=None, flush_lines=5),
+        clock=clock,
+    )
+    calls = {"n": 0}
+    real = p.store.flush
+
+    def flaky_flush() -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("disk hiccup")
+        return real()
+
+    p.store.flush = flaky_flush  # type: ignore[assignment,method-assign]
+    task = asyncio.create_task(p.writer.run())
+    await p.writer.append(_batch(10))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not p.store.archives() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert p.store.archives()[0].lines == 10
+    assert "cannot archive or rotate" in caplog.text
+    await p.aclose()
+    await task
+    db.close()

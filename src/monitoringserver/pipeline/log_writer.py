@@ -180,6 +180,7 @@ class LogWriter:
         self._closing = False
         self._rejected: dict[str, int] = {}
         self._last_maintenance = clock()
+        self._maintenance: asyncio.Task[None] | None = None
 
     # -- counters -----------------------------------------------------------------------
 
@@ -274,11 +275,22 @@ class LogWriter:
             self._wake.clear()
             try:
                 await self.commit_pending()
-                if self._clock() - self._last_maintenance >= self._opt.maintenance_interval_s:
-                    await self.maintain()
             except Exception:
-                log.exception("cannot commit or maintain the log store; retrying")
+                log.exception("cannot commit to the log store; retrying")
                 await asyncio.sleep(self._opt.batch_interval_s)
+            due = self._clock() - self._last_maintenance >= self._opt.maintenance_interval_s
+            if due and (self._maintenance is None or self._maintenance.done()):
+                # Archiving takes seconds: it runs beside the batcher, not in its way.
+                self._last_maintenance = self._clock()
+                self._maintenance = asyncio.create_task(self._maintain_logged())
+        if self._maintenance is not None:
+            await self._maintenance
+
+    async def _maintain_logged(self) -> None:
+        try:
+            await self.maintain()
+        except Exception:
+            log.exception("cannot archive or rotate the log store; will retry")
 
     async def commit_pending(self) -> int:
         """Insert every queued record into the head table now; return lines committed."""

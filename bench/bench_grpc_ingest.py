@@ -164,6 +164,7 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
     values = array.array("d", [1.0] * FLEET_SERIES).tobytes()
     latencies: list[list[float]] = [[] for _ in range(FLEET_ROUNDS)]
     errors: dict[str, int] = {}
+    error_details: dict[str, str] = {}
     retries = 0
     start = time.perf_counter()
     base_ts = int(time.time() * 1000)
@@ -206,6 +207,7 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
                         await asyncio.sleep(int(hint) / 1000)
                         continue
                     errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                    error_details.setdefault(exc.code().name, str(exc.details())[:300])
                     break
                 latencies[r].append(time.perf_counter() - t0)
                 break
@@ -232,6 +234,7 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
             "first_round_with_series_creation": pct(latencies[0]),
             "steady_rounds": pct([x for lat in latencies[1:] for x in lat]),
             "errors": errors,
+            "error_details": error_details,
             "overload_retries": retries,
             "samples": sum(len(x) for x in latencies) * FLEET_SERIES,
         }

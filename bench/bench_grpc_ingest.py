@@ -172,11 +172,12 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
     async def agent(a: int) -> None:
         nonlocal retries
         stub = stubs[a % 16]
+        defined = False  # like the agent: definitions go along until a batch succeeded
         for r in range(FLEET_ROUNDS):
             due = start + (r + a / agents) * FLEET_INTERVAL_S
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             defs = []
-            if r == 0:
+            if not defined:
                 defs = [
                     pb.SeriesDef(
                         id=i,
@@ -210,6 +211,7 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
                     error_details.setdefault(exc.code().name, str(exc.details())[:300])
                     break
                 latencies[r].append(time.perf_counter() - t0)
+                defined = True
                 break
 
     await asyncio.gather(*(agent(a) for a in range(agents)))

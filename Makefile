@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PY ?= python3
 UV := $(PY) -m uv
+UV_BOOT := .venv-uv
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := --extra server --extra dev
@@ -15,9 +16,14 @@ PYTEST_WORKERS ?= auto
 ## env: create .venv from uv.lock (quick when nothing changed)
 env: $(VENV)/.synced
 
+# uv comes from $(PY) when it has it (or pip may install it); otherwise (e.g. Debian's
+# externally managed Python refuses pip) from a small bootstrap venv in $(UV_BOOT).
 $(VENV)/.synced: pyproject.toml uv.lock
-	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(UV) sync --frozen $(EXTRAS) --python $(PY)
+	@if $(PY) -m uv --version >/dev/null 2>&1 || \
+	    $(PY) -m pip install --quiet --disable-pip-version-check uv >/dev/null 2>&1; then uv="$(PY) -m uv"; \
+	else uv=$(UV_BOOT)/bin/uv; [ -x $$uv ] || { $(PY) -m venv $(UV_BOOT) && \
+	    $(UV_BOOT)/bin/pip install --quiet --disable-pip-version-check uv; } || exit 1; fi; \
+	echo "$$uv sync --frozen $(EXTRAS) --python $(PY)"; $$uv sync --frozen $(EXTRAS) --python $(PY)
 	@touch $@
 
 ## run: start the server with a local agent on the embedded store

@@ -147,3 +147,9 @@ def test_limits_count_active_series_only() -> None:
     assert ids.tolist() == [2]
     assert len(created) == 1
     assert len(idx) == 3
+
+
+def test_unattributed_source_has_no_per_source_limit() -> None:
+    idx = SeriesIndex(SeriesLimits(max_per_source=1))
+    idx.resolve([make_labels({"__name__": "m", "i": str(i)}) for i in range(3)], "")
+    assert len(idx) == 3

@@ -187,7 +187,7 @@ class SeriesIndex:
                 f"cannot create {len(new)} series: the total limit is {lim.max_series} "
                 f"and {total} exist"
             )
-        if lim.max_per_source:
+        if lim.max_per_source and source:  # "" means "not attributed": no per-source limit
             have = self._per_source.get(source, 0)
             if have + len(new) > lim.max_per_source:
                 raise CardinalityLimitError(

@@ -64,7 +64,9 @@ class StorageOptions:
     h1_retention_s: float = 5 * 365 * _DAY_S
     #: DuckDB's memory limit (its own syntax, e.g. ``512MB``).
     memory_limit: str = "512MB"
-    #: Cardinality limits; 0 means unlimited.
+    #: Cardinality limits over active series (those with samples within the raw
+    #: retention); 0 means unlimited. The per-source limit applies to appends that name a
+    #: source (agent id, remote address); unattributed appends count only in the others.
     max_series: int = 1_000_000
     max_series_per_metric: int = 200_000
     max_series_per_source: int = 100_000

@@ -231,12 +231,13 @@ def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> R
 
 
 def _matrix_series(m: Matrix) -> list[ResultSeries]:
+    flat = m.flat()
+    lo, hi = flat.lo[:, 0].tolist(), flat.hi[:, 0].tolist()
     out = []
-    for s in m.series:
-        lo, hi = m.bounds(s)
-        a, b = int(lo[0]), int(hi[0])
+    for i, labels in enumerate(m.labels):
+        a, b = lo[i], hi[i]
         if b > a:
-            labels = ev.drop_metric_name(s.labels) if s.drop_name else s.labels
-            out.append(ResultSeries(labels, s.ts[a:b].copy(), s.values[a:b].copy()))
+            shown = ev.drop_metric_name(labels) if m.drop_name[i] else labels
+            out.append(ResultSeries(shown, flat.ts[a:b].copy(), flat.values[a:b].copy()))
     out.sort(key=lambda r: r.labels)
     return out

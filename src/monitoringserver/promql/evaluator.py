@@ -17,13 +17,13 @@ import promql_parser as pp
 from monitoringserver.errors import CanceledError, ExecutionError, QueryTimeoutError
 from monitoringserver.metrics.api import MetricQuerier, SeriesData
 from monitoringserver.model.labels import METRIC_NAME, Labels
+from monitoringserver.promql.packed import Packed
 from monitoringserver.promql.parser import at_ms, duration_ms, extended_mode
 from monitoringserver.promql.selectors import Loader, instant_vector, range_matrix
 from monitoringserver.promql.values import (
     I64,
     Matrix,
     QueryStats,
-    RangeSeries,
     Scalar,
     String,
     Value,
@@ -252,7 +252,7 @@ class Evaluator:
         start = -((-lo) // step) * step
         inner_ts = np.arange(start, int(eff.max()) + 1, step, dtype=np.int64)
         if len(inner_ts) == 0:
-            return Matrix([], eff, rng)
+            return Matrix.of([], eff, rng)
         value = self.eval(sq.expr, inner_ts)
         if isinstance(value, Scalar):
             value = Vector(
@@ -263,13 +263,14 @@ class Evaluator:
             )
         if not isinstance(value, Vector):
             raise ExecutionError(f"cannot evaluate subquery {sq}: inner expression is not a vector")
-        out = []
-        for i, lbl in enumerate(value.labels):
-            mask = value.present[i]
-            if mask.any():
-                out.append(
-                    RangeSeries(
-                        lbl, inner_ts[mask], value.values[i][mask], bool(value.drop_name[i])
-                    )
-                )
-        return Matrix(out, eff, rng)
+        rows = np.flatnonzero(value.present.any(axis=1))
+        present = value.present[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.intp)
+        np.cumsum(present.sum(axis=1), out=offsets[1:])
+        data = Packed(
+            np.broadcast_to(inner_ts, present.shape)[present],
+            value.values[rows][present],
+            offsets,
+        )
+        labels = [value.labels[i] for i in rows.tolist()]
+        return Matrix(labels, data, value.drop_name[rows], eff, rng)

@@ -283,24 +283,38 @@ def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts
     if name == "quantile_over_time":
         phi = extra[0]
         bad = phi[(phi < 0) | (phi > 1) | np.isnan(phi)]
-        if len(bad) and matrix.series:
+        if len(bad) and matrix.labels:
             from monitoringserver.promql.aggregations import format_value
 
             ev.warn(
                 f"quantile value should be between 0 and 1, got {format_value(bad[0])}", args[0]
             )
     values, present = RANGE_FUNCTIONS[name](
-        RangeArgs(flat.ts, flat.values, flat.lo, flat.hi, matrix.eff_ms, matrix.range_ms, ts, extra)
+        RangeArgs(
+            flat.ts,
+            flat.values,
+            flat.lo,
+            flat.hi,
+            matrix.eff_ms,
+            matrix.range_ms,
+            ts,
+            extra,
+            matrix.data.starts(),
+        )
     )
     keep_name = keeps_name(name)
-    drops = np.array([s.drop_name or not keep_name for s in matrix.series], dtype=np.bool_)
-    vec = Vector([s.labels for s in matrix.series], values, present & nonempty, drops)
+    drops = matrix.drop_name | (not keep_name)
+    vec = Vector(list(matrix.labels), values, present & nonempty, drops)
     return vec.compact()
 
 
 def _counter_info(ev: Evaluator, matrix: Matrix, enough: B, arg: pp.Expr) -> None:
-    for i in np.flatnonzero(enough.any(axis=1)):
-        name = metric_name(matrix.series[i].labels)
+    seen: set[str] = set()
+    for i in np.flatnonzero(enough.any(axis=1)).tolist():
+        name = metric_name(matrix.labels[i])
+        if name in seen:
+            continue
+        seen.add(name)
         if name and not name.endswith(_COUNTER_SUFFIXES):
             ev.info(
                 "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "

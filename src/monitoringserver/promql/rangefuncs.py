@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from monitoringserver.promql.counters import extrapolated
 from monitoringserver.promql.values import F64, B
 from monitoringserver.promql.windows import WINDOW_FUNCTIONS, RangeArgs, RangeFn
 
@@ -136,57 +137,6 @@ def _present(a: RangeArgs) -> tuple[F64, B]:
 # -- counters and deltas -----------------------------------------------------------------
 
 
-def _extrapolated(is_counter: bool, is_rate: bool) -> RangeFn:
-    """``rate``/``increase``/``delta``: Prometheus' extrapolation to the window edges."""
-
-    def fn(a: RangeArgs) -> tuple[F64, B]:
-        n = a.hi - a.lo
-        ok = n >= 2
-        if not len(a.values):
-            return np.zeros(a.lo.shape), ok
-        first_i = _clip(a.lo, len(a.values))
-        last_i = _clip(a.hi - 1, len(a.values))
-        v0, v1 = a.values[first_i], a.values[last_i]
-        t0, t1 = a.ts[first_i], a.ts[last_i]
-        with np.errstate(all="ignore"):
-            result = v1 - v0
-            if is_counter:
-                result = result + _reset_correction(a.values, first_i, last_i)
-            to_start = (t0 - (a.eff - a.range_ms)) / 1000.0
-            to_end = (a.eff - t1) / 1000.0
-            sampled = (t1 - t0) / 1000.0
-            avg_gap = sampled / np.maximum(n - 1, 1)
-            threshold = avg_gap * 1.1
-            to_start = np.where(to_start >= threshold, avg_gap / 2, to_start)
-            if is_counter:
-                to_zero = np.where((result > 0) & (v0 >= 0), sampled * (v0 / result), to_start)
-                to_start = np.minimum(to_start, to_zero)
-            to_end = np.where(to_end >= threshold, avg_gap / 2, to_end)
-            factor = (sampled + to_start + to_end) / sampled
-            if is_rate:
-                factor = factor / (a.range_ms / 1000.0)
-            out = np.asarray(result * factor, dtype=np.float64)
-        return out, ok
-
-    return fn
-
-
-def _reset_correction(values: F64, first: Idx, last: Idx) -> F64:
-    """Per window, the sum of the values just before each counter reset inside it.
-
-    A reset at index ``k`` (``values[k] < values[k-1]``) belongs to windows with
-    ``first < k <= last``; windows never span two series, so a "reset" between the last
-    sample of one series and the first of the next is never counted.
-    """
-    drops = np.flatnonzero(values[1:] < values[:-1]) + 1
-    if not len(drops):
-        return np.zeros(first.shape)
-    cum = np.concatenate([[0.0], np.cumsum(values[drops - 1])])
-    k1 = np.searchsorted(drops, first, side="right")
-    k2 = np.searchsorted(drops, last, side="right")
-    return np.asarray(cum[k2] - cum[k1], dtype=np.float64)
-
-
 def _instant(is_rate: bool) -> RangeFn:
     """``irate``/``idelta``: the last two samples of the window."""
 
@@ -239,9 +189,9 @@ def _changes_vs(flag: Callable[[F64, F64], B]) -> RangeFn:
 
 RANGE_FUNCTIONS: dict[str, RangeFn] = {
     **WINDOW_FUNCTIONS,
-    "rate": _extrapolated(True, True),
-    "increase": _extrapolated(True, False),
-    "delta": _extrapolated(False, False),
+    "rate": extrapolated(True, True),
+    "increase": extrapolated(True, False),
+    "delta": extrapolated(False, False),
     "irate": _instant(True),
     "idelta": _instant(False),
     "changes": _changes_vs(_changed),

@@ -18,8 +18,9 @@ from monitoringserver.metrics.api import MetricQuerier, SeriesData
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import is_stale_nan
+from monitoringserver.promql.packed import pack, upper_bounds
 from monitoringserver.promql.parser import selector_matchers
-from monitoringserver.promql.values import I64, Matrix, QueryStats, RangeSeries, Vector
+from monitoringserver.promql.values import I64, Matrix, QueryStats, Vector
 
 __all__ = ["Loader", "instant_vector", "range_matrix"]
 
@@ -74,33 +75,33 @@ def instant_vector(
     """Per step, the newest non-stale sample in ``(eff - lookback, eff]``.
 
     With ``want_ts`` the value is the sample's timestamp in seconds (for ``timestamp()``).
+    All series are handled at once over their packed samples.
     """
-    steps = len(eff_ms)
-    n = len(series)
-    values = np.zeros((n, steps), dtype=np.float64)
-    present = np.zeros((n, steps), dtype=np.bool_)
-    for i, s in enumerate(series):
-        if len(s.ts_ms) == 0:
-            continue
-        idx = np.searchsorted(s.ts_ms, eff_ms, side="right") - 1
-        ok = idx >= 0
-        idx_c = np.where(ok, idx, 0)
-        ok &= s.ts_ms[idx_c] > eff_ms - lookback_ms
-        vals = s.values[idx_c]
-        ok &= ~is_stale_nan(vals)
-        present[i] = ok
-        values[i] = s.ts_ms[idx_c] / 1000.0 if want_ts else vals
-    return Vector([s.labels for s in series], values, present, np.zeros(n, dtype=np.bool_))
+    n, steps = len(series), len(eff_ms)
+    labels = [s.labels for s in series]
+    data = pack([s.ts_ms for s in series], [s.values for s in series])
+    if len(data.ts) == 0:
+        return Vector(
+            labels,
+            np.zeros((n, steps)),
+            np.zeros((n, steps), dtype=np.bool_),
+            np.zeros(n, dtype=np.bool_),
+        )
+    (upper,) = upper_bounds(data, eff_ms)
+    idx = upper - 1
+    present = idx >= data.starts()[:, None]
+    idx_c = np.maximum(idx, 0)
+    ts = data.ts[idx_c]
+    vals = data.values[idx_c]
+    present &= ts > (eff_ms - lookback_ms)[None, :]
+    present &= ~is_stale_nan(vals)
+    values = ts / 1000.0 if want_ts else vals
+    return Vector(labels, values, present, np.zeros(n, dtype=np.bool_))
 
 
 def range_matrix(series: Sequence[SeriesData], eff_ms: I64, range_ms: int) -> Matrix:
     """A range vector whose windows end at ``eff_ms``; stale markers are dropped."""
-    out: list[RangeSeries] = []
-    for s in series:
-        stale = is_stale_nan(s.values)
-        if stale.any():
-            keep = ~stale
-            out.append(RangeSeries(s.labels, s.ts_ms[keep], s.values[keep]))
-        else:
-            out.append(RangeSeries(s.labels, s.ts_ms, s.values))
-    return Matrix(out, eff_ms, range_ms)
+    data = pack([s.ts_ms for s in series], [s.values for s in series]).without_stale()
+    return Matrix(
+        [s.labels for s in series], data, np.zeros(len(series), dtype=np.bool_), eff_ms, range_ms
+    )

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from monitoringserver.metrics.api import SeriesData
 from monitoringserver.model.labels import Labels
+from monitoringserver.promql.packed import Packed, pack, upper_bounds
 
 __all__ = [
     "FlatWindows",
@@ -100,9 +101,15 @@ class RangeSeries:
 
 @dataclass(slots=True)
 class Matrix:
-    """A range vector: the series plus, per step, the window ``(eff - range_ms, eff]``."""
+    """A range vector: packed series plus, per step, the window ``(eff - range_ms, eff]``.
 
-    series: list[RangeSeries]
+    ``data`` holds every series' samples (stale markers removed) concatenated;
+    ``labels[i]``/``drop_name[i]`` describe series ``i``.
+    """
+
+    labels: list[Labels]
+    data: Packed
+    drop_name: B
     eff_ms: I64
     range_ms: int
     #: ``anchored``/``smoothed`` selectors keep their raw samples (incl. those outside
@@ -110,29 +117,35 @@ class Matrix:
     mode: str | None = None
     raw: list[SeriesData] = field(default_factory=list)
 
-    def bounds(self, s: RangeSeries) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        """Per step, the half-open index range ``[lo, hi)`` of samples in the window."""
-        lo = np.searchsorted(s.ts, self.eff_ms - self.range_ms, side="right")
-        hi = np.searchsorted(s.ts, self.eff_ms, side="right")
-        return lo, hi
+    @classmethod
+    def of(cls, series: list[RangeSeries], eff_ms: I64, range_ms: int) -> Matrix:
+        """A matrix of already cleaned series."""
+        return cls(
+            [s.labels for s in series],
+            pack([s.ts for s in series], [s.values for s in series]),
+            np.array([s.drop_name for s in series], dtype=np.bool_),
+            eff_ms,
+            range_ms,
+        )
+
+    @property
+    def series(self) -> list[RangeSeries]:
+        """Per-series views into :attr:`data` (built on demand)."""
+        off = self.data.offsets.tolist()
+        return [
+            RangeSeries(
+                lbl,
+                self.data.ts[off[i] : off[i + 1]],
+                self.data.values[off[i] : off[i + 1]],
+                bool(self.drop_name[i]),
+            )
+            for i, lbl in enumerate(self.labels)
+        ]
 
     def flat(self) -> FlatWindows:
-        """All series concatenated, with ``[series, steps]`` window bounds into the flat arrays."""
-        n = len(self.series)
-        steps = len(self.eff_ms)
-        lo = np.empty((n, steps), dtype=np.intp)
-        hi = np.empty((n, steps), dtype=np.intp)
-        if n == 0:
-            return FlatWindows(np.empty(0, np.int64), np.empty(0, np.float64), lo, hi)
-        starts = self.eff_ms - self.range_ms
-        offset = 0
-        for i, s in enumerate(self.series):
-            lo[i] = np.searchsorted(s.ts, starts, side="right") + offset
-            hi[i] = np.searchsorted(s.ts, self.eff_ms, side="right") + offset
-            offset += len(s.ts)
-        ts = np.concatenate([s.ts for s in self.series]).astype(np.int64, copy=False)
-        values = np.concatenate([s.values for s in self.series]).astype(np.float64, copy=False)
-        return FlatWindows(ts, values, lo, hi)
+        """The packed samples with ``[series, steps]`` window bounds into them."""
+        lo, hi = upper_bounds(self.data, self.eff_ms - self.range_ms, self.eff_ms)
+        return FlatWindows(self.data.ts, self.data.values, lo, hi)
 
 
 @dataclass(slots=True)

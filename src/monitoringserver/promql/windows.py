@@ -31,6 +31,8 @@ class RangeArgs:
     ``ts``/``values``: all samples, series after series. ``lo``/``hi``: ``[series, steps]``
     window bounds into them. ``eff``: window end per step (ms, after ``offset``/``@``);
     ``step_ts``: evaluation timestamps; ``extra``: scalar arguments, one value per step.
+    ``starts``: flat index of each series' first sample, when known (lets functions that
+    compare neighbours ignore the seam between two series).
     """
 
     ts: I64
@@ -41,6 +43,7 @@ class RangeArgs:
     range_ms: int
     step_ts: I64
     extra: list[F64]
+    starts: Idx | None = None
 
 
 RangeFn = Callable[[RangeArgs], tuple[F64, B]]

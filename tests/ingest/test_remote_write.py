@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitoringserver.errors import BadDataError, PayloadTooLargeError
-from monitoringserver.ingest.remote_write import decode_write_request
+from monitoringserver.ingest.remote_write import RemoteWriteDecoder, decode_write_request
 from monitoringserver.model.samples import STALE_NAN, is_stale_nan
 from monitoringserver.proto.prompb import remote_pb2
 from monitoringserver.web.routers.remote_write import (
@@ -137,7 +137,7 @@ async def test_route_large_body_decodes_on_thread() -> None:
 def _raw_body(samples: list[bytes]) -> bytes:
     req = remote_pb2.WriteRequestRaw()
     ts = req.timeseries.add()
-    ts.labels.add(name="__name__", value="m")
+    ts.labels.append(remote_pb2.Label(name="__name__", value="m").SerializeToString())
     ts.samples.extend(samples)
     return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
 
@@ -165,3 +165,15 @@ def test_unusual_sample_layout_falls_back_to_protobuf_runtime() -> None:
     assert batch.values.tolist() == [2.5, 2.5]
     with pytest.raises(BadDataError, match="invalid protobuf"):
         decode_write_request(_raw_body([b"\x09\x00"]))
+
+
+def test_decoder_caches_label_sets_across_requests_and_resets() -> None:
+    decoder = RemoteWriteDecoder(max_series=1)
+    a = decoder.decode(write_request([(UP, [(1, 1.0)])]))
+    b = decoder.decode(write_request([(UP, [(2, 2.0)])]))
+    assert a.series[0] is b.series[0]
+    c = decoder.decode(write_request([(CPU, [(3, 3.0)])]))
+    assert list(c.series) == [CPU]
+    assert len(decoder._cache) == 1
+    with pytest.raises(BadDataError, match="label name"):
+        decoder.decode(write_request([((("__name__", "m"), ("a-b", "x")), [(1, 1.0)])]))

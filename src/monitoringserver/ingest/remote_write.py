@@ -34,7 +34,12 @@ from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto.prompb import remote_pb2
 
-__all__ = ["DEFAULT_MAX_DECODED_BYTES", "decode_write_request", "decompress_snappy"]
+__all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "RemoteWriteDecoder",
+    "decode_write_request",
+    "decompress_snappy",
+]
 
 #: Largest accepted uncompressed WriteRequest (Prometheus sends ≈ 2 000 samples per request).
 DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
@@ -59,26 +64,27 @@ def decompress_snappy(body: bytes, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
         raise BadDataError(f"{_PREFIX}: invalid snappy data: {exc}") from exc
 
 
-def _labels(
-    series: remote_pb2.TimeSeries | remote_pb2.TimeSeriesRaw, cache: dict[tuple[str, ...], Labels]
-) -> Labels:
-    flat = tuple(s for label in series.labels for s in (label.name, label.value))
-    found = cache.get(flat)
-    if found is not None:
-        return found
-    pairs: dict[str, str] = {}
-    for i in range(0, len(flat), 2):
-        name, value = flat[i], flat[i + 1]
+def _checked(pairs: list[tuple[str, str]]) -> Labels:
+    seen: set[str] = set()
+    for name, _value in pairs:
         if name != METRIC_NAME and not _LABEL_NAME_RE.fullmatch(name):
             raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
-        if name in pairs:
+        if name in seen:
             raise BadDataError(f"{_PREFIX}: duplicate label name {name!r}")
-        pairs[name] = value
-    if not pairs.get(METRIC_NAME):
-        raise BadDataError(f"{_PREFIX}: series without a metric name: {pairs}")
-    labels = tuple(sorted((k, v) for k, v in pairs.items() if v != ""))
-    cache[flat] = labels
-    return labels
+        seen.add(name)
+    found = dict(pairs)
+    if not found.get(METRIC_NAME):
+        raise BadDataError(f"{_PREFIX}: series without a metric name: {found}")
+    return tuple(sorted((k, v) for k, v in pairs if v != ""))
+
+
+def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels]) -> Labels:
+    flat = tuple(s for label in series.labels for s in (label.name, label.value))
+    found = cache.get(flat)
+    if found is None:
+        found = _checked([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+        cache[flat] = found
+    return found
 
 
 def _decode_samples(
@@ -112,47 +118,82 @@ def _decode_samples(
     return ts, values
 
 
-def _decode_fast(raw: bytes) -> SampleBatch | None:
-    request = remote_pb2.WriteRequestRaw()
-    request.ParseFromString(raw)
-    cache: dict[tuple[str, ...], Labels] = {}
-    index: dict[Labels, int] = {}
-    numbers: list[int] = []
-    counts: list[int] = []
-    chunks: list[bytes] = []
-    for series in request.timeseries:
-        samples = series.samples
-        if not samples:
-            continue
-        labels = _labels(series, cache)
-        numbers.append(index.setdefault(labels, len(index)))
-        counts.append(len(samples))
-        chunks.extend(samples)
-    if not counts:
-        return SampleBatch.empty()
-    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    buf = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-    decoded = _decode_samples(buf, starts, ends)
-    if decoded is None:
-        return None
-    ts, values = decoded
-    idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
-    return SampleBatch(list(index), idx, ts, values)
+class RemoteWriteDecoder:
+    """Decodes remote-write bodies, remembering label sets across requests.
+
+    The cache maps a series' encoded labels to its label tuple (at most ``max_series``
+    entries; it starts over when full), so steady-state traffic creates no label objects.
+    Safe to share between threads (dict operations are atomic; a lost insert only costs
+    a re-parse).
+    """
+
+    def __init__(self, max_series: int = 1_000_000) -> None:
+        self.max_series = max_series
+        self._cache: dict[tuple[bytes, ...], Labels] = {}
+
+    def _raw_labels(self, encoded: tuple[bytes, ...]) -> Labels:
+        found = self._cache.get(encoded)
+        if found is not None:
+            return found
+        pairs = []
+        for item in encoded:
+            label = remote_pb2.Label.FromString(item)
+            pairs.append((label.name, label.value))
+        found = _checked(pairs)
+        if len(self._cache) >= self.max_series:
+            self._cache = {}
+        self._cache[encoded] = found
+        return found
+
+    def _fast(self, raw: bytes) -> SampleBatch | None:
+        request = remote_pb2.WriteRequestRaw()
+        request.ParseFromString(raw)
+        index: dict[Labels, int] = {}
+        numbers: list[int] = []
+        counts: list[int] = []
+        chunks: list[bytes] = []
+        for series in request.timeseries:
+            samples = series.samples
+            if not samples:
+                continue
+            labels = self._raw_labels(tuple(series.labels))
+            numbers.append(index.setdefault(labels, len(index)))
+            counts.append(len(samples))
+            chunks.extend(samples)
+        if not counts:
+            return SampleBatch.empty()
+        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        buf = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+        decoded = _decode_samples(buf, starts, ends)
+        if decoded is None:
+            return None
+        ts, values = decoded
+        idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
+        return SampleBatch(list(index), idx, ts, values)
+
+    def decode(
+        self, body: bytes, *, compressed: bool = True, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> SampleBatch:
+        """Decode one remote-write body (snappy unless ``compressed`` is false)."""
+        raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
+        try:
+            fast = self._fast(raw)
+        except DecodeError as exc:
+            raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
+        return fast if fast is not None else _decode_slow(raw)
 
 
 def decode_write_request(
     body: bytes, *, compressed: bool = True, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
 ) -> SampleBatch:
-    """Decode one remote-write body (snappy unless ``compressed`` is false)."""
-    raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
-    try:
-        fast = _decode_fast(raw)
-    except DecodeError as exc:
-        raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
-    if fast is not None:
-        return fast
+    """Decode one remote-write body without a cross-request label cache."""
+    return RemoteWriteDecoder().decode(body, compressed=compressed, max_bytes=max_bytes)
+
+
+def _decode_slow(raw: bytes) -> SampleBatch:
+    """The protobuf runtime's decode (any valid layout)."""
     request = remote_pb2.WriteRequest()
     try:
         request.ParseFromString(raw)

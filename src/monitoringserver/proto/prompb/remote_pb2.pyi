@@ -72,6 +72,6 @@ class TimeSeriesRaw(_message.Message):
     __slots__ = ("labels", "samples")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
-    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    labels: _containers.RepeatedScalarFieldContainer[bytes]
     samples: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., samples: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    def __init__(self, labels: _Optional[_Iterable[bytes]] = ..., samples: _Optional[_Iterable[bytes]] = ...) -> None: ...

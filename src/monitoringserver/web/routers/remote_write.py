@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from monitoringserver.auth.api import Scope
 from monitoringserver.errors import MonitoringError
-from monitoringserver.ingest.remote_write import decode_write_request
+from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.routers.ingest_common import (
     append_counted,
@@ -34,6 +34,7 @@ _THREAD_BYTES = 64 * 1024
 def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
     """The router serving ``POST /api/v1/write``."""
     router = APIRouter()
+    decoder = RemoteWriteDecoder()
 
     async def write(request: Request) -> Response:
         require(request, Scope.WRITE)
@@ -44,15 +45,13 @@ def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
         try:
             if len(body) > _THREAD_BYTES:
                 batch = await asyncio.to_thread(
-                    decode_write_request,
+                    decoder.decode,
                     body,
                     compressed=compressed,
                     max_bytes=max_decoded_bytes,
                 )
             else:
-                batch = decode_write_request(
-                    body, compressed=compressed, max_bytes=max_decoded_bytes
-                )
+                batch = decoder.decode(body, compressed=compressed, max_bytes=max_decoded_bytes)
         except MonitoringError:
             count_error(comps, _FORMAT)
             raise

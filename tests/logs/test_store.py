@@ -265,3 +265,31 @@ def test_uuid_needle_pruned_by_pair_keys(
     page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
     assert page.batch.message == [f"id={needle}"]
     assert (page.archives_scanned, page.archives_pruned) == (scanned, 3 - scanned)
+
+
+def test_compaction_merges_fresh_archives(
+    db: Database, tmp_path: Path, clock: FakeClock
+) -> None:
+    opts = LogStoreOptions(compact_min_archives=3, compact_max_lines=250, retention_s=None)
+    store = LogStore(db, tmp_path / "c", opts, clock=clock)
+    engine = LogQueryEngine(store)
+    assert store.compact(force=True) is None
+    for k in range(4):
+        store.insert(_batch(f"h{k}", 1000 * k, 100, extra=f"req={NEEDLE}" if k == 1 else ""))
+        store.flush()
+    assert store.compact() is not None  # merges the oldest two (250-line cap)
+    archives = store.archives()
+    assert [a.lines for a in archives] == [200, 100, 100]
+    assert archives[0].hosts == ("h0", "h1")
+    assert len(list(store.directory.glob("*.parquet"))) == 3
+    assert store.compact() is None  # only two fresh ones left
+    merged = store.compact(force=True)
+    assert merged is not None
+    assert merged.lines == 200
+    assert store.compact(force=True) is None  # merged archives are not merged again
+    page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, NEEDLE),), limit=1000))
+    assert len(page.batch) == 100
+    assert page.archives_scanned == 1
+    assert len(engine.query(LogQuery(limit=1000)).batch) == 400
+    with pytest.raises(BadDataError):
+        LogStoreOptions(compaction_level=30)

@@ -126,7 +126,7 @@ def test_archives_download_delete_rotate_stats(env: tuple[TestClient, LogPipelin
     )
     _commit(client, p)
     r = client.post("/api/v1/logs/rotate", params={"flush": "true"}).json()["data"]
-    assert r == {"deleted": [], "freed_bytes": 0}
+    assert r == {"deleted": [], "freed_bytes": 0, "compacted_into": []}
     archives = client.get("/api/v1/logs/archives").json()["data"]
     assert len(archives) == 1
     a = archives[0]
@@ -148,6 +148,13 @@ def test_archives_download_delete_rotate_stats(env: tuple[TestClient, LogPipelin
     assert client.get(f"/api/v1/logs/archives/{a['id']}").status_code == 404
     r = client.post("/api/v1/logs/rotate", params={"max_age_s": "x"})
     assert r.status_code == 400
+    for k in range(2):
+        _post(client, [{"server_id": "c", "message": f"m{k}", "type": "info"}])
+        _commit(client, p)
+        client.post("/api/v1/logs/rotate", params={"flush": "true"})
+    r = client.post("/api/v1/logs/rotate", params={"compact": "true"}).json()["data"]
+    assert len(r["compacted_into"]) == 1
+    assert [a["lines"] for a in client.get("/api/v1/logs/archives").json()["data"]] == [2]
 
 
 def test_patterns_and_aggregation_rules(env: tuple[TestClient, LogPipeline]) -> None:

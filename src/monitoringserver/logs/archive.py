@@ -28,7 +28,9 @@ __all__ = [
     "LogStoreOptions",
     "archive_info",
     "build_archive",
+    "files_source",
     "fsync_path",
+    "head_source",
     "sql_path",
 ]
 
@@ -48,7 +50,8 @@ class LogStoreOptions:
     are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``).
     ``index_pairs``: also put pairs of consecutive runs in the bloom filters, so needles
     made of short groups (UUIDs, IPs) prune archives too; costs ~5x the flush CPU and
-    ~4x the filter size."""
+    ~4x the filter size. Compaction merges the oldest ``compact_min_archives`` (or more)
+    fresh archives, up to ``compact_max_lines`` lines, into one at ``compaction_level``."""
 
     compression_level: int = 3
     flush_lines: int = 1_000_000
@@ -58,11 +61,16 @@ class LogStoreOptions:
     max_total_bytes: int | None = None
     bloom_bits_per_key: int = 10
     index_pairs: bool = False
+    compaction_level: int = 9
+    compact_min_archives: int = 4
+    compact_max_lines: int = 4_000_000
     accept_future_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.compression_level <= 22:
             raise BadDataError("cannot configure log store: compression_level must be 1..22")
+        if not 1 <= self.compaction_level <= 22:
+            raise BadDataError("cannot configure log store: compaction_level must be 1..22")
         if self.flush_lines < 1 or self.row_group_lines < 1 or self.flush_interval_s <= 0:
             raise BadDataError("cannot configure log store: flush limits must be positive")
 
@@ -96,20 +104,30 @@ def sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def head_source(cutoff: int) -> str:
+    """The head rows a flush archives: everything inserted up to batch ``cutoff``."""
+    return f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
+
+
+def files_source(paths: list[Path]) -> str:
+    return "read_parquet([" + ", ".join(sql_path(p) for p in paths) + "])"
+
+
 def build_archive(
     cur: duckdb.DuckDBPyConnection,
     directory: Path,
     opts: LogStoreOptions,
-    cutoff: int,
+    src: str,
     created: int,
+    *,
+    level: int,
 ) -> tuple[ArchiveInfo, Path, list[object]] | None:
-    """Write the head rows with ``batch <= cutoff`` to a new archive file (temporary
-    name, fsync, rename) and compute its manifest row; None when there are none. Runs on
-    a read cursor: the caller publishes the row and deletes the rows on the writer."""
+    """Write the rows of relation ``src`` (:func:`head_source` or :func:`files_source`)
+    to a new archive file at zstd ``level`` (temporary name, fsync, rename) and compute
+    its manifest row; None when there are none. Runs on a read cursor: the caller
+    publishes the row (and removes the sources) on the writer."""
     row = cur.execute(
-        "SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM log_head "
-        "WHERE batch <= ?",
-        [cutoff],
+        f"SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM {src}"  # noqa: S608
     ).fetchall()[0]
     lines, lo, hi, raw = (int(x) if x is not None else 0 for x in row)
     if lines == 0:
@@ -117,7 +135,6 @@ def build_archive(
     archive_id = f"{created:013d}-{secrets.token_hex(4)}"
     final = directory / f"{archive_id}.parquet"
     tmp = directory / f".{archive_id}.parquet.tmp"
-    src = f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
     try:
         # The database runs with preserve_insertion_order=false; row-group pruning
         # and compression need the file in exactly this order.
@@ -125,7 +142,7 @@ def build_archive(
         cur.execute(
             f"COPY (SELECT * FROM {src} ORDER BY server_id, source, logger, ts) "  # noqa: S608
             f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
-            f"COMPRESSION_LEVEL {int(opts.compression_level)}, PARQUET_VERSION V2, "
+            f"COMPRESSION_LEVEL {int(level)}, PARQUET_VERSION V2, "
             f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
         ).fetchall()
         fsync_path(tmp)

@@ -4,7 +4,8 @@
   ``batch`` numbers inserts so a flush can archive exactly the rows it copied.
 * ``log_archives``: the manifest. An archive file is visible only through its row.
   ``bloom`` holds the token bloom filter; ``hash_version`` the DuckDB version whose
-  ``hash()`` built it (a different version disables pruning, never correctness).
+  ``hash()`` built it (a different version disables pruning, never correctness);
+  ``compacted``: the archive is the product of a merge (not merged again).
 * ``log_state``: ``committed_lsn`` = WAL position whose records are all in DuckDB.
 * ``log_dedup``: the last applied ``batch_seq`` per agent.
 """
@@ -27,7 +28,8 @@ _DDL = (
         id VARCHAR PRIMARY KEY, path VARCHAR NOT NULL, min_ts BIGINT NOT NULL,
         max_ts BIGINT NOT NULL, hosts VARCHAR[] NOT NULL, attr_keys VARCHAR[] NOT NULL,
         lines BIGINT NOT NULL, raw_bytes BIGINT NOT NULL, stored_bytes BIGINT NOT NULL,
-        created_ms BIGINT NOT NULL, bloom BLOB, hash_version VARCHAR NOT NULL)""",
+        created_ms BIGINT NOT NULL, bloom BLOB, hash_version VARCHAR NOT NULL,
+        compacted BOOLEAN NOT NULL DEFAULT false)""",
     "CREATE TABLE IF NOT EXISTS log_state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS log_dedup (agent_id VARCHAR PRIMARY KEY, last_seq BIGINT NOT NULL)",
 )

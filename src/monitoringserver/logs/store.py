@@ -36,6 +36,8 @@ from monitoringserver.logs.archive import (
     LogStoreOptions,
     archive_info,
     build_archive,
+    files_source,
+    head_source,
 )
 from monitoringserver.logs.bloom import TokenBloom
 from monitoringserver.logs.schema import create_schema
@@ -174,8 +176,72 @@ class LogStore:
 
     def _build_archive(self, cutoff: int) -> tuple[ArchiveInfo, Path, list[object]] | None:
         return build_archive(
-            self.db.cursor(), self.directory, self.options, cutoff, int(self._clock() * 1000)
+            self.db.cursor(),
+            self.directory,
+            self.options,
+            head_source(cutoff),
+            int(self._clock() * 1000),
+            level=self.options.compression_level,
         )
+
+    def compact(self, *, force: bool = False) -> ArchiveInfo | None:
+        """Merge the oldest fresh archives into one at ``compaction_level``.
+
+        Runs when at least ``compact_min_archives`` fresh archives exist (``force``: at
+        least two). The merged file is built on a read cursor; the manifest swap (new
+        row in, old rows out) is one writer transaction; the old files are removed
+        after it. Returns the new archive, or None when there was nothing to merge."""
+        opts = self.options
+        with self._flush_lock:
+            fresh = [
+                (str(r[0]), str(r[1]), int(r[2]))
+                for r in self.db.read(
+                    "SELECT id, path, lines FROM log_archives WHERE NOT compacted "
+                    "ORDER BY min_ts, id"
+                )
+            ]
+            if len(fresh) < (2 if force else opts.compact_min_archives):
+                return None
+            chosen: list[tuple[str, str, int]] = []
+            total = 0
+            for item in fresh:
+                if chosen and total + item[2] > opts.compact_max_lines:
+                    break
+                chosen.append(item)
+                total += item[2]
+            if len(chosen) < 2:
+                return None
+            paths = [self.directory / p for _, p, _ in chosen]
+            built = build_archive(
+                self.db.cursor(),
+                self.directory,
+                opts,
+                files_source(paths),
+                int(self._clock() * 1000),
+                level=opts.compaction_level,
+            )
+            if built is None:
+                return None
+            info, path, row = built
+            ids = [i for i, _, _ in chosen]
+
+            def swap(con: duckdb.DuckDBPyConnection) -> None:
+                con.execute(
+                    f"INSERT INTO log_archives ({ARCHIVE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                    row,
+                )
+                con.execute("UPDATE log_archives SET compacted = true WHERE id = ?", [info.id])
+                con.execute("DELETE FROM log_archives WHERE list_contains(?, id)", [ids])
+
+            with self._changing():
+                try:
+                    self.db.write(swap)
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
+            for old in paths:
+                old.unlink(missing_ok=True)
+            return info
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:

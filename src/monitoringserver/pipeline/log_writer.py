@@ -310,11 +310,13 @@ class LogWriter:
             return len(batch)
 
     async def maintain(self, *, force_flush: bool = False) -> None:
-        """Archive the head when due (or ``force_flush``), then rotate by age and size."""
+        """Archive the head when due (or ``force_flush``), merge small archives, then
+        rotate by age and size."""
         self._last_maintenance = self._clock()
         if force_flush or await asyncio.to_thread(self._store.needs_flush):
             await self.commit_pending()
             await asyncio.to_thread(self._store.flush)
+        await asyncio.to_thread(self._store.compact)
         opts = self._store.options
         if opts.retention_s is not None or opts.max_total_bytes is not None:
             await asyncio.to_thread(self._store.rotate)

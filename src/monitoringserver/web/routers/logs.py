@@ -9,7 +9,8 @@
 * ``GET /api/v1/logs/patterns`` (read): top message patterns with samples.
 * ``GET /api/v1/logs/archives`` (read, filter ``start_time``/``end_time``/``server_id``),
   ``GET /api/v1/logs/archives/{id}`` (read: the Parquet file, zstd-compressed),
-  ``DELETE /api/v1/logs/archives/{id}`` (admin), ``POST /api/v1/logs/rotate`` (admin).
+  ``DELETE /api/v1/logs/archives/{id}`` (admin), ``POST /api/v1/logs/rotate`` (admin;
+  ``flush=true`` archives the head first, ``compact=true`` merges fresh archives).
 * ``GET /api/v1/logs/stats`` (read); ``GET``/``PUT /api/v1/logs/aggregation`` (read/admin).
 
 * WebSocket ``/api/v1/logs/stream`` (read; same filters as ``GET /logs``): seed 003
@@ -247,6 +248,10 @@ def logs_router(web: LogsWeb) -> APIRouter:
         p = request.query_params
         if p.get("flush") in ("1", "true"):
             await asyncio.to_thread(web.store.flush)
+        merged = []
+        if p.get("compact") in ("1", "true"):
+            while (info := await asyncio.to_thread(web.store.compact, force=True)) is not None:
+                merged.append(info.id)
         age = p.get("max_age_s")
         size = p.get("max_total_bytes")
         try:
@@ -257,7 +262,11 @@ def logs_router(web: LogsWeb) -> APIRouter:
             )
         except ValueError as exc:
             raise BadDataError(f"cannot rotate log archives: {exc}") from exc
-        data = {"deleted": list(result.deleted), "freed_bytes": result.freed_bytes}
+        data = {
+            "deleted": list(result.deleted),
+            "freed_bytes": result.freed_bytes,
+            "compacted_into": merged,
+        }
         return _json({"status": "success", "data": data})
 
     async def stats(request: Request) -> Response:

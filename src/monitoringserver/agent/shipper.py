@@ -200,7 +200,14 @@ class Shipper:
             delay = base * (0.5 + self._rng.random())
         self._retry_at = self._clock() + delay
 
+    def _log_failure(self, fmt: str, seq: int, exc: DeliveryError) -> None:
+        """Warn on the first failure of a streak; later ones only at debug level."""
+        level = logging.WARNING if self._failures == 0 else logging.DEBUG
+        _log.log(level, fmt, seq, exc)
+
     def _note_success(self) -> None:
+        if self._failures:
+            _log.info("server reachable again after %d failed attempts", self._failures)
         self._failures = 0
         self._retry_at = 0.0
 
@@ -217,7 +224,7 @@ class Shipper:
                 if not exc.retryable:
                     _log.error("server refused batch %d: %s", batch.batch_seq, exc)
                     return f"dropped: {exc}"
-                _log.warning("cannot deliver batch %d, spooling: %s", batch.batch_seq, exc)
+                self._log_failure("cannot deliver batch %d, spooling: %s", batch.batch_seq, exc)
                 self._note_failure(exc)
             else:
                 self._note_success()
@@ -231,11 +238,12 @@ class Shipper:
         """Send spooled batches oldest first until empty or a failure; returns how many."""
         sent = 0
         while (data := self.spool.peek()) is not None:
+            msg = pb.MetricsBatch.FromString(data)
             try:
-                await self._send(pb.MetricsBatch.FromString(data))
+                await self._send(msg)
             except DeliveryError as exc:
                 if exc.retryable:
-                    _log.warning("cannot replay spooled batch: %s", exc)
+                    self._log_failure("cannot replay spooled batch %d: %s", msg.batch_seq, exc)
                     self._note_failure(exc)
                     return sent
                 _log.error("server refused a spooled batch, dropping it: %s", exc)

@@ -34,6 +34,7 @@ __all__ = [
     "encode_rollup",
     "head_columns",
     "read_raw",
+    "read_raw_many",
     "read_rollup",
     "split_by_rows",
     "take",
@@ -135,6 +136,45 @@ def encode_rollup(cols: Columns, *, max_digits: int = 9) -> Columns:
         out[f"m_{f}"] = enc["m"]
         out[f"enc_{f}"] = enc["enc"]
     out["count"] = np.asarray(cols["count"], dtype=np.int64)
+    return out
+
+
+def read_raw_many(
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[Path],
+    ids: NDArray[np.uint64],
+) -> list[Columns]:
+    """Decoded rows of the series ``ids`` (sorted) in each file, one query for all files.
+
+    Returns one column set per path, in the order given.
+    """
+    if not paths:
+        return []
+    files = "[" + ", ".join(_quote(p) for p in paths) + "]"
+    wanted = {"sid": ids}  # scanned by name
+    try:
+        got = con.execute(
+            "SELECT file_index, file_row_number, series_id, ts, m, enc "  # noqa: S608
+            f"FROM read_parquet({files}, file_row_number = true) "
+            "WHERE series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)",
+            [int(ids[0]), int(ids[-1])],
+        ).fetchnumpy()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
+    del wanted
+    file_no = np.asarray(got["file_index"], dtype=np.int64)
+    key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
+    order = np.argsort(key, kind="stable")
+    file_no = file_no[order]
+    bounds = np.searchsorted(file_no, np.arange(len(paths) + 1))
+    cols = {k: np.asarray(got[k])[order] for k in ("series_id", "ts", "m", "enc")}
+    out: list[Columns] = []
+    for i in range(len(paths)):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        sid, ts, values = codec.decode(
+            cols["series_id"][a:b], cols["ts"][a:b], cols["m"][a:b], cols["enc"][a:b]
+        )
+        out.append({"series_id": sid, "ts": ts, "value": values})
     return out
 
 

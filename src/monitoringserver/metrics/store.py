@@ -86,9 +86,12 @@ class EmbeddedMetricStore:
         cur = self._db.cursor()
         for attempt in range(_RETRIES):
             with self._manifest.snapshot() as snap:
+                files = _overlapping(snap.of("raw"), ids, start_ms, end_ms)
                 parts = [
-                    self._raw_file(cur, f, ids, start_ms, end_ms)
-                    for f in _overlapping(snap.of("raw"), ids, start_ms, end_ms)
+                    blocks.take(c, (c["ts"] >= start_ms) & (c["ts"] <= end_ms))
+                    for c in blocks.read_raw_many(
+                        cur, [self._manifest.root / f.path for f in files], ids
+                    )
                 ]
                 parts.append(self._head(cur, ids, start_ms, end_ms))
                 stable = snap.generation % 2 == 0
@@ -97,21 +100,6 @@ class EmbeddedMetricStore:
                 ):
                     return blocks.dedup_last(parts), snap
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _raw_file(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        f: FileEntry,
-        ids: IdArray,
-        start_ms: int,
-        end_ms: int,
-    ) -> blocks.Columns:
-        wanted = ids[(ids >= f.min_sid) & (ids <= f.max_sid)]
-        cols = blocks.read_raw(
-            cur, self._manifest.root / f.path, int(wanted[0]), int(wanted[-1]), wanted
-        )
-        keep = (cols["ts"] >= start_ms) & (cols["ts"] <= end_ms)
-        return blocks.take(cols, keep)
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         ids = self._index.select(matchers)

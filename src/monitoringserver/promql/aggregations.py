@@ -50,8 +50,8 @@ def format_value(v: float) -> str:
 
 def _group_key(labels: Labels, by: bool, names: frozenset[str]) -> Labels:
     if by:
-        return tuple(p for p in labels if p[0] in names)
-    return tuple(p for p in labels if p[0] not in names and p[0] != METRIC_NAME)
+        return tuple([p for p in labels if p[0] in names])
+    return tuple([p for p in labels if p[0] not in names and p[0] != METRIC_NAME])
 
 
 def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:

@@ -221,9 +221,16 @@ def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> R
             if vec.present[i, 0]
         ]
         return Result("vector", series=out, time_ms=int(ts[0]))
-    order = sorted(range(len(vec.labels)), key=lambda i: vec.labels[i])
+    order = sorted(range(len(vec.labels)), key=vec.labels.__getitem__)
+    full = vec.present.all(axis=1).tolist()
+    shared_ts = ts.copy()
+    shared_ts.flags.writeable = False
     series = []
     for i in order:
+        if full[i]:
+            # Every step present: share the timestamps, view the value row.
+            series.append(ResultSeries(vec.labels[i], shared_ts, vec.values[i]))
+            continue
         mask = vec.present[i]
         if mask.any():
             series.append(ResultSeries(vec.labels[i], ts[mask], vec.values[i][mask]))

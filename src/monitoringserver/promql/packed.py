@@ -90,13 +90,46 @@ class _Keys:
         return found.astype(np.intp, copy=False).reshape(p.count, len(t))
 
 
+def _upper_by_histogram(p: Packed, sid: NDArray[np.intp], t: NDArray[np.int64]) -> Idx:
+    """Bounds for ascending ``t`` by counting samples per (series, first step seeing them).
+
+    A sample at ``ts`` is counted from the first step with ``t >= ts`` on; a cumulative
+    sum along the steps turns the per-step counts into bounds. This reads the samples
+    sequentially instead of binary-searching every (series, step) cell.
+    """
+    n, steps = p.count, len(t)
+    gap = int(t[1] - t[0]) if steps > 1 else 0
+    if gap > 0 and bool(np.all(np.diff(t) == gap)):
+        # A regular grid: the first step at or after ``ts`` by ceiling division.
+        first_step = np.clip(-((int(t[0]) - p.ts) // gap), 0, steps)
+    else:
+        first_step = np.searchsorted(t, p.ts, side="left")
+    counts = np.bincount(sid * (steps + 1) + first_step, minlength=n * (steps + 1))
+    cum = np.cumsum(counts.reshape(n, steps + 1)[:, :steps], axis=1)
+    return np.asarray(cum + p.starts()[:, None], dtype=np.intp)
+
+
 def upper_bounds(p: Packed, *times: NDArray[np.int64]) -> list[Idx]:
     """For each array of times, ``[series, len(t)]`` flat indices just past ``ts <= t``.
 
     ``offsets[i] <= result[i, j] <= offsets[i + 1]``; the samples of series ``i`` at or
-    before ``t[j]`` are ``[offsets[i], result[i, j])``.
+    before ``t[j]`` are ``[offsets[i], result[i, j])``. Many cells over ascending times
+    are counted (:func:`_upper_by_histogram`); few cells are binary-searched.
     """
     if p.count == 0 or len(p.ts) == 0:
         return [np.repeat(p.starts()[:, None], len(t), axis=1) for t in times]
-    keys = _Keys(p)
-    return [keys.upper(np.asarray(t, dtype=np.int64)) for t in times]
+    out: list[Idx] = []
+    keys: _Keys | None = None
+    sid: NDArray[np.intp] | None = None
+    for given in times:
+        t = np.asarray(given, dtype=np.int64)
+        cells = p.count * len(t)
+        if cells * 4 >= len(p.ts) and (len(t) < 2 or bool(np.all(t[1:] >= t[:-1]))):
+            if sid is None:
+                sid = np.repeat(np.arange(p.count, dtype=np.intp), np.diff(p.offsets))
+            out.append(_upper_by_histogram(p, sid, t))
+            continue
+        if keys is None:
+            keys = _Keys(p)
+        out.append(keys.upper(t))
+    return out

@@ -222,7 +222,7 @@ def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> R
         ]
         return Result("vector", series=out, time_ms=int(ts[0]))
     order = sorted(range(len(vec.labels)), key=vec.labels.__getitem__)
-    full = vec.present.all(axis=1).tolist()
+    full = np.asarray(vec.present.all(axis=1), dtype=np.bool_)
     shared_ts = ts.copy()
     shared_ts.flags.writeable = False
     series = []

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from monitoringserver.model.matchers import Matcher, MatchOp
+from monitoringserver.model.samples import is_stale_nan
 from monitoringserver.web.routers.remote_write import remote_write_router
 from tests.conftest import free_port
 from tests.ingest.promhelp import External, running_server, wait_for, wait_http
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def prometheus_config(port: int, write_url: str, token: str) -> str:
+def prometheus_config(port: int, write_url: str, token: str, sd_file: Path) -> str:
     return f"""
 global:
   scrape_interval: 1s
@@ -31,6 +32,9 @@ scrape_configs:
   - job_name: prometheus
     static_configs:
       - targets: ["127.0.0.1:{port}"]
+  - job_name: extra
+    file_sd_configs:
+      - files: ["{sd_file}"]
 remote_write:
   - url: {write_url}
     authorization:
@@ -51,8 +55,10 @@ async def test_real_prometheus_remote_writes_its_samples(tmp_path: Path) -> None
         port = free_port()
         work = tmp_path / "prom"
         work.mkdir()
+        sd_file = work / "extra.yml"
+        sd_file.write_text(f"- targets: ['127.0.0.1:{port}']\n")
         (work / "prometheus.yml").write_text(
-            prometheus_config(port, f"http://{srv.http_address}/api/v1/write", token)
+            prometheus_config(port, f"http://{srv.http_address}/api/v1/write", token, sd_file)
         )
         prom = External(
             [
@@ -92,5 +98,17 @@ async def test_real_prometheus_remote_writes_its_samples(tmp_path: Path) -> None
             names = querier.label_values("__name__", [], 0, 2**62)
             assert "prometheus_build_info" in names
             assert "scrape_duration_seconds" in names
+
+            # The "extra" target disappears: Prometheus writes staleness markers for its
+            # series, and they arrive as such.
+            extra_up = [Matcher("__name__", MatchOp.EQ, "up"), Matcher("job", MatchOp.EQ, "extra")]
+            await wait_for(lambda: querier.select(extra_up, 0, 2**62), what="extra target up")
+            sd_file.write_text("[]\n")
+
+            def extra_stale() -> bool:
+                (found,) = querier.select(extra_up, 0, 2**62)
+                return bool(is_stale_nan(found.values)[-1])
+
+            await wait_for(extra_stale, timeout_s=60, what="staleness marker via remote write")
         finally:
             prom.stop()

@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 
 from monitoringserver.errors import BadDataError
-from monitoringserver.logs.timestamps import parse_ts_value
+from monitoringserver.logs.timestamps import epoch_to_ms, parse_ts_value
 from monitoringserver.model.logs import LogBatch, normalize_level
 
 __all__ = ["DecodedLogs", "decode_json_logs"]
@@ -88,15 +88,22 @@ def decode_json_logs(body: bytes, *, now_ms: int, source: str = "http") -> Decod
         if t is None:
             ts[i] = now_ms
             continue
-        ms = parse_ts_value(t)
+        ms = epoch_to_ms(t) if type(t) is int else parse_ts_value(t)
         if ms is None:
             bad_ts += 1
             ms = now_ms
         ts[i] = ms
     levels = []
+    seen: dict[str, str] = {}
     for it in items:
         raw = it.level or it.type
-        levels.append(normalize_level(raw) if raw else "")
+        if not raw:
+            levels.append("")
+            continue
+        lv = seen.get(raw)
+        if lv is None:
+            lv = seen[raw] = normalize_level(raw)
+        levels.append(lv)
     batch = LogBatch(
         ts_ms=ts,
         server_id=[it.server_id for it in items],

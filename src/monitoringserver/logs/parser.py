@@ -249,7 +249,10 @@ class LogParser:
             for i, lv in enumerate(batch.level)
         ]
         if not any(raw):
-            msgs = [self.sanitize(m) for m in batch.message]
+            msgs = batch.message
+            short = max(map(len, msgs), default=0) * 4 <= self.options.max_line_bytes
+            if not (short and all(map(str.isascii, msgs))):  # the common case costs no call
+                msgs = [self.sanitize(m) for m in msgs]
             ts = np.where(batch.ts_ms == 0, now, batch.ts_ms).astype(np.int64)
             return LogBatch(
                 ts, batch.server_id, batch.level, batch.logger, batch.source, msgs, batch.attrs

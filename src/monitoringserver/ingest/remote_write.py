@@ -1,4 +1,4 @@
-"""Prometheus remote write 1.0: a snappy-compressed ``WriteRequest`` in, a SampleBatch out.
+"""Prometheus remote write 1.0 and 2.0: a snappy-compressed request in, a SampleBatch out.
 
 Contract (what the ``/api/v1/write`` route relies on):
 
@@ -12,6 +12,9 @@ Contract (what the ``/api/v1/write`` route relies on):
 * out-of-order samples and duplicates are accepted as they are: the store keeps the
   last write per ``(series, timestamp)``;
 * metadata, exemplars and native histograms are ignored;
+* remote write 2.0 (:meth:`RemoteWriteDecoder.decode_v2`): labels are references into the
+  request's ``symbols`` (a reference outside them, or an odd count, is an error); the
+  same label rules and sample handling apply;
 * any problem raises :class:`BadDataError` ``cannot parse remote write body: <cause>``
   and nothing of the request is stored.
 
@@ -32,7 +35,7 @@ from numpy.typing import NDArray
 from monitoringserver.errors import BadDataError, PayloadTooLargeError
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.model.samples import SampleBatch
-from monitoringserver.proto.prompb import remote_pb2
+from monitoringserver.proto.prompb import remote_pb2, write_v2_pb2
 
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
@@ -130,6 +133,7 @@ class RemoteWriteDecoder:
     def __init__(self, max_series: int = 1_000_000) -> None:
         self.max_series = max_series
         self._cache: dict[tuple[bytes, ...], Labels] = {}
+        self._v2_cache: dict[tuple[str, ...], Labels] = {}
 
     def _raw_labels(self, encoded: tuple[bytes, ...]) -> Labels:
         found = self._cache.get(encoded)
@@ -183,6 +187,71 @@ class RemoteWriteDecoder:
         except DecodeError as exc:
             raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
         return fast if fast is not None else _decode_slow(raw)
+
+    # -- remote write 2.0 ---------------------------------------------------------------
+
+    def _v2_labels(self, symbols: list[str], refs: list[int]) -> Labels:
+        if len(refs) % 2:
+            raise BadDataError(f"{_PREFIX}: labels_refs has an odd length")
+        try:
+            pairs = [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
+        except IndexError:
+            raise BadDataError(f"{_PREFIX}: a label reference is outside symbols") from None
+        key = tuple(s for pair in pairs for s in pair)
+        found = self._v2_cache.get(key)
+        if found is None:
+            found = _checked(pairs)
+            if len(self._v2_cache) >= self.max_series:
+                self._v2_cache = {}
+            self._v2_cache[key] = found
+        return found
+
+    def decode_v2(
+        self, body: bytes, *, compressed: bool = True, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> SampleBatch:
+        """Decode an ``io.prometheus.write.v2.Request`` body (float samples only)."""
+        raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
+        request = write_v2_pb2.RequestRaw()
+        try:
+            request.ParseFromString(raw)
+        except DecodeError as exc:
+            raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
+        symbols = list(request.symbols)
+        index: dict[Labels, int] = {}
+        numbers: list[int] = []
+        counts: list[int] = []
+        chunks: list[bytes] = []
+        for series in request.timeseries:
+            samples = series.samples
+            if not samples:
+                continue  # histogram-only series
+            labels = self._v2_labels(symbols, list(series.labels_refs))
+            numbers.append(index.setdefault(labels, len(index)))
+            counts.append(len(samples))
+            chunks.extend(samples)
+        if not counts:
+            return SampleBatch.empty()
+        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+        ends = np.cumsum(lengths)
+        decoded = _decode_samples(np.frombuffer(b"".join(chunks), np.uint8), ends - lengths, ends)
+        if decoded is None:
+            decoded = _v2_samples_slow(chunks)
+        ts, values = decoded
+        idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
+        return SampleBatch(list(index), idx, ts, values)
+
+
+def _v2_samples_slow(chunks: list[bytes]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    ts: list[int] = []
+    values: list[float] = []
+    for chunk in chunks:
+        try:
+            sample = write_v2_pb2.Sample.FromString(chunk)
+        except DecodeError as exc:
+            raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
+        ts.append(sample.timestamp)
+        values.append(sample.value)
+    return np.asarray(ts, dtype=np.int64), np.asarray(values, dtype=np.float64)
 
 
 def decode_write_request(

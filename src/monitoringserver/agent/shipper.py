@@ -15,6 +15,7 @@ exponentially (1 s doubling to 60 s, ±50 % jitter). Loop-affine (one event loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -253,6 +254,29 @@ class Shipper:
             self.spool.pop()
         return sent
 
+    async def _channel_ready(self) -> None:
+        """Return once the channel is connected (it keeps trying, 0.2-5 s apart)."""
+        self.stub()
+        channel = self._channel
+        assert channel is not None
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+
+    async def _wait_backoff(self, wait_s: float) -> None:
+        """Sleep out the backoff, but end it early when the server is reachable again
+        (so a long outage does not leave the spool waiting for a 60 s backoff)."""
+        ready = asyncio.ensure_future(self._channel_ready())
+        try:
+            done, _ = await asyncio.wait({ready}, timeout=wait_s)
+        finally:
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+        if done:
+            self._retry_at = 0.0
+
     async def replay_loop(self) -> None:
         """Drain the spool whenever it has data and the backoff allows."""
         while True:
@@ -262,12 +286,7 @@ class Shipper:
                 continue
             wait = self.retry_in_s
             if wait > 0:
-                self.wake.clear()
-                try:
-                    async with asyncio.timeout(wait):
-                        await self.wake.wait()
-                except TimeoutError:
-                    pass
+                await self._wait_backoff(wait)
                 if self.retry_in_s > 0:
                     continue
             n = await self.drain()

@@ -7,6 +7,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from monitoringserver.ingest.scrape.manager import ScrapeManager
 from monitoringserver.model.matchers import Matcher, MatchOp
 from monitoringserver.model.samples import is_stale_nan
 from monitoringserver.server import Server, Service
+from monitoringserver.web.routers.targets import Scraping
 from tests.conftest import free_port
 from tests.ingest.promhelp import External, running_server, wait_for, wait_http
 
@@ -63,6 +65,7 @@ async def test_scrape_real_node_exporter(tmp_path: Path) -> None:
         }
     )
     managers: list[ScrapeManager] = []
+    scraping = Scraping()
 
     def service(server: Server) -> Service:
         assert server.store is not None
@@ -70,12 +73,16 @@ async def test_scrape_real_node_exporter(tmp_path: Path) -> None:
             configs, server.store.appender, options=ScrapeOptions(file_sd_check_interval_s=0.2)
         )
         managers.append(manager)
-        return Service("scrape", manager.run, manager.stop)
+        scraping.manager = manager
+        return Service(*scraping.service(server))
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     try:
-        async with running_server(data_dir, services=[service]) as (srv, _headers):
+        async with running_server(data_dir, routers=[scraping.router], services=[service]) as (
+            srv,
+            headers,
+        ):
             assert srv.store is not None
             q = srv.store.querier
 
@@ -106,6 +113,18 @@ async def test_scrape_real_node_exporter(tmp_path: Path) -> None:
             assert 0 < kept < scraped
             assert series("scrape_series_added")[0][1][0] == kept
             assert series("scrape_duration_seconds")[0][1][-1] > 0
+            async with httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client:
+                r = await client.get("/api/v1/targets", headers=headers)
+                (target,) = r.json()["data"]["activeTargets"]
+                assert target["health"] == "up"
+                assert target["scrapePool"] == "node"
+                assert target["scrapeUrl"] == f"http://127.0.0.1:{port}/metrics"
+                assert target["labels"]["rack"] == "r1"
+                assert target["scrapeInterval"] == "0.5s"
+                r = await client.get(
+                    "/api/v1/targets", params={"scrapePool": "other"}, headers=headers
+                )
+                assert r.json()["data"]["activeTargets"] == []
 
             node.stop()  # the exporter goes away: up 0, its series stale
 

@@ -18,8 +18,9 @@ from monitoringserver.ingest.scrape.sd import FileSD, build_targets, static_grou
 from monitoringserver.ingest.scrape.target import TargetScraper
 from monitoringserver.model.matchers import Matcher, MatchOp
 from monitoringserver.model.samples import is_stale_nan
+from monitoringserver.web.routers.targets import Scraping
 from tests.fakes import FakeStore
-from tests.ingest.promhelp import wait_for
+from tests.ingest.promhelp import prom_web, wait_for
 
 NOW = 1_750_000_000.0
 
@@ -260,3 +261,22 @@ async def test_http_errors_mark_down(status: int) -> None:
         result = await scraper.scrape_once()
     assert not result.ok
     assert str(status) in result.error
+
+
+async def test_targets_route_without_targets_and_component_service() -> None:
+    scraping = Scraping()
+    async with prom_web([scraping.router(object())]) as w:
+        r = await w.client.get("/api/v1/targets", headers=w.read)
+        assert r.json() == {
+            "status": "success",
+            "data": {"activeTargets": [], "droppedTargets": []},
+        }
+        server = type("S", (), {})()
+        server.config = type("C", (), {"scrape": ScrapeOptions()})()
+        server.store = type("H", (), {"appender": w.store})()
+        _name, run, stop = scraping.service(server)
+        assert scraping.manager is not None
+        task = asyncio.create_task(run())
+        await stop()
+        await asyncio.wait_for(task, 10)
+        assert (await w.client.get("/api/v1/targets")).status_code == 401

@@ -27,7 +27,7 @@ from monitoringserver.ingest.scrape.sd import FileSD, Target, build_targets, sta
 from monitoringserver.ingest.scrape.target import TargetScraper
 from monitoringserver.metrics.api import MetricAppender
 
-__all__ = ["ScrapeManager", "TargetStatus", "scrape_service"]
+__all__ = ["ScrapeManager", "TargetStatus", "build_scrape_manager", "scrape_service"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class TargetStatus:
     last_error: str
     last_scrape_s: float
     last_duration_s: float
+    interval_s: float
+    timeout_s: float
 
 
 @dataclass(slots=True)
@@ -126,7 +128,7 @@ class ScrapeManager:
 
     def status(self) -> list[TargetStatus]:
         out = []
-        for (job, target, _cfg), loop in sorted(self._loops.items(), key=lambda kv: kv[0][1].url):
+        for (job, target, cfg), loop in sorted(self._loops.items(), key=lambda kv: kv[0][1].url):
             last = loop.scraper.last
             out.append(
                 TargetStatus(
@@ -137,6 +139,8 @@ class ScrapeManager:
                     last_error="" if last is None else last.error,
                     last_scrape_s=loop.scraper.last_scrape_s,
                     last_duration_s=0.0 if last is None else last.duration_s,
+                    interval_s=cfg.scrape_interval_s,
+                    timeout_s=cfg.scrape_timeout_s,
                 )
             )
         return out
@@ -166,6 +170,14 @@ class ScrapeManager:
         self._wake.set()
 
 
+def build_scrape_manager(server: Any) -> ScrapeManager:
+    """The manager for ``server`` per ``config.scrape`` (no jobs without a config file)."""
+    found = getattr(server.config, "scrape", None)
+    options = found if isinstance(found, ScrapeOptions) else ScrapeOptions()
+    configs = load_scrape_file(options.config_file) if options.config_file else ()
+    return ScrapeManager(configs, server.store.appender, options=options)
+
+
 def scrape_service(
     server: Any,
 ) -> tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Coroutine[Any, Any, None]]]:
@@ -173,8 +185,5 @@ def scrape_service(
 
     Without a ``scrape.config_file`` the service idles until stopped.
     """
-    found = getattr(server.config, "scrape", None)
-    options = found if isinstance(found, ScrapeOptions) else ScrapeOptions()
-    configs = load_scrape_file(options.config_file) if options.config_file else ()
-    manager = ScrapeManager(configs, server.store.appender, options=options)
+    manager = build_scrape_manager(server)
     return "scrape", manager.run, manager.stop

@@ -352,9 +352,12 @@ class LogWriter:
         return total
 
     async def aclose(self) -> None:
-        """Refuse new appends and commit everything acknowledged (bounded by the timeout)."""
+        """Refuse new appends, commit everything acknowledged and let a running archive
+        step finish (bounded by ``shutdown_timeout_s``)."""
         self._closing = True
         self._wake.set()
         async with asyncio.timeout(self._opt.shutdown_timeout_s):
             while self._queue:
                 await self.commit_pending()
+            if self._maintenance is not None:
+                await self._maintenance

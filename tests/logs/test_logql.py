@@ -44,6 +44,14 @@ def test_bad_durations(text: str) -> None:
         parse_duration_ms(text)
 
 
+def test_drop_and_keep_are_accepted() -> None:
+    q = parse_logql(
+        'sum by (level) (count_over_time({a="b"} | drop __error__, x="y" | keep a [1m]))'
+    )
+    assert isinstance(q, MetricExpr)
+    assert q.selector.matchers == (Matcher.eq("a", "b"),)
+
+
 def test_parse_log_selector_with_stages() -> None:
     q = parse_logql(
         '{job="web", level=~"err.*"} |= "boom" != `x` |~ "a\\\\d" !~ "z" | json '

@@ -160,6 +160,7 @@ def test_bad_requests(
 
 def test_push_errors(env: tuple[TestClient, LogPipeline]) -> None:
     client, _ = env
+    assert client.get("/loki/api/v1/status/buildinfo").json()["version"] == "2.9.0"
     r = client.post(
         "/loki/api/v1/push", content=b"junk", headers={"content-type": "application/x-protobuf"}
     )

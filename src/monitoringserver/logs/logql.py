@@ -179,12 +179,26 @@ class _Parser:
                 word = self.take("ident")
                 if word in ("json", "logfmt"):
                     parsers.append(word)
+                elif word in ("drop", "keep"):
+                    self._label_list()
                 else:
                     self.i -= 1
                     self._label_filters(matchers, numeric)
             else:
                 break
         return LogSelector(tuple(matchers), tuple(filters), tuple(parsers), tuple(numeric))
+
+    def _label_list(self) -> None:
+        """``| drop a, b="v"`` / ``| keep ...``: accepted and ignored (this server adds
+        no ``__error__`` labels, and stream labels are not reshaped)."""
+        while True:
+            self.take("ident")
+            if self.peek()[0] == "op" and self.peek()[1] in ("=", "!=", "=~", "!~"):
+                self.take()
+                self.string()
+            if self.peek() != ("op", ","):
+                return
+            self.take()
 
     def _label_filters(self, matchers: list[Matcher], numeric: list[NumericFilter]) -> None:
         while True:

@@ -259,6 +259,13 @@ def loki_router(web: LogsWeb) -> APIRouter:
         flt = TailFilter(sel)
         await run_tail(websocket, sub, flt.apply, lambda b: [{"streams": streams_json(b)}])
 
+    async def buildinfo(request: Request) -> Response:
+        require(request, Scope.READ)
+        # The API level this server implements; Grafana picks its features by it.
+        return _json({"version": "2.9.0", "revision": "monitoringserver", "branch": "",
+                      "goVersion": ""})  # fmt: skip
+
+    router.add_route("/loki/api/v1/status/buildinfo", buildinfo, methods=["GET"])
     router.add_route("/loki/api/v1/push", push, methods=["POST"], include_in_schema=False)
     for path, fn in (
         ("/loki/api/v1/query_range", query_range),

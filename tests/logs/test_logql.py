@@ -241,3 +241,4 @@ def test_tail_filter() -> None:
         '{"status": 503, "path": "/a"}'
     ]
     assert msgs('{job="web"} | json | status == 200') == ['{"status": 200}']
+    assert msgs('{detected_level="warning"}') == ["status=404 path=/b"]

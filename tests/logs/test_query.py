@@ -50,6 +50,7 @@ def test_count_series_groups_and_buckets(store: LogStore, engine: LogQueryEngine
         (LogQuery(parsers=("logfmt",), numeric=(NumericFilter("status", "==", 404),)), 1),
         (LogQuery(parsers=("json", "logfmt"), numeric=(NumericFilter("status", "<", 450),)), 2),
         (LogQuery(matchers=(Matcher.eq("env", "prod"),)), 1),
+        (LogQuery(matchers=(Matcher.eq("detected_level", "warning"),)), 1),
     ],
 )
 def test_parsers_and_numeric_filters(

@@ -267,9 +267,7 @@ def test_uuid_needle_pruned_by_pair_keys(
     assert (page.archives_scanned, page.archives_pruned) == (scanned, 3 - scanned)
 
 
-def test_compaction_merges_fresh_archives(
-    db: Database, tmp_path: Path, clock: FakeClock
-) -> None:
+def test_compaction_merges_fresh_archives(db: Database, tmp_path: Path, clock: FakeClock) -> None:
     opts = LogStoreOptions(compact_min_archives=3, compact_max_lines=250, retention_s=None)
     store = LogStore(db, tmp_path / "c", opts, clock=clock)
     engine = LogQueryEngine(store)

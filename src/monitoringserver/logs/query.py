@@ -77,6 +77,8 @@ def label_expr(name: str, parsers: Sequence[str]) -> str:
     the message when a parser is active."""
     if name in COLUMN_LABELS:
         return name
+    if name == "detected_level":  # Loki 3 / Grafana name for the level we detect
+        return "level"
     if not _LABEL_NAME.fullmatch(name):
         raise BadDataError(f"cannot query label {name!r}: invalid label name")
     path = _quote(f'$."{name}"')

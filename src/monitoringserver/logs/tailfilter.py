@@ -61,6 +61,8 @@ class TailFilter:
         return out
 
     def _label(self, batch: LogBatch, i: int, name: str, fields: dict[str, str] | None) -> str:
+        if name == "detected_level":
+            name = "level"
         if name in ("server_id", "level", "logger", "source"):
             return str(getattr(batch, name)[i])
         v = batch.attrs[i].get(name)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, delete_from_gateway, push_to_gateway
@@ -203,3 +204,48 @@ async def test_prometheus_client_push_to_real_server(tmp_path: Path) -> None:
         )
         assert pg.groups is not None
         assert len(pg.groups) == 0
+
+
+def test_groups_save_and_load(tmp_path: Path) -> None:
+    from monitoringserver.errors import StorageError
+
+    now = [100.0]
+    groups = PushGroups(ttl_s=10, max_groups=5, clock=lambda: now[0])
+    key = (("instance", "i"), ("job", "j"))
+    series = (("__name__", "a"), ("instance", "i"), ("job", "j"))
+    groups.push(
+        key, [(series, 1.5, "a")], replace_all=True, types={"a": "gauge"}, helps={"a": "A."}
+    )
+    path = tmp_path / "groups.json"
+    groups.save(path)
+    back = PushGroups(ttl_s=10, max_groups=5, clock=lambda: now[0])
+    assert back.load(path) == 1
+    (group,) = back.groups()
+    assert group.key == key
+    assert group.series == {series: 1.5}
+    assert (group.types, group.helps, group.last_push_s) == ({"a": "gauge"}, {"a": "A."}, 100.0)
+    assert back.load(tmp_path / "missing.json") == 0
+    path.write_text("{broken")
+    with pytest.raises(StorageError, match="cannot load push groups"):
+        back.load(path)
+
+
+async def test_groups_survive_a_server_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for run in range(2):
+        pg = Pushgateway()
+
+        def service(server: object, pg: Pushgateway = pg) -> Service:
+            return Service(*pg.service(server))
+
+        async with running_server(data_dir, routers=[pg.router], services=[service]) as (
+            srv,
+            hdr,
+        ), httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client:
+            if run == 0:
+                r = await client.put("/metrics/job/nightly", content="done 1\n", headers=hdr)
+                assert r.status_code == 200
+            listed = (await client.get("/api/v1/pushgateway/groups", headers=hdr)).json()
+            assert [g["labels"] for g in listed["data"]] == [{"job": "nightly"}]
+    assert (data_dir / "pushgateway.json").exists()

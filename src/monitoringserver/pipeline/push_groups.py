@@ -10,16 +10,21 @@ series of the pushed families that were not pushed again, ``DELETE`` and expiry 
 of a group's series. A group not pushed to for ``ttl_s`` seconds expires
 (:meth:`PushGroups.expire`).
 
-Thread/loop affinity: one event loop; no method blocks.
+:meth:`PushGroups.save` / :meth:`PushGroups.load` keep the groups across restarts (the
+TTL keeps counting from the last push).
+
+Thread/loop affinity: one event loop; only ``save``/``load`` touch the disk.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from monitoringserver.errors import OverloadedError
+from monitoringserver.errors import OverloadedError, StorageError
 from monitoringserver.model.labels import METRIC_NAME, Labels
 
 __all__ = ["PushGroup", "PushGroups"]
@@ -125,6 +130,47 @@ class PushGroups:
         for key in old:
             out.extend(self._groups.pop(key).series)
         return out
+
+    def save(self, path: Path) -> None:
+        """Write every group to ``path`` (JSON, atomically: temporary file + rename)."""
+        doc = [
+            {
+                "key": [list(p) for p in g.key],
+                "series": [[[list(p) for p in s], v] for s, v in g.series.items()],
+                "families": g.families,
+                "types": g.types,
+                "helps": g.helps,
+                "last_push_s": g.last_push_s,
+            }
+            for g in self._groups.values()
+        ]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+
+    def load(self, path: Path) -> int:
+        """Read groups saved by :meth:`save`; returns how many (0 when there is no file).
+
+        Raises ``StorageError`` when the file exists but cannot be read.
+        """
+        try:
+            doc = json.loads(path.read_text())
+            for item in doc:
+                key = tuple((str(k), str(v)) for k, v in item["key"])
+                group = PushGroup(
+                    key,
+                    {tuple((str(k), str(v)) for k, v in s): float(v) for s, v in item["series"]},
+                    dict(item["families"]),
+                    dict(item["types"]),
+                    dict(item["helps"]),
+                    float(item["last_push_s"]),
+                )
+                self._groups[key] = group
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"cannot load push groups from {path}: {exc}") from exc
+        return len(doc)
 
     def snapshot(self) -> list[tuple[Labels, float]]:
         """Every live series with its value (for the periodic refresh)."""

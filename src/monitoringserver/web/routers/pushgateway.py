@@ -12,7 +12,8 @@ with ``push_time_seconds`` per group. Series that a push or delete removes get a
 marker at once. While a group lives, the refresh service re-writes its series every
 ``pushgateway_refresh_s`` seconds (as a Prometheus scraping a Pushgateway would), so they
 stay visible to PromQL's 5-minute lookback; a group not pushed to for ``pushgateway_ttl_s``
-expires and its series get staleness markers.
+expires and its series get staleness markers. Groups are saved to
+``<data-dir>/pushgateway.json`` at every refresh and at stop, and restored at start.
 
 Wiring (``server.py``)::
 
@@ -28,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -48,11 +50,13 @@ from monitoringserver.pipeline.push_groups import PushGroups
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.routers.ingest_common import append_counted, prom_ingest_options
 
-__all__ = ["Pushgateway", "samples_batch"]
+__all__ = ["STATE_FILE", "Pushgateway", "samples_batch"]
 
 log = logging.getLogger(__name__)
 
 _FORMAT = "pushgateway"
+#: The groups' state file inside the data directory.
+STATE_FILE = "pushgateway.json"
 _PREFIX = "/metrics/"
 _JSON = "application/json"
 _TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,10 +80,13 @@ class Pushgateway:
         options: PromIngestOptions | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        state_file: Path | None = None,
     ) -> None:
         self.options = options
         self.clock = clock
         self.groups: PushGroups | None = None
+        #: Where groups survive restarts (default ``<data-dir>/pushgateway.json``).
+        self.state_file = state_file
         self._stop = asyncio.Event()
 
     def _groups(self, server: object) -> PushGroups:
@@ -91,7 +98,22 @@ class Pushgateway:
                 max_groups=opts.pushgateway_max_groups,
                 clock=self.clock,
             )
+            data_dir = getattr(server, "data_dir", None)
+            if self.state_file is None and isinstance(data_dir, Path):
+                self.state_file = data_dir / STATE_FILE
+            if self.state_file is not None:
+                loaded = self.groups.load(self.state_file)
+                if loaded:
+                    log.info("restored %d push groups from %s", loaded, self.state_file)
         return self.groups
+
+    def save(self) -> None:
+        """Persist the groups (when a state file is known)."""
+        if self.groups is not None and self.state_file is not None:
+            try:
+                self.groups.save(self.state_file)
+            except OSError as exc:
+                log.warning("cannot save push groups to %s: %s", self.state_file, exc)
 
     # -- router ------------------------------------------------------------------------
 
@@ -214,8 +236,10 @@ class Pushgateway:
                     await self.refresh_once(appender)
                 except MonitoringError as exc:
                     log.warning("cannot refresh pushed groups: %s", exc)
+                await asyncio.to_thread(self.save)
 
         async def stop() -> None:
             self._stop.set()
+            await asyncio.to_thread(self.save)
 
         return "pushgateway", run, stop

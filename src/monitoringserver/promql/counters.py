@@ -71,24 +71,35 @@ def extrapolated(is_counter: bool, is_rate: bool) -> RangeFn:
         first = np.minimum(a.lo, len(a.values) - 1)
         last = a.hi - 1  # -1 (an empty window at the very start) is a valid index
         end = a.eff[None, :]
-        v0, v1 = a.values[first], a.values[last]
+        # Temporaries are reused in place: these arrays have one cell per (series, step).
+        v0, result = a.values[first], a.values[last]
         t0, t1 = a.ts[first], a.ts[last]
         with np.errstate(all="ignore"):
-            result = v1 - v0
+            result -= v0
             if is_counter:
                 result += reset_correction(a.values, first, last, a.starts)
-            sampled = (t1 - t0) / 1000.0
-            avg_gap = sampled / np.maximum(n - 1, 1)
-            threshold = avg_gap * 1.1
-            half_gap = avg_gap / 2
-            to_start = (t0 - (end - a.range_ms)) / 1000.0
+            sampled = np.subtract(t1, t0, dtype=np.float64)
+            sampled /= 1000.0
+            np.subtract(n, 1, out=n)
+            np.maximum(n, 1, out=n)
+            half_gap = sampled / n
+            threshold = half_gap * 1.1
+            half_gap /= 2
+            t0 -= end - a.range_ms
+            to_start = np.divide(t0, 1000.0)
             np.copyto(to_start, half_gap, where=to_start >= threshold)
             if is_counter:
-                to_zero = sampled * (v0 / result)
-                np.copyto(to_start, to_zero, where=(result > 0) & (v0 >= 0) & (to_zero < to_start))
-            to_end = (end - t1) / 1000.0
+                clamp = (result > 0) & (v0 >= 0)
+                to_zero = np.divide(v0, result, out=v0)
+                to_zero *= sampled
+                clamp &= to_zero < to_start
+                np.copyto(to_start, to_zero, where=clamp)
+            np.subtract(end, t1, out=t1)
+            to_end = np.divide(t1, 1000.0)
             np.copyto(to_end, half_gap, where=to_end >= threshold)
-            factor = (sampled + to_start + to_end) / sampled
+            factor = np.add(sampled, to_start, out=to_start)
+            factor += to_end
+            factor /= sampled
             if is_rate:
                 factor /= a.range_ms / 1000.0
             result *= factor

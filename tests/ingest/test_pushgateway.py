@@ -239,10 +239,13 @@ async def test_groups_survive_a_server_restart(tmp_path: Path) -> None:
         def service(server: object, pg: Pushgateway = pg) -> Service:
             return Service(*pg.service(server))
 
-        async with running_server(data_dir, routers=[pg.router], services=[service]) as (
-            srv,
-            hdr,
-        ), httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client:
+        async with (
+            running_server(data_dir, routers=[pg.router], services=[service]) as (
+                srv,
+                hdr,
+            ),
+            httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client,
+        ):
             if run == 0:
                 r = await client.put("/metrics/job/nightly", content="done 1\n", headers=hdr)
                 assert r.status_code == 200

@@ -96,7 +96,9 @@ def fsync_path(path: Path) -> None:
 
 
 def archive_info(r: tuple[Any, ...]) -> ArchiveInfo:
-    index = len(r[10]) if r[10] is not None else 0
+    """A manifest row (``ARCHIVE_COLS``, optionally followed by the bloom's size)."""
+    sized = len(r) > 12
+    index = int(r[12] or 0) if sized else (len(r[10]) if r[10] is not None else 0)
     return ArchiveInfo(r[0], r[2], r[3], tuple(r[4]), r[6], r[7], r[8], r[9], index)
 
 

@@ -185,7 +185,7 @@ class LogQueryEngine:
             if len(keys) and e.bloom is not None and not e.bloom.might_contain_all(keys):
                 continue
             keep.append(e)
-        total = len(self._store.entries())
+        total = self._store.archive_count()
         return keep, total - len(keep)
 
     def _source(self, entries: Sequence[ArchiveEntry]) -> str:

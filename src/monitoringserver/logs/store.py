@@ -276,10 +276,14 @@ class LogStore:
                 removed += 1
         return removed
 
-    def entries(self, flt: ArchiveFilter | None = None) -> list[ArchiveEntry]:
-        """Manifest rows overlapping the filter, oldest first."""
-        sql = f"SELECT {ARCHIVE_COLS} FROM log_archives WHERE true"  # noqa: S608
-        params: list[object] = []
+    def entries(
+        self, flt: ArchiveFilter | None = None, *, blooms: bool = True
+    ) -> list[ArchiveEntry]:
+        """Manifest rows overlapping the filter, oldest first (``blooms=False``: without
+        loading the bloom filters, for listings)."""
+        cols = ARCHIVE_COLS.replace("bloom,", "CASE WHEN ? THEN bloom END,")
+        sql = f"SELECT {cols}, octet_length(bloom) FROM log_archives WHERE true"  # noqa: S608
+        params: list[object] = [blooms]
         if flt is not None:
             if flt.start_ms is not None:
                 sql += " AND max_ts >= ?"
@@ -303,7 +307,10 @@ class LogStore:
         return out
 
     def archives(self, flt: ArchiveFilter | None = None) -> list[ArchiveInfo]:
-        return [e.info for e in self.entries(flt)]
+        return [e.info for e in self.entries(flt, blooms=False)]
+
+    def archive_count(self) -> int:
+        return int(self.db.read("SELECT count(*) FROM log_archives")[0][0])
 
     def archive_path(self, archive_id: str) -> Path:
         rows = self.db.read("SELECT path FROM log_archives WHERE id = ?", [archive_id])

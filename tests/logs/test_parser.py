@@ -57,16 +57,7 @@ def parser() -> LogParser:
             "error",
             "access",
             _ms(2026, 1, 10, 11),
-            {
-                "remote_addr": "10.0.0.1",
-                "remote_user": "bob",
-                "method": "GET",
-                "path": "/api/x?id=1",
-                "protocol": "HTTP/1.1",
-                "status": "503",
-                "body_bytes": "12",
-                "user_agent": "curl/8",
-            },
+            {"method": "GET", "status": "503"},
         ),
         (
             '1.2.3.4 - - [10/Jan/2026:12:00:00 +0100] "POST /login HTTP/2.0" 404 -',
@@ -74,14 +65,7 @@ def parser() -> LogParser:
             "warning",
             "access",
             _ms(2026, 1, 10, 11),
-            {
-                "remote_addr": "1.2.3.4",
-                "method": "POST",
-                "path": "/login",
-                "protocol": "HTTP/2.0",
-                "status": "404",
-                "body_bytes": "-",
-            },
+            {"method": "POST", "status": "404"},
         ),
         (
             '<165>1 2026-01-10T11:00:00.5Z web1 nginx 42 ID47 [ex@1 k="v\\"q"] hello',

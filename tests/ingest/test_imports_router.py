@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 
 from monitoringserver.model.matchers import Matcher, MatchOp
@@ -100,3 +101,31 @@ async def test_influx_v1_v2_and_ping() -> None:
         r = await w.client.post("/write", content="cpu", headers=w.write)
         assert r.status_code == 400
         assert r.json()["error"].startswith("cannot parse influx line 1")
+
+
+async def test_influx_client_credentials() -> None:
+    async with prom_web([import_router(object())]) as w:
+        token = w.write["Authorization"].split()[1]
+        read_token = w.read["Authorization"].split()[1]
+        basic = base64.b64encode(f"user:{token}".encode()).decode()
+        line = f"m v=1 {NOW_MS}"
+        ok = [
+            {"headers": {"Authorization": f"Token {token}"}},
+            {"headers": {"Authorization": f"Basic {basic}"}},
+            {"params": {"u": "user", "p": token, "precision": "ms"}},
+        ]
+        for kwargs in ok:
+            params = {"precision": "ms", **kwargs.get("params", {})}
+            r = await w.client.post(
+                "/write", content=line, params=params, headers=kwargs.get("headers", {})
+            )
+            assert r.status_code == 204, (kwargs, r.text)
+        bad = [
+            ({"Authorization": "Token nope"}, 401),
+            ({"Authorization": f"Token {read_token}"}, 403),
+            ({"Authorization": "Basic !!!"}, 401),
+            ({}, 401),
+        ]
+        for headers, status in bad:
+            r = await w.client.post("/api/v2/write", content=line, headers=headers)
+            assert r.status_code == status, headers

@@ -5,8 +5,10 @@
   (epoch seconds or milliseconds) for samples without one (default: now), and repeated
   ``extra_label=name=value`` added to every series (overriding the body's).
 * ``POST /write`` (InfluxDB 1.x) and ``POST /api/v2/write`` (2.x): line protocol with
-  ``precision`` (``ns`` default); ``db`` (1.x) becomes a ``db`` label. ``GET /ping`` answers
-  204 for clients that probe it.
+  ``precision`` (``ns`` default); ``db`` (1.x) becomes a ``db`` label. Besides a bearer
+  token, the token is accepted the way InfluxDB clients send it: ``Authorization: Token
+  <token>`` (2.x), Basic auth with the token as password, or ``?p=<token>`` (1.x).
+  ``GET /ping`` answers 204 for clients that probe it.
 
 Parsing runs on a worker thread (bodies can be megabytes); errors are 400 ``cannot parse ...``.
 """
@@ -14,13 +16,15 @@ Parsing runs on a worker thread (bodies can be megabytes); errors are 400 ``cann
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitoringserver.auth.api import Scope
-from monitoringserver.errors import BadDataError, MonitoringError
+from monitoringserver.auth.api import Authenticator, Principal, Scope
+from monitoringserver.errors import AuthError, BadDataError, ForbiddenError, MonitoringError
 from monitoringserver.ingest.influx import parse_influx
 from monitoringserver.ingest.prom_text import ExpositionParser
 from monitoringserver.model.labels import METRIC_NAME, validate_label_name
@@ -29,7 +33,41 @@ from monitoringserver.util.timestamps import parse_timestamp_ms
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.routers.ingest_common import append_counted, count_error
 
-__all__ = ["create_import_router", "import_router"]
+__all__ = ["create_import_router", "import_router", "require_influx"]
+
+
+def _influx_credential(request: Request) -> str | None:
+    """The token an InfluxDB client sends: ``Authorization: Token <t>`` (2.x), Basic auth
+    with the token as password, or the ``p`` query parameter (1.x)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "token" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return request.query_params.get("p") or None
+
+
+def require_influx(request: Request) -> Principal:
+    """``monitoring:write`` by bearer token, or by the token in an InfluxDB client's form."""
+    if not getattr(request.app.state, "auth_enabled", True) or request.headers.get(
+        "authorization", ""
+    ).lower().startswith("bearer "):
+        return require(request, Scope.WRITE)
+    credential = _influx_credential(request)
+    if credential is None:
+        return require(request, Scope.WRITE)  # raises the usual 401
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = authenticator.authenticate(credential)
+    if principal is None:
+        raise AuthError("cannot authenticate request: token is not valid")
+    if not principal.has(Scope.WRITE):
+        raise ForbiddenError("cannot authorize request: scope 'monitoring:write' is required")
+    return principal
 
 
 def _text(body: bytes, what: str) -> str:
@@ -92,7 +130,7 @@ def create_import_router() -> APIRouter:
         return Response(status_code=204)
 
     async def influx_write(request: Request) -> Response:
-        require(request, Scope.WRITE)
+        require_influx(request)
         comps = components(request)
         fmt = "influx"
         try:

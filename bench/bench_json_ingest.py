@@ -118,6 +118,12 @@ async def _load(addr: str, token: str, bodies: list[bytes]) -> tuple[int, float,
     return sum(counts), time.perf_counter() - started, latencies
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -148,7 +154,9 @@ def main(argv: list[str]) -> int:
             warm = make_bodies(base - INTERVAL_S, 1)  # first sight of every series
             bodies = make_bodies(base, rounds)
             w_samples, w_secs, _ = asyncio.run(_load(addr, token, warm))
+            cpu_before = _cpu_s(proc.pid)
             samples, secs, lat = asyncio.run(_load(addr, token, bodies))
+            server_cpu = _cpu_s(proc.pid) - cpu_before
             rss = _rss_kib(proc.pid)
             stats = httpx.get(
                 f"http://{addr}/api/v1/status/storage",
@@ -171,6 +179,9 @@ def main(argv: list[str]) -> int:
             "p90": round(lat[int(len(lat) * 0.9)] * 1000, 2),
             "p99": round(lat[int(len(lat) * 0.99)] * 1000, 2),
         },
+        # independent of neighbours on a shared machine: samples per CPU second of the server
+        "server_cpu_s": round(server_cpu, 2),
+        "samples_per_server_cpu_s": round(samples / server_cpu) if server_cpu else None,
         "first_round_samples_per_s": round(w_samples / w_secs),
         "server_rss_mib": round(rss / 1024, 1),
         "series": stats["series"],

@@ -120,6 +120,7 @@ async def test_router_and_service_factories_are_wired(data_dir: Path) -> None:
     from fastapi import APIRouter
 
     from monitoringserver.server import Service
+    from monitoringserver.web.app import ComponentHealth, HealthStatus
 
     events: list[str] = []
     stopped = asyncio.Event()
@@ -142,6 +143,10 @@ async def test_router_and_service_factories_are_wired(data_dir: Path) -> None:
             events.append("stop")
             stopped.set()
 
+        async def probe() -> ComponentHealth:
+            return ComponentHealth(HealthStatus.DEGRADED, "warming up")
+
+        _srv.health_checks["svc"] = probe
         return Service("svc", run, stop_service)
 
     out = io.StringIO()
@@ -155,6 +160,8 @@ async def test_router_and_service_factories_are_wired(data_dir: Path) -> None:
         await asyncio.sleep(0.01)
     async with httpx.AsyncClient(base_url=f"http://{srv.http_address}") as c:
         assert (await c.get("/extra")).json() == {"store": True}
+        health = (await c.get("/api/v1/health")).json()
+        assert health["components"]["svc"] == {"status": "degraded", "detail": "warming up"}
     await stop(srv, task)
     assert events == ["run", "stop"]
 

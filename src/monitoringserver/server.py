@@ -40,7 +40,13 @@ from monitoringserver.pipeline.metric_store import (
     open_metric_store,
 )
 from monitoringserver.storage.db import Database
-from monitoringserver.web.app import ComponentHealth, HealthStatus, WebComponents, create_app
+from monitoringserver.web.app import (
+    ComponentHealth,
+    HealthCheck,
+    HealthStatus,
+    WebComponents,
+    create_app,
+)
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -159,6 +165,8 @@ class Server:
     service_factories: list[Callable[[Server], Service]] = field(default_factory=list)
     extra_routers: list[APIRouter] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    #: Probes behind ``/api/v1/health``; factories may add their component's probe here.
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     lock: DataDirLock | None = None
     database: Database | None = None
@@ -196,6 +204,8 @@ class Server:
         self.store = await open_metric_store(
             self.data_dir, cfg.storage, registry=self.registry, database=self.database
         )
+        self.health_checks["storage"] = self._storage_health
+        self.health_checks["auth"] = self._auth_health
         comps = WebComponents(
             appender=self.store.appender,
             querier=self.store.querier,
@@ -206,7 +216,7 @@ class Server:
             sample_max_age_s=cfg.storage.sample_age_limit_s,
             sample_max_future_s=cfg.storage.max_future_skew_s,
             ready=lambda: self.ready and not self.stop_event.is_set(),
-            health_checks={"storage": self._storage_health, "auth": self._auth_health},
+            health_checks=self.health_checks,
         )
         self.extra_routers.extend(factory(self) for factory in self.router_factories)
         self.services.extend(factory(self) for factory in self.service_factories)

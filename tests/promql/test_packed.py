@@ -66,7 +66,38 @@ def test_upper_bounds_match_per_series_search(seed: int, times: str) -> None:
     assert np.array_equal(got, _naive_upper(series, t))
 
 
-def test_upper_bounds_fall_back_when_keys_would_overflow() -> None:
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(
+    ("step", "range_ms", "jitter"),
+    [
+        (15_000, 300_000, False),  # starts and ends on one regular grid
+        (47_157, 300_000, False),  # two disjoint grids with one spacing
+        (15_000, 300_000, True),  # irregular times: searched
+    ],
+)
+def test_window_bounds_of_starts_and_ends_together(
+    seed: int, step: int, range_ms: int, jitter: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    series = _random_series(rng, 30, 40)
+    ends = np.arange(1_000_000, 1_600_000, step, dtype=np.int64)
+    if jitter:
+        ends = np.sort(ends + rng.integers(0, 5, len(ends)))
+    p = pack([s[0] for s in series], [s[1] for s in series])
+    lo, hi = upper_bounds(p, ends - range_ms, ends)
+    assert np.array_equal(lo, _naive_upper(series, ends - range_ms))
+    assert np.array_equal(hi, _naive_upper(series, ends))
+
+
+def test_upper_bounds_with_repeated_times() -> None:
+    series = _random_series(np.random.default_rng(9), 20, 50)
+    p = pack([s[0] for s in series], [s[1] for s in series])
+    t = np.full(60, 1_300_000, dtype=np.int64)
+    (got,) = upper_bounds(p, t)
+    assert np.array_equal(got, _naive_upper(series, t))
+
+
+def test_upper_bounds_handle_extreme_timestamps() -> None:
     series = [
         (np.array([-(2**61), 0, 2**61], dtype=np.int64), np.zeros(3)),
         (np.array([5], dtype=np.int64), np.ones(1)),

@@ -20,8 +20,6 @@ from monitoringserver.model.samples import is_stale_nan
 __all__ = ["Packed", "pack", "upper_bounds"]
 
 Idx = NDArray[np.intp]
-#: Composite keys must stay well inside int64.
-_KEY_LIMIT = 2**62
 
 
 @dataclass(slots=True)
@@ -63,50 +61,73 @@ def pack(ts: Sequence[NDArray[np.int64]], values: Sequence[NDArray[np.float64]])
     )
 
 
-class _Keys:
-    """The composite sort key of a :class:`Packed` (built once, queried many times)."""
+def _upper_by_bisection(p: Packed, t: NDArray[np.int64]) -> Idx:
+    """Bounds by a binary search that runs in lockstep over every (series, step) cell.
 
-    def __init__(self, p: Packed) -> None:
-        self.p = p
-        n = p.count
-        self.base = int(p.ts.min()) - 1
-        self.span = int(p.ts.max()) - self.base + 2
-        self.fits = n * self.span < _KEY_LIMIT
-        if self.fits:
-            sid = np.repeat(np.arange(n, dtype=np.int64), np.diff(p.offsets))
-            self.key = sid * self.span + (p.ts - self.base)
-            self.row = np.arange(n, dtype=np.int64)[:, None] * self.span
-
-    def upper(self, t: NDArray[np.int64]) -> Idx:
-        p = self.p
-        if not self.fits:
-            out = np.empty((p.count, len(t)), dtype=np.intp)
-            for i in range(p.count):
-                a, b = int(p.offsets[i]), int(p.offsets[i + 1])
-                out[i] = np.searchsorted(p.ts[a:b], t, side="right") + a
-            return out
-        q = np.clip(t - self.base, 0, self.span - 1)
-        found = np.searchsorted(self.key, (self.row + q[None, :]).ravel(), side="right")
-        return found.astype(np.intp, copy=False).reshape(p.count, len(t))
-
-
-def _upper_by_histogram(p: Packed, sid: NDArray[np.intp], t: NDArray[np.int64]) -> Idx:
-    """Bounds for ascending ``t`` by counting samples per (series, first step seeing them).
-
-    A sample at ``ts`` is counted from the first step with ``t >= ts`` on; a cumulative
-    sum along the steps turns the per-step counts into bounds. This reads the samples
-    sequentially instead of binary-searching every (series, step) cell.
+    Costs ``cells * log2(longest series)`` and nothing per sample, so it wins when there
+    are few cells (instant queries) and works for times in any order.
     """
     n, steps = p.count, len(t)
-    gap = int(t[1] - t[0]) if steps > 1 else 0
-    if gap > 0 and bool(np.all(np.diff(t) == gap)):
-        # A regular grid: the first step at or after ``ts`` by ceiling division.
-        first_step = np.clip(-((int(t[0]) - p.ts) // gap), 0, steps)
-    else:
-        first_step = np.searchsorted(t, p.ts, side="left")
-    counts = np.bincount(sid * (steps + 1) + first_step, minlength=n * (steps + 1))
+    lo = np.repeat(p.offsets[:-1, None], steps, axis=1)
+    hi = np.repeat(p.offsets[1:, None], steps, axis=1)
+    last = len(p.ts) - 1
+    for _ in range(int(np.diff(p.offsets).max()).bit_length()):
+        mid = (lo + hi) >> 1
+        right = (lo < hi) & (p.ts[np.minimum(mid, last)] <= t[None, :])
+        np.copyto(lo, mid + 1, where=right)
+        np.copyto(hi, mid, where=~right)
+    return lo.reshape(n, steps)
+
+
+def _regular_gap(t: NDArray[np.int64]) -> int:
+    """The spacing of an evenly spaced ascending grid of two or more times, else 0."""
+    if len(t) < 2:
+        return 0
+    gap = int(t[1] - t[0])
+    return gap if gap > 0 and bool(np.all(np.diff(t) == gap)) else 0
+
+
+def _points_before(ts: NDArray[np.int64], start: int, gap: int, count: int) -> Idx:
+    """For each ``ts``, how many of ``start + k * gap`` (``0 <= k < count``) are ``< ts``."""
+    out = ts - start
+    out += gap - 1
+    out //= gap
+    np.maximum(out, 0, out=out)
+    np.minimum(out, count, out=out)
+    return out
+
+
+def _union_positions(p: Packed, grids: list[NDArray[np.int64]], union: NDArray[np.int64]) -> Idx:
+    """For each sample, the number of ``union`` times before it (its first step seeing it).
+
+    Evenly spaced grids are handled by ceiling division: the union itself when it is
+    regular, or a sum over grids sharing one spacing at distinct phases (disjoint grids,
+    e.g. window starts and ends when the range is no multiple of the step).
+    """
+    gap = _regular_gap(union)
+    if gap:
+        return _points_before(p.ts, int(union[0]), gap, len(union))
+    gaps = {_regular_gap(g) for g in grids}
+    gap = gaps.pop() if len(gaps) == 1 else 0
+    if gap and len({int(g[0]) % gap for g in grids}) == len(grids):
+        out = _points_before(p.ts, int(grids[0][0]), gap, len(grids[0]))
+        for g in grids[1:]:
+            out += _points_before(p.ts, int(g[0]), gap, len(g))
+        return out
+    return np.searchsorted(union, p.ts, side="left")
+
+
+def _upper_by_histogram(p: Packed, first_step: Idx, steps: int) -> Idx:
+    """Bounds from each sample's first step: counts per (series, step), summed along steps.
+
+    This reads the samples sequentially instead of binary-searching every cell.
+    """
+    n = p.count
+    first_step += np.repeat(np.arange(n, dtype=np.intp) * (steps + 1), np.diff(p.offsets))
+    counts = np.bincount(first_step, minlength=n * (steps + 1))
     cum = np.cumsum(counts.reshape(n, steps + 1)[:, :steps], axis=1)
-    return np.asarray(cum + p.starts()[:, None], dtype=np.intp)
+    cum += p.starts()[:, None]
+    return np.asarray(cum, dtype=np.intp)
 
 
 def upper_bounds(p: Packed, *times: NDArray[np.int64]) -> list[Idx]:
@@ -114,22 +135,27 @@ def upper_bounds(p: Packed, *times: NDArray[np.int64]) -> list[Idx]:
 
     ``offsets[i] <= result[i, j] <= offsets[i + 1]``; the samples of series ``i`` at or
     before ``t[j]`` are ``[offsets[i], result[i, j])``. Many cells over ascending times
-    are counted (:func:`_upper_by_histogram`); few cells are binary-searched.
+    are counted in one pass over the samples for all arrays together
+    (:func:`_upper_by_histogram` over the union of the times); few cells, or times out of
+    order, are binary-searched (:func:`_upper_by_bisection`).
     """
     if p.count == 0 or len(p.ts) == 0:
         return [np.repeat(p.starts()[:, None], len(t), axis=1) for t in times]
-    out: list[Idx] = []
-    keys: _Keys | None = None
-    sid: NDArray[np.intp] | None = None
-    for given in times:
-        t = np.asarray(given, dtype=np.int64)
-        cells = p.count * len(t)
-        if cells * 4 >= len(p.ts) and (len(t) < 2 or bool(np.all(t[1:] >= t[:-1]))):
-            if sid is None:
-                sid = np.repeat(np.arange(p.count, dtype=np.intp), np.diff(p.offsets))
-            out.append(_upper_by_histogram(p, sid, t))
-            continue
-        if keys is None:
-            keys = _Keys(p)
-        out.append(keys.upper(t))
-    return out
+    depth = max(1, int(np.diff(p.offsets).max()).bit_length())
+    arrays = [np.asarray(t, dtype=np.int64) for t in times]
+    out: list[Idx | None] = [None] * len(arrays)
+    counted: list[int] = []
+    for k, t in enumerate(arrays):
+        cheap_search = p.count * len(t) * depth * 4 < len(p.ts)
+        if cheap_search or not (len(t) < 2 or bool(np.all(t[1:] >= t[:-1]))):
+            out[k] = _upper_by_bisection(p, t)
+        else:
+            counted.append(k)
+    if counted:
+        grids = [np.unique(arrays[k]) for k in counted]
+        union = np.unique(np.concatenate(grids))
+        bounds = _upper_by_histogram(p, _union_positions(p, grids, union), len(union))
+        for k in counted:
+            cols = np.searchsorted(union, arrays[k])
+            out[k] = bounds if len(cols) == len(union) else bounds[:, cols]
+    return [b for b in out if b is not None]

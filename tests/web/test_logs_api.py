@@ -74,6 +74,12 @@ def test_post_one_or_list_and_get_filters(env: tuple[TestClient, LogPipeline]) -
     assert len(r) == 1
     r = client.get("/api/v1/logs", params={"start_time": NOW_MS - 2500, "end_time": NOW_MS - 1500})
     assert [x["message"] for x in r.json()["data"]["logs"]] == ["disk full"]
+    src = client.get("/api/v1/logs/sources").json()["data"]
+    assert src == {
+        "nodes": ["s1", "s2"],
+        "loggers": ["fs"],
+        "log_levels": ["error", "info", "warning"],
+    }
     page = client.get("/api/v1/logs", params={"limit": 2}).json()["data"]
     assert page["next_cursor"]
     rest = client.get("/api/v1/logs", params={"limit": 2, "cursor": page["next_cursor"]}).json()

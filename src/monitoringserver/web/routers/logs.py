@@ -11,6 +11,7 @@
   ``GET /api/v1/logs/archives/{id}`` (read: the Parquet file, zstd-compressed),
   ``DELETE /api/v1/logs/archives/{id}`` (admin), ``POST /api/v1/logs/rotate`` (admin;
   ``flush=true`` archives the head first, ``compact=true`` merges fresh archives).
+* ``GET /api/v1/logs/sources`` (read): seed 003 ``log_sources`` (nodes, loggers, levels).
 * ``GET /api/v1/logs/stats`` (read); ``GET``/``PUT /api/v1/logs/aggregation`` (read/admin).
 
 * WebSocket ``/api/v1/logs/stream`` (read; same filters as ``GET /logs``): seed 003
@@ -314,7 +315,24 @@ def logs_router(web: LogsWeb) -> APIRouter:
         await websocket.accept()
         await run_tail(websocket, sub, tail.apply, dashboard_messages)
 
+    async def sources(request: Request) -> Response:
+        require(request, Scope.READ)
+        p = request.query_params
+        start = parse_time_param(p.get("start_time"), "start_time")
+        end = parse_time_param(p.get("end_time"), "end_time")
+
+        def collect() -> dict[str, list[str]]:
+            q = web.querier
+            return {
+                "nodes": q.label_values("server_id", start, end),
+                "loggers": q.label_values("logger", start, end),
+                "log_levels": q.label_values("level", start, end),
+            }
+
+        return _json({"status": "success", "data": await asyncio.to_thread(collect)})
+
     router.add_api_websocket_route("/api/v1/logs/stream", stream)
+    router.add_route("/api/v1/logs/sources", sources, methods=["GET"])
     router.add_route("/api/v1/logs/patterns", patterns, methods=["GET"])
     router.add_route("/api/v1/logs/archives", archives, methods=["GET"])
     router.add_route("/api/v1/logs/archives/{archive_id}", download, methods=["GET"])

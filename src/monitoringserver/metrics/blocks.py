@@ -36,6 +36,7 @@ __all__ = [
     "read_raw",
     "read_raw_many",
     "read_rollup",
+    "read_rollup_many",
     "split_by_rows",
     "take",
     "write_parquet",
@@ -178,6 +179,54 @@ def read_raw_many(
     return out
 
 
+def read_rollup_many(
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[Path],
+    ids: NDArray[np.uint64],
+    *,
+    start_ms: int,
+    end_ms: int,
+) -> list[Columns]:
+    """Rollup rows of the series ``ids`` (sorted) with bucket start in range, per file."""
+    if not paths:
+        return []
+    files = "[" + ", ".join(_quote(p) for p in paths) + "]"
+    wanted = {"sid": ids}  # scanned by name
+    try:
+        got = con.execute(
+            f"SELECT file_index, file_row_number, series_id, ts, count, {_ROLLUP_SELECT} "  # noqa: S608
+            f"FROM read_parquet({files}, file_row_number = true) "
+            "WHERE series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)",
+            [int(ids[0]), int(ids[-1])],
+        ).fetchnumpy()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
+    del wanted
+    file_no = np.asarray(got["file_index"], dtype=np.int64)
+    key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(file_no[order], np.arange(len(paths) + 1))
+    cols = {k: np.asarray(v)[order] for k, v in got.items()}
+    out: list[Columns] = []
+    for i in range(len(paths)):
+        part = {k: v[int(bounds[i]) : int(bounds[i + 1])] for k, v in cols.items()}
+        decoded = _decode_rollup(part)
+        out.append(take(decoded, (decoded["ts"] >= start_ms) & (decoded["ts"] <= end_ms)))
+    return out
+
+
+def _decode_rollup(got: Columns) -> Columns:
+    """Rollup file columns (in file order) back to ``series_id, ts, min, ..., last``."""
+    out: Columns = {}
+    for f in _FLOAT_FIELDS:
+        sid, ts, values = codec.decode(got["series_id"], got["ts"], got[f"m_{f}"], got[f"enc_{f}"])
+        out.setdefault("series_id", sid)
+        out.setdefault("ts", ts)
+        out[f] = values
+    out["count"] = np.asarray(got["count"], dtype=np.int64)
+    return out
+
+
 def read_rollup(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -201,19 +250,7 @@ def read_rollup(
         raise StorageError(f"cannot read parquet file {path}: {exc}") from exc
     del wanted
     order = np.argsort(np.asarray(got["file_row_number"]), kind="stable")
-    raw_sid = np.asarray(got["series_id"])[order]
-    raw_ts = np.asarray(got["ts"])[order]
-    out: Columns = {}
-    for f in _FLOAT_FIELDS:
-        sid, ts, values = codec.decode(
-            raw_sid, raw_ts, np.asarray(got[f"m_{f}"])[order], np.asarray(got[f"enc_{f}"])[order]
-        )
-        out.setdefault("series_id", sid)
-        out.setdefault("ts", ts)
-        out[f] = values
-    if not out:  # pragma: no cover - _FLOAT_FIELDS is not empty
-        raise AssertionError
-    out["count"] = np.asarray(got["count"], dtype=np.int64)[order]
+    out = _decode_rollup({k: np.asarray(v)[order] for k, v in got.items()})
     keep = (out["ts"] >= start_ms) & (out["ts"] <= end_ms)
     return take(out, keep)
 

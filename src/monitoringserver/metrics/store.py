@@ -162,21 +162,14 @@ class EmbeddedMetricStore:
     def _rollup_files(
         self, files: list[FileEntry], ids: IdArray, start_ms: int, end_ms: int
     ) -> blocks.Columns:
-        cur = self._db.cursor()
-        parts = []
-        for f in sorted(_overlapping(files, ids, start_ms, end_ms), key=lambda f: f.seq):
-            wanted = ids[(ids >= f.min_sid) & (ids <= f.max_sid)]
-            parts.append(
-                blocks.read_rollup(
-                    cur,
-                    self._manifest.root / f.path,
-                    int(wanted[0]),
-                    int(wanted[-1]),
-                    start_ms=start_ms,
-                    end_ms=end_ms,
-                    ids=wanted,
-                )
-            )
+        chosen = _overlapping(files, ids, start_ms, end_ms)  # sorted by seq
+        parts = blocks.read_rollup_many(
+            self._db.cursor(),
+            [self._manifest.root / f.path for f in chosen],
+            ids,
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
         if not parts:
             return _empty_rollup()
         return blocks.dedup_last(parts)

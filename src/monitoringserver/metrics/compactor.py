@@ -41,6 +41,7 @@ from monitoringserver.metrics.manifest import (
     insert_entries,
 )
 from monitoringserver.metrics.output import FileIds, FileOutput
+from monitoringserver.metrics.retention import expired_files
 from monitoringserver.metrics.schema import get_state, save_series_ranges, set_state
 from monitoringserver.storage.db import Database
 from monitoringserver.storage.memory import release_free_memory
@@ -385,22 +386,7 @@ class Compactor:
             if self._stopped.is_set():
                 return 0
             t0 = time.perf_counter()
-            doomed: list[FileEntry] = []
-            files = self._manifest.files()
-            for res in ("raw", "5m", "1h"):
-                pms = self._opt.partition_ms(res)
-                horizon = now_ms - self._opt.retention_ms(res)
-                mine = [f for f in files if f.resolution == res]
-                unrolled = {f.partition_start for f in mine if not f.rolled_up}
-                for f in mine:
-                    span = self._opt.raw_block_ms if f.level == BLOCK_LEVEL else pms
-                    if f.partition_start + span > horizon:
-                        continue
-                    if res == "raw" and any(
-                        f.partition_start <= u < f.partition_start + span for u in unrolled
-                    ):
-                        continue  # merge_once rolls it up first
-                    doomed.append(f)
+            doomed = expired_files(self._manifest.files(), self._opt, now_ms)
             if doomed:
                 self._publish([], doomed)
                 self._report("retention", len(doomed), 0, sum(f.rows for f in doomed), t0)

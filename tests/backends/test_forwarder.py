@@ -208,3 +208,49 @@ def test_encoding_is_plain_protobuf() -> None:
         for s in ts.samples
     ]
     assert decoded == rows
+
+
+async def test_health_probe_states(tmp_path: Path) -> None:
+    from monitoringserver.web.app import HealthStatus
+    from monitoringserver.web.routers.forwarding import Forwarding, forward_health
+
+    assert (await forward_health(None)).status is HealthStatus.HEALTHY
+    receiver = Receiver()
+    fw = make(tmp_path, receiver)
+    assert (await forward_health(fw)).status is HealthStatus.HEALTHY
+    receiver.status = [503]
+    fw.offer(SampleBatch.from_rows([(A, 1, 1.0)]))
+    await fw.flush()
+    assert await fw.send_once() is SendOutcome.RETRY
+    degraded = await forward_health(fw)
+    assert degraded.status is HealthStatus.DEGRADED
+    assert "1 failed sends: HTTP 503" in degraded.detail
+    assert await fw.send_once() is SendOutcome.OK
+    assert (await forward_health(fw)).status is HealthStatus.HEALTHY
+    fw.queue.close()
+    await fw.client.aclose()
+
+    checks: dict[str, object] = {}
+    server = SimpleNamespace(config=SimpleNamespace(forward=ForwardOptions()), health_checks=checks)
+    forwarding = Forwarding()
+    name, run, stop = forwarding.service(server)
+    assert name == "forward"
+    assert forwarding.forwarder is None
+    assert "forward" in checks
+    task = asyncio.create_task(run())
+    await stop()
+    await task
+
+
+@pytest.mark.parametrize(("payload", "status"), [(1500, "degraded"), (2100, "unhealthy")])
+async def test_health_probe_queue_fill(tmp_path: Path, payload: int, status: str) -> None:
+    from monitoringserver.web.routers.forwarding import forward_health
+
+    options = ForwardOptions(url="http://rx/api/v1/write", max_queue_bytes=2048)
+    queue = DiskQueue(tmp_path / "q", segment_bytes=2048, max_bytes=2048)
+    client = RemoteWriteClient(options.url, transport=httpx.MockTransport(Receiver().handler))
+    fw = Forwarder(queue, client, options, registry=CollectorRegistry())
+    queue.put(b"x" * payload)
+    assert (await forward_health(fw)).status.value == status
+    queue.close()
+    await client.aclose()

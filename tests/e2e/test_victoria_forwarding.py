@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from monitoringserver.model.samples import SampleBatch
-from monitoringserver.pipeline.forwarder import ForwardOptions, forward_service
+from monitoringserver.pipeline.forwarder import ForwardOptions
 from monitoringserver.server import Server, Service
+from monitoringserver.web.routers.forwarding import Forwarding
 from tests.conftest import free_port
 from tests.ingest.promhelp import External, running_server, wait_for, wait_http
 
@@ -87,15 +88,22 @@ async def test_forward_through_outage_and_restart_exactly_once(tmp_path: Path) -
             store=server.store,
             data_dir=server.data_dir,
             registry=server.registry,
+            health_checks=server.health_checks,
         )
-        return Service(*forward_service(shim))
+        return Service(*Forwarding().service(shim))
+
+    async def forward_status(srv: Server, headers: dict[str, str]) -> str:
+        async with httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client:
+            r = await client.get("/api/v1/health", headers=headers)
+            status: str = r.json()["components"]["forward"]["status"]
+            return status
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     base_ms = int(time.time() * 1000) - 3_600_000
     expected = 0
     try:
-        async with running_server(data_dir, services=[service]) as (srv, _h):
+        async with running_server(data_dir, services=[service]) as (srv, headers):
             assert srv.store is not None
             await srv.store.appender.append(round_batch(0, base_ms))
             expected += HOSTS * PER_ROUND
@@ -114,8 +122,9 @@ async def test_forward_through_outage_and_restart_exactly_once(tmp_path: Path) -
                 return bool(value and value >= 2)
 
             await wait_for(retried, timeout_s=30, what="retries during the outage")
+            assert await forward_status(srv, headers) == "degraded"
         # the server restarted while the receiver is still down
-        async with running_server(data_dir, services=[service]) as (srv, _h):
+        async with running_server(data_dir, services=[service]) as (srv, headers):
             assert srv.store is not None
             await srv.store.appender.append(round_batch(3, base_ms))
             expected += HOSTS * PER_ROUND
@@ -133,5 +142,6 @@ async def test_forward_through_outage_and_restart_exactly_once(tmp_path: Path) -
                 "monitoring_forward_samples_total", {"outcome": "sent"}
             )
             assert sent == 3 * HOSTS * PER_ROUND  # rounds 1-2 from the queue, 3 live
+            assert await forward_status(srv, headers) == "healthy"
     finally:
         vm.stop()

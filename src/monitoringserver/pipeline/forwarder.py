@@ -39,7 +39,7 @@ from monitoringserver.errors import ConfigError, MonitoringError
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.pipeline.disk_queue import DiskQueue
 
-__all__ = ["ForwardOptions", "Forwarder", "forward_service"]
+__all__ = ["ForwardOptions", "Forwarder", "build_forwarder", "forward_service"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ class Forwarder:
         self._stop = asyncio.Event()
         self._dropped_seen = queue.dropped_records
         self._retry_after: float | None = None
+        #: Consecutive sends that asked for a retry (0 after any success); for health.
+        self.failing_sends = 0
+        self.last_error = ""
         self._last_error = ""
 
     def offer(self, batch: SampleBatch) -> None:
@@ -179,6 +182,7 @@ class Forwarder:
         if result.outcome is SendOutcome.OK:
             await asyncio.to_thread(self.queue.ack)
             self.metrics.samples.labels("sent").inc(count)
+            self.failing_sends = 0
         elif result.outcome is SendOutcome.DROP:
             await asyncio.to_thread(self.queue.ack)
             self.metrics.samples.labels("dropped_4xx").inc(count)
@@ -191,6 +195,8 @@ class Forwarder:
             self.metrics.retries.inc()
             self._retry_after = result.retry_after_s
             self._last_error = f"HTTP {result.status} {result.detail}".strip()
+            self.failing_sends += 1
+            self.last_error = self._last_error
         self._count_queue_drops()
         return result.outcome
 
@@ -247,25 +253,13 @@ def _slice(batch: SampleBatch, a: int, b: int) -> SampleBatch:
     return SampleBatch(batch.series, batch.series_idx[a:b], batch.ts_ms[a:b], batch.values[a:b])
 
 
-def forward_service(
-    server: Any,
-) -> tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Coroutine[Any, Any, None]]]:
-    """``(name, run, stop)`` for a ``server.Service``, per ``config.forward``.
-
-    Subscribes to ``server.store.writer``; without a ``forward.url`` it idles until stopped.
-    """
+def build_forwarder(server: Any) -> Forwarder | None:
+    """The forwarder per ``server.config.forward`` subscribed to ``server.store.writer``;
+    ``None`` when no ``forward.url`` is configured."""
     found = getattr(server.config, "forward", None)
     options = found if isinstance(found, ForwardOptions) else ForwardOptions()
     if not options.url:
-        stop = asyncio.Event()
-
-        async def idle() -> None:
-            await stop.wait()
-
-        async def stop_idle() -> None:
-            stop.set()
-
-        return "forward", idle, stop_idle
+        return None
     queue = DiskQueue(
         Path(options.queue_dir) if options.queue_dir else Path(server.data_dir) / "forward",
         max_bytes=options.max_queue_bytes,
@@ -285,4 +279,26 @@ def forward_service(
     )
     forwarder = Forwarder(queue, client, options, registry=server.registry)
     server.store.writer.subscribe(forwarder.offer)
+    return forwarder
+
+
+def forward_service(
+    server: Any, forwarder: Forwarder | None = None
+) -> tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Coroutine[Any, Any, None]]]:
+    """``(name, run, stop)`` for a ``server.Service``, per ``config.forward``.
+
+    Uses ``forwarder`` or :func:`build_forwarder`; without a ``forward.url`` it idles until
+    stopped.
+    """
+    forwarder = forwarder or build_forwarder(server)
+    if forwarder is None:
+        stop = asyncio.Event()
+
+        async def idle() -> None:
+            await stop.wait()
+
+        async def stop_idle() -> None:
+            stop.set()
+
+        return "forward", idle, stop_idle
     return "forward", forwarder.run, forwarder.stop

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from monitoringserver.pipeline.forwarder import forward_service
 from monitoringserver.server import Server, Service
 from monitoringserver.web.routers.federate import federate_router
+from monitoringserver.web.routers.forwarding import Forwarding
 from monitoringserver.web.routers.imports import import_router
 from monitoringserver.web.routers.pushgateway import Pushgateway
 from monitoringserver.web.routers.remote_write import remote_write_router
@@ -23,6 +23,7 @@ from tests.ingest.promhelp import running_server, write_request
 async def test_all_routes_and_services_together(tmp_path: Path) -> None:
     pg = Pushgateway()
     scraping = Scraping()
+    forwarding = Forwarding()
 
     def pg_service(s: Server) -> Service:
         return Service(*pg.service(s))
@@ -31,7 +32,7 @@ async def test_all_routes_and_services_together(tmp_path: Path) -> None:
         return Service(*scraping.service(s))
 
     def forward(s: Server) -> Service:
-        return Service(*forward_service(s))
+        return Service(*forwarding.service(s))
 
     routers = [
         remote_write_router,
@@ -69,3 +70,5 @@ async def test_all_routes_and_services_together(tmp_path: Path) -> None:
             assert r.status_code == status, (method, path, r.text)
         r = await client.get("/federate", params={"match[]": "a"})
         assert r.text.startswith("# TYPE a untyped\na 1 ")
+        health = (await client.get("/api/v1/health")).json()["components"]
+        assert health["forward"]["status"] == "healthy"

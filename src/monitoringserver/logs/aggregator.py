@@ -17,6 +17,7 @@ a callable that ``server.py`` connects to the metric store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 import time
@@ -162,29 +163,35 @@ class LogAggregator:
             "source": batch.source,
         }
         excluded = set(rules.exclude_loggers)
-        keys = list(zip(*(cols[g] for g in rules.group_by), strict=True))
-        counts: dict[tuple[str, ...], int] = {}
+        if excluded:
+            idx = [i for i, lg in enumerate(batch.logger) if lg not in excluded]
+        else:
+            idx = list(range(len(batch)))
+        group_cols = [cols[g] for g in rules.group_by]
+        # Counter counts in C: no Python-level work per line for the plain counts.
+        counts = collections.Counter(
+            zip(*group_cols, strict=True)
+            if len(idx) == len(batch)
+            else (tuple(c[i] for c in group_cols) for i in idx)
+        )
+        n = len(idx)
         pattern_hits: list[tuple[str, str, str, str]] = []
         levels = set(rules.pattern_levels)
         cache = self._shape_cache
         if len(cache) > _SHAPE_CACHE_MAX:
             cache.clear()
-        n = 0
-        for i, key in enumerate(keys):
-            if excluded and batch.logger[i] in excluded:
-                continue
-            n += 1
-            counts[key] = counts.get(key, 0) + 1
-            if rules.patterns and batch.level[i] in levels:
-                msg = batch.message[i]
-                # Lines that differ only in digits nearly always share a template; the
-                # regex pass is costly, so it runs once per digit-free shape.
-                shape = (msg[:_SHAPE_CHARS].translate(_NO_DIGITS), batch.level[i])
-                hit = cache.get(shape)
-                if hit is None:
-                    t = template(msg)
-                    hit = cache[shape] = (pattern_id(t + "\x00" + batch.level[i]), t)
-                pattern_hits.append((hit[0], hit[1], batch.level[i], msg))
+        wanted = [i for i in idx if batch.level[i] in levels] if rules.patterns else []
+        for i in wanted:
+            msg = batch.message[i]
+            level = batch.level[i]
+            # Lines that differ only in digits nearly always share a template; the regex
+            # pass is costly, so it runs once per digit-free shape.
+            shape = (msg[:_SHAPE_CHARS].translate(_NO_DIGITS), level)
+            hit = cache.get(shape)
+            if hit is None:
+                t = template(msg)
+                hit = cache[shape] = (pattern_id(t + "\x00" + level), t)
+            pattern_hits.append((hit[0], hit[1], level, msg))
         now_ms = int(self._clock() * 1000)
         with self._lock:
             self._lines_total += n

@@ -121,6 +121,8 @@ async def test_scrape_real_node_exporter(tmp_path: Path) -> None:
                 assert target["scrapeUrl"] == f"http://127.0.0.1:{port}/metrics"
                 assert target["labels"]["rack"] == "r1"
                 assert target["scrapeInterval"] == "0.5s"
+                health = (await client.get("/api/v1/health", headers=headers)).json()
+                assert health["components"]["scrape"]["status"] == "healthy"
                 r = await client.get(
                     "/api/v1/targets", params={"scrapePool": "other"}, headers=headers
                 )
@@ -134,6 +136,9 @@ async def test_scrape_real_node_exporter(tmp_path: Path) -> None:
                 return ups[-1] == 0.0 and bool(is_stale_nan(np.asarray(loads[0].values))[-1])
 
             await wait_for(down_and_stale, timeout_s=30, what="up 0 and stale markers")
+            probe = await scraping.health()
+            assert probe.status.value == "degraded"
+            assert f"node/127.0.0.1:{port}" in probe.detail
             assert managers[0].status()[0].health == "down"
 
             sd_file.write_text("[]\n")  # the target is removed: report series go stale

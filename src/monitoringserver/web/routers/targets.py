@@ -1,4 +1,5 @@
-"""Scraping as a component: the scrape service plus ``GET /api/v1/targets``.
+"""Scraping as a component: the scrape service, ``GET /api/v1/targets`` and a ``scrape``
+probe in ``/api/v1/health`` (degraded while any target is down).
 
 ``GET /api/v1/targets`` (``monitoring:read``) answers like Prometheus:
 ``{"status": "success", "data": {"activeTargets": [...], "droppedTargets": []}}`` with
@@ -26,6 +27,7 @@ from starlette.responses import Response
 
 from monitoringserver.auth.api import Scope
 from monitoringserver.ingest.scrape.manager import ScrapeManager, build_scrape_manager
+from monitoringserver.web.app import ComponentHealth, HealthStatus
 from monitoringserver.web.deps import require
 
 __all__ = ["Scraping"]
@@ -51,7 +53,21 @@ class Scraping:
         """``(name, run, stop)`` for a ``server.Service`` (see ``build_scrape_manager``)."""
         if self.manager is None:
             self.manager = build_scrape_manager(server)
+        checks = getattr(server, "health_checks", None)
+        if isinstance(checks, dict):
+            checks["scrape"] = self.health
         return "scrape", self.manager.run, self.manager.stop
+
+    async def health(self) -> ComponentHealth:
+        """Healthy when every target's last scrape worked; degraded naming the down ones."""
+        targets = self.manager.status() if self.manager else []
+        down = [t for t in targets if t.health == "down"]
+        if not down:
+            return ComponentHealth(HealthStatus.HEALTHY, f"{len(targets)} targets")
+        names = ", ".join(f"{t.job}/{t.labels.get('instance', t.url)}" for t in down[:5])
+        return ComponentHealth(
+            HealthStatus.DEGRADED, f"{len(down)} of {len(targets)} targets down: {names}"
+        )
 
     def router(self, server: object) -> APIRouter:
         router = APIRouter()

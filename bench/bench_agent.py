@@ -226,8 +226,14 @@ async def _outage(outage_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    doc = asyncio.run(_run(float(args[0]) if args else WINDOW_S))
-    doc["outage"] = asyncio.run(_outage(float(args[1]) if len(args) > 1 else OUTAGE_S))
+
+    async def both() -> dict[str, Any]:
+        # One event loop for both phases: grpc.aio stays bound to the first loop it saw.
+        result = await _run(float(args[0]) if args else WINDOW_S)
+        result["outage"] = await _outage(float(args[1]) if len(args) > 1 else OUTAGE_S)
+        return result
+
+    doc = asyncio.run(both())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))

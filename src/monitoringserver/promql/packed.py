@@ -49,7 +49,7 @@ class Packed:
 
 def pack(ts: Sequence[NDArray[np.int64]], values: Sequence[NDArray[np.float64]]) -> Packed:
     """Concatenate per-series arrays (equal lengths pairwise) into one :class:`Packed`."""
-    lengths = np.fromiter((len(t) for t in ts), dtype=np.intp, count=len(ts))
+    lengths = np.fromiter(map(len, ts), dtype=np.intp, count=len(ts))
     offsets = np.zeros(len(ts) + 1, dtype=np.intp)
     np.cumsum(lengths, out=offsets[1:])
     if len(ts) == 0 or offsets[-1] == 0:
@@ -87,13 +87,27 @@ def _regular_gap(t: NDArray[np.int64]) -> int:
     return gap if gap > 0 and bool(np.all(np.diff(t) == gap)) else 0
 
 
-def _points_before(ts: NDArray[np.int64], start: int, gap: int, count: int) -> Idx:
-    """For each ``ts``, how many of ``start + k * gap`` (``0 <= k < count``) are ``< ts``."""
-    out = ts - start
-    out += gap - 1
-    out //= gap
-    np.maximum(out, 0, out=out)
-    np.minimum(out, count, out=out)
+#: Samples per block of element-wise work (its temporaries stay in cache).
+_BLOCK = 1 << 16
+
+
+def _points_before(ts: NDArray[np.int64], grids: list[tuple[int, int]], gap: int) -> Idx:
+    """For each ``ts``, how many points of the grids are ``< ts``.
+
+    Each grid is ``(start, count)``: the points ``start + k * gap`` for ``0 <= k < count``.
+    Computed by ceiling division, in blocks.
+    """
+    out = np.zeros(len(ts), dtype=np.intp)
+    for b in range(0, len(ts), _BLOCK):
+        chunk = ts[b : b + _BLOCK]
+        acc = out[b : b + _BLOCK]
+        for start, count in grids:
+            k = chunk - start
+            k += gap - 1
+            k //= gap
+            np.maximum(k, 0, out=k)
+            np.minimum(k, count, out=k)
+            acc += k
     return out
 
 
@@ -106,14 +120,11 @@ def _union_positions(p: Packed, grids: list[NDArray[np.int64]], union: NDArray[n
     """
     gap = _regular_gap(union)
     if gap:
-        return _points_before(p.ts, int(union[0]), gap, len(union))
+        return _points_before(p.ts, [(int(union[0]), len(union))], gap)
     gaps = {_regular_gap(g) for g in grids}
     gap = gaps.pop() if len(gaps) == 1 else 0
     if gap and len({int(g[0]) % gap for g in grids}) == len(grids):
-        out = _points_before(p.ts, int(grids[0][0]), gap, len(grids[0]))
-        for g in grids[1:]:
-            out += _points_before(p.ts, int(g[0]), gap, len(g))
-        return out
+        return _points_before(p.ts, [(int(g[0]), len(g)) for g in grids], gap)
     return np.searchsorted(union, p.ts, side="left")
 
 

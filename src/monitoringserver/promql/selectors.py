@@ -55,7 +55,7 @@ class Loader:
                 by_labels.setdefault(s.labels, s)
         series = [by_labels[k] for k in sorted(by_labels)]
         self._stats.series_loaded += len(series)
-        self._stats.samples_loaded += sum(len(s.ts_ms) for s in series)
+        self._stats.samples_loaded += sum(map(len, [s.ts_ms for s in series]))
         self._stats.peak_samples = max(self._stats.peak_samples, self._stats.samples_loaded)
         if self._stats.series_loaded > self._max_series:
             raise QueryLimitError(

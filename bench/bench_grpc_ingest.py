@@ -342,9 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     rounds = int(args[0]) if args else ROUNDS
     agents = int(args[1]) if len(args) > 1 else AGENTS
-    runs = [asyncio.run(_run(kind, rounds, agents)) for kind in ("null", "store")]
     fleet_agents = int(args[2]) if len(args) > 2 else FLEET_AGENTS
-    runs.append(asyncio.run(_run_fleet(fleet_agents)))
+
+    async def all_runs() -> list[dict[str, Any]]:
+        # One event loop for every run: grpc.aio stays bound to the first loop it saw.
+        out = [await _run(kind, rounds, agents) for kind in ("null", "store")]
+        out.append(await _run_fleet(fleet_agents))
+        return out
+
+    runs = asyncio.run(all_runs())
     doc = {
         "benchmark": "grpc_ingest",
         "agents": agents,

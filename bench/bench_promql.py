@@ -12,7 +12,10 @@ Workload (``bench.common.workload``): ``--hosts`` (1000) × 100 node-exporter-li
 Queries: one series (``node_load1{instance=...}``), ``sum by (instance) (rate(
 node_cpu_seconds_total[5m]))`` and ``sum(rate(node_network_receive_bytes_total[5m]))``, as
 range queries over the whole range at a 15 s step and as instant queries at its end.
-Warm medians; for our engine the time is split into store ``select`` and evaluation.
+Warm medians of wall time; for our engine split into store ``select`` and evaluation,
+plus the process CPU time (``cpu_ms``: robust when other work shares the cores); for
+VictoriaMetrics the server process' CPU time per query (``server_cpu_ms``, clock ticks
+of 10 ms, so small values read 0 or 10).
 
 A second scenario repeats the engine author's stress case on the in-memory querier:
 8000 counters × 1440 points, range queries of 300 steps.
@@ -30,7 +33,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +74,6 @@ def _arrays(hosts: int, points: int) -> tuple[list[Labels], NDArray[np.int64], N
     return workload.labels, np.broadcast_to(ts, values.shape).copy(), values
 
 
-def _median(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _time_engine(
     querier: MetricQuerier, queries: dict[str, str], start: int, end: int, step: int, repeat: int
 ) -> dict[str, Any]:
@@ -98,12 +90,13 @@ def _time_engine(
                 return engine.instant(q, end)
 
             series = len(run().series)
-            totals, selects = [], []
+            totals, selects, cpus = [], [], []
             for _ in range(repeat):
                 timed.select_s = 0.0
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 run()
                 totals.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
                 selects.append(timed.select_s)
             total = statistics.median(totals)
             sel = statistics.median(selects)
@@ -111,6 +104,7 @@ def _time_engine(
                 "total_ms": round(total * 1000, 1),
                 "select_ms": round(sel * 1000, 1),
                 "eval_ms": round((total - sel) * 1000, 1),
+                "cpu_ms": round(statistics.median(cpus) * 1000, 1),
                 "result_series": series,
             }
     return out
@@ -163,12 +157,17 @@ def _time_victoria(
             ("instant", "/api/v1/query", {"query": q, "time": str(end / 1000)}),
         ):
             series = vm.query(path, params)
-
-            def run(path: str = path, params: dict[str, str] = params) -> int:
-                return vm.query(path, params)
-
-            total = _median(run, repeat)
-            out[f"{name}.{kind}"] = {"total_ms": round(total * 1000, 1), "result_series": series}
+            totals, cpus = [], []
+            for _ in range(repeat):
+                c0, t0 = vm.cpu_s(), time.perf_counter()
+                vm.query(path, params)
+                totals.append(time.perf_counter() - t0)
+                cpus.append(vm.cpu_s() - c0)
+            out[f"{name}.{kind}"] = {
+                "total_ms": round(statistics.median(totals) * 1000, 1),
+                "server_cpu_ms": round(statistics.median(cpus) * 1000, 1),
+                "result_series": series,
+            }
     return out
 
 

@@ -203,6 +203,12 @@ class VictoriaMetrics:
             r.raise_for_status()
         self._client.get("/internal/force_flush").raise_for_status()
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server process has used so far."""
+        assert self._proc is not None
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def query(self, path: str, params: dict[str, str]) -> int:
         """Run one query; return the number of result series."""
         r = self._client.get(path, params=params)

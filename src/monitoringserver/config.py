@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitoringserver.auth.options import AuthOptions
-from monitoringserver.errors import ConfigError
+from monitoringserver.errors import BadDataError, ConfigError
+from monitoringserver.ingest.prom_options import PromIngestOptions
+from monitoringserver.ingest.scrape.config import ScrapeOptions
+from monitoringserver.ingest.syslog import SyslogOptions
+from monitoringserver.logs.archive import LogStoreOptions
+from monitoringserver.logs.parser import ParserOptions
+from monitoringserver.pipeline.forwarder import ForwardOptions
+from monitoringserver.pipeline.log_writer import LogWriterOptions
+from monitoringserver.promql.engine import EngineOptions
 from monitoringserver.storage.options import StorageOptions
 from monitoringserver.util.logging import LoggingOptions
 from monitoringserver.web.options import LimitsOptions
@@ -103,6 +111,14 @@ SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsOptions,
     "logging": LoggingOptions,
     "agent": AgentOptions,
+    "promql": EngineOptions,
+    "prometheus_ingest": PromIngestOptions,
+    "scrape": ScrapeOptions,
+    "forward": ForwardOptions,
+    "logs": LogStoreOptions,
+    "log_ingest": LogWriterOptions,
+    "log_parser": ParserOptions,
+    "syslog": SyslogOptions,
 }
 
 
@@ -114,6 +130,14 @@ class Config:
     limits: LimitsOptions = field(default_factory=LimitsOptions)
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     agent: AgentOptions = field(default_factory=AgentOptions)
+    promql: EngineOptions = field(default_factory=EngineOptions)
+    prometheus_ingest: PromIngestOptions = field(default_factory=PromIngestOptions)
+    scrape: ScrapeOptions = field(default_factory=ScrapeOptions)
+    forward: ForwardOptions = field(default_factory=ForwardOptions)
+    logs: LogStoreOptions = field(default_factory=LogStoreOptions)
+    log_ingest: LogWriterOptions = field(default_factory=LogWriterOptions)
+    log_parser: ParserOptions = field(default_factory=ParserOptions)
+    syslog: SyslogOptions = field(default_factory=SyslogOptions)
 
     @property
     def data_dir(self) -> Path:
@@ -289,13 +313,13 @@ def _build_section(name: str, raw: dict[str, Any], source: _Source, errors: list
             errors.append(f"{where}: {exc}")
     try:
         return cls(**good)
-    except ConfigError as whole:
+    except (ConfigError, BadDataError) as whole:
         # Find every bad key: each alone over the defaults, then the combination.
         blamed = False
         for key, value in good.items():
             try:
                 cls(**{key: value})
-            except ConfigError as exc:
+            except (ConfigError, BadDataError) as exc:
                 errors.append(f"{source.where[(name, key)]}: {exc}")
                 blamed = True
         if not blamed:

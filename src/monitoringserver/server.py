@@ -332,6 +332,9 @@ def compose(server: Server) -> None:
     returns an ``APIRouter`` or a :class:`Service`; services run in the server's TaskGroup
     and are stopped, in order, before the store closes.
     """
+    from monitoringserver.compose import wire_all  # compose imports this module
+
+    wire_all(server)
     if not server.config.agent.local:
         log.info("local agent disabled (agent.local = false / --no-local-agent)")
 

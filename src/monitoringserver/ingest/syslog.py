@@ -42,6 +42,8 @@ class SyslogOptions:
     ``max_message_bytes``: longest TCP line or frame accepted (the parser truncates lines
     over its own limit with a marker)."""
 
+    #: The listener is optional: off unless ``[syslog] enabled = true``.
+    enabled: bool = False
     udp: str | None = "127.0.0.1:5514"
     tcp: str | None = "127.0.0.1:5514"
     max_message_bytes: int = 65_536

@@ -89,6 +89,21 @@ def test_window_bounds_of_starts_and_ends_together(
     assert np.array_equal(hi, _naive_upper(series, ends))
 
 
+@pytest.mark.parametrize("ascending", [True, False])
+def test_upper_bounds_of_few_long_series(ascending: bool) -> None:
+    rng = np.random.default_rng(3)
+    series = []
+    for _ in range(3):
+        ts = np.unique(rng.integers(0, 10_000_000, 5000)).astype(np.int64)
+        series.append((ts, np.zeros(len(ts))))
+    t = np.arange(0, 10_000_000, 50_000, dtype=np.int64)
+    if not ascending:
+        t = t[::-1].copy()
+    p = pack([s[0] for s in series], [s[1] for s in series])
+    (got,) = upper_bounds(p, t)
+    assert np.array_equal(got, _naive_upper(series, t))
+
+
 def test_upper_bounds_with_repeated_times() -> None:
     series = _random_series(np.random.default_rng(9), 20, 50)
     p = pack([s[0] for s in series], [s[1] for s in series])

@@ -439,3 +439,27 @@ async def test_control_stream_round_trip_and_offline(harness: Harness) -> None:
         while harness.hub.connected("node-1"):
             await asyncio.sleep(0.01)
     assert harness.registry.get("node-1").status is NodeStatus.OFFLINE
+
+
+async def test_append_survives_client_deadline(harness: Harness) -> None:
+    gate = asyncio.Event()
+
+    class Slow(FakeAppender):
+        async def append(
+            self, batch: SampleBatch, *, source: str = "", dedup: DedupKey | None = None
+        ) -> AppendResult:
+            await gate.wait()
+            return await super().append(batch, source=source, dedup=dedup)
+
+    slow = Slow()
+    harness.service._appender = slow
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.SendMetrics(_bad(batch_seq=5), metadata=harness.md(), timeout=0.2)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    gate.set()
+    async with asyncio.timeout(10):  # the cut-off append still completes...
+        while not slow.batches:
+            await asyncio.sleep(0.01)
+    retry = await harness.stub.SendMetrics(_bad(batch_seq=5), metadata=harness.md())
+    assert retry.duplicate  # ...so the client's retry is a duplicate, not a second copy
+    assert len(slow.batches) == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -13,9 +15,18 @@ from monitoringserver.auth.api import Authenticator, Principal, Scope
 from monitoringserver.errors import AuthError, ConfigError, ForbiddenError, OverloadedError
 from monitoringserver.ingest.grpc_status import status_for
 
-__all__ = ["ANONYMOUS_WRITER", "GrpcOptions", "InflightLimiter", "abort", "authorize"]
+__all__ = [
+    "ANONYMOUS_WRITER",
+    "GrpcOptions",
+    "InflightLimiter",
+    "abort",
+    "authorize",
+    "run_to_completion",
+]
 
 _log = logging.getLogger("monitoringserver.ingest.grpc")
+
+T = TypeVar("T")
 
 ANONYMOUS_WRITER = Principal(name="anonymous", scopes=frozenset(Scope), kind="anonymous")
 
@@ -108,3 +119,30 @@ class InflightLimiter:
 
     def __exit__(self, *exc: object) -> None:
         self.inflight -= 1
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+async def run_to_completion(aw: Awaitable[T]) -> T:
+    """Await ``aw`` so that cancelling the caller does not cancel it.
+
+    A client whose deadline passes cancels its RPC handler; an append cut off halfway
+    could leave the store's state inconsistent and would be lost anyway. Shielded, it
+    finishes (its outcome is logged if it fails) and the client's retry is answered as
+    a duplicate by the dedup key.
+    """
+    fut: asyncio.Future[T] = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        if not fut.done():
+            _background.add(fut)
+            fut.add_done_callback(_finished)
+        raise
+
+
+def _finished(fut: asyncio.Future[Any]) -> None:
+    _background.discard(fut)
+    if not fut.cancelled() and fut.exception() is not None:
+        _log.warning("append of a cancelled call failed: %s", fut.exception())

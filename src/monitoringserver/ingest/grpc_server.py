@@ -25,7 +25,13 @@ import numpy as np
 
 from monitoringserver.auth.api import Authenticator, Scope
 from monitoringserver.errors import BadDataError, NotFoundError, UnavailableError
-from monitoringserver.ingest.grpc_common import GrpcOptions, InflightLimiter, abort, authorize
+from monitoringserver.ingest.grpc_common import (
+    GrpcOptions,
+    InflightLimiter,
+    abort,
+    authorize,
+    run_to_completion,
+)
 from monitoringserver.ingest.grpc_decode import MetricMeta, SeriesTable, decode_samples
 from monitoringserver.logs.api import DedupKey as LogDedupKey
 from monitoringserver.logs.api import LogAppender
@@ -183,7 +189,9 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
                     )
                 seq = request.batch_seq
                 dedup = DedupKey(agent_id, seq) if seq else None
-                result = await self._appender.append(batch, source=agent_id, dedup=dedup)
+                result = await run_to_completion(
+                    self._appender.append(batch, source=agent_id, dedup=dedup)
+                )
             if seq > self._last_seq.get(agent_id, 0):
                 self._last_seq[agent_id] = seq
             return pb.SendMetricsResponse(
@@ -218,8 +226,10 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
             return 0, False
         seq = request.batch_seq
         with self.limiter:
-            result = await self._logs.append(
-                batch, source=agent_id, dedup=LogDedupKey(agent_id, seq) if seq else None
+            result = await run_to_completion(
+                self._logs.append(
+                    batch, source=agent_id, dedup=LogDedupKey(agent_id, seq) if seq else None
+                )
             )
         return result.accepted, result.duplicate
 

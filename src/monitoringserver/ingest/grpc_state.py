@@ -20,7 +20,12 @@ import numpy as np
 
 from monitoringserver.auth.api import Authenticator, Scope
 from monitoringserver.errors import BadDataError
-from monitoringserver.ingest.grpc_common import InflightLimiter, abort, authorize
+from monitoringserver.ingest.grpc_common import (
+    InflightLimiter,
+    abort,
+    authorize,
+    run_to_completion,
+)
 from monitoringserver.metrics.api import MetricAppender
 from monitoringserver.model.labels import (
     Labels,
@@ -139,9 +144,11 @@ class StateManagerService(pb_grpc.StateManagerServicer):
             )
             value = 1.0 if alert.state == "firing" else 0.0
             with self._limiter:
-                await self._appender.append(
-                    SampleBatch.from_rows([(make_labels(extra), ts_ms, value)]),
-                    source=alert.source,
+                await run_to_completion(
+                    self._appender.append(
+                        SampleBatch.from_rows([(make_labels(extra), ts_ms, value)]),
+                        source=alert.source,
+                    )
                 )
             alert_id = await self._sink.handle_state_alert(alert) if self._sink else ""
             return pb.StateAlertResponse(alert_id=alert_id, accepted=True)
@@ -177,8 +184,10 @@ class StateManagerService(pb_grpc.StateManagerServicer):
             if not index:
                 return pb.StateMetricsResponse(accepted=0)
             with self._limiter:
-                result = await self._appender.append(
-                    SampleBatch(list(index), idx, ts, values), source=request.source
+                result = await run_to_completion(
+                    self._appender.append(
+                        SampleBatch(list(index), idx, ts, values), source=request.source
+                    )
                 )
             return pb.StateMetricsResponse(accepted=result.accepted)
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)

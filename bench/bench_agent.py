@@ -149,7 +149,19 @@ async def _outage(outage_s: float) -> dict[str, Any]:
     from monitoringserver.pipeline.metric_store import open_metric_store
     from monitoringserver.storage.options import StorageOptions
 
-    # 100 agents would each warn about the outage; the counts below are the result.
+    # 100 agents would each warn about the outage: count the reasons instead of printing.
+    reasons: dict[str, int] = {}
+
+    class _Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            key = text.split(": ", 1)[-1][:60] if "cannot" in text else text[:40]
+            reasons[key] = reasons.get(key, 0) + 1
+
+    ship_log = logging.getLogger("monitoringserver.agent.shipper")
+    ship_log.setLevel(logging.DEBUG)
+    ship_log.propagate = False
+    ship_log.addHandler(_Count())
     logging.getLogger("monitoringserver.agent").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         handle = await open_metric_store(
@@ -221,6 +233,7 @@ async def _outage(outage_s: float) -> dict[str, Any]:
         "samples_stored": stored,
         "lost": expected - distinct,
         "duplicated": stored - distinct,
+        "shipper_log": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:6]),
     }
 
 

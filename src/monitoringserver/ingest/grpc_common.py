@@ -51,7 +51,6 @@ class GrpcOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     suggested_interval_s: float = 0.0
-    command_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -7,7 +7,7 @@ import pytest
 
 from monitoringserver.errors import StorageError
 from monitoringserver.logs.bloom import TokenBloom
-from monitoringserver.logs.patterns import needle_tokens, pattern_id, template
+from monitoringserver.logs.patterns import needle_id_tokens, needle_tokens, pattern_id, template
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,21 @@ def test_pattern_id_is_stable() -> None:
 )
 def test_needle_tokens(needle: str, tokens: tuple[list[str], list[str]]) -> None:
     assert needle_tokens(needle) == tokens
+
+
+@pytest.mark.parametrize(
+    ("needle", "keys"),
+    [
+        ("3F2A9C1E-1B2C-4D3E-8F90-0123456789AB", ["3f2a9c1e-1b2c-4d3e-8f90-0123456789ab"]),
+        ("x4bf92f3577b34da6a3ce929d0e0e4736", ["4bf92f3577b34da6a3ce929d0e0e4736"]),
+        ("from 10.0.3.25 port", ["10.0.3.25"]),
+        ("10.0.3.25", []),
+        ("v=1.2.3.4.5;", []),
+        ("1b2c-4d3e", []),
+    ],
+)
+def test_needle_id_tokens(needle: str, keys: list[str]) -> None:
+    assert needle_id_tokens(needle) == keys
 
 
 def test_bloom_no_false_negatives_and_few_false_positives() -> None:

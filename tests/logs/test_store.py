@@ -248,11 +248,12 @@ def test_rows_inserted_during_a_flush_stay_in_the_head(
     assert again.hosts == ("late",)
 
 
-@pytest.mark.parametrize(("pairs", "scanned"), [(True, 1), (False, 3)])
-def test_uuid_needle_pruned_by_pair_keys(
+@pytest.mark.parametrize(("pairs", "scanned"), [(True, 1), (False, 1)])
+def test_uuid_needle_pruned_by_id_or_pair_keys(
     db: Database, tmp_path: Path, clock: FakeClock, pairs: bool, scanned: int
 ) -> None:
-    # every archive holds every inner UUID group, but only one holds these pairs
+    # every archive holds every inner UUID group, but only one holds these pairs (and
+    # this whole UUID, an id key with or without pairs)
     store = LogStore(db, tmp_path / "p", LogStoreOptions(index_pairs=pairs), clock=clock)
     engine = LogQueryEngine(store)
     groups = ["1b2c", "4d3e", "8f90"]
@@ -291,3 +292,50 @@ def test_compaction_merges_fresh_archives(db: Database, tmp_path: Path, clock: F
     assert len(engine.query(LogQuery(limit=1000)).batch) == 400
     with pytest.raises(BadDataError):
         LogStoreOptions(compaction_level=30)
+
+
+@pytest.mark.parametrize(
+    ("needle", "scanned", "found"),
+    [
+        ("3F2A9C1E-1B2C-4D3E-8F90-0123456789AB", 1, 1),  # a UUID glued to other characters
+        ("9C1E-1B2C-4D3E-8F90-0123456789AB", 2, 1),  # not a whole UUID: word keys only
+        ("4bf92f3577b34da6a3ce929d0e0e4736", 1, 1),  # 32 hex digits
+        ("from 10.9.8.7 port", 1, 1),  # IPv4 with other characters on both sides
+        ("10.9.8.7", 4, 1),  # a bare address may be part of a longer dotted run
+    ],
+)
+def test_id_needles_prune_without_pairs(
+    db: Database, tmp_path: Path, clock: FakeClock, needle: str, scanned: int, found: int
+) -> None:
+    store = LogStore(db, tmp_path / "i", LogStoreOptions(retention_s=None), clock=clock)
+    engine = LogQueryEngine(store)
+    msgs = [
+        "req=x3F2A9C1E-1B2C-4D3E-8F90-0123456789ABz done",
+        "trace_id=4bf92f3577b34da6a3ce929d0e0e4736",
+        "connect from 10.9.8.7 port 22",
+        "other 1b2c 4d3e 8f90 0123456789ab 10 9 8 7 4bf92f35",
+    ]
+    for k, msg in enumerate(msgs):
+        store.insert(LogBatch.from_records([LogRecord(k + 1, msg, server_id="h")]))
+        store.flush()
+    page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
+    assert (page.archives_scanned, page.archives_pruned) == (scanned, 4 - scanned)
+    assert len(page.batch) == found
+
+
+def test_archives_without_id_keys_are_not_pruned_by_them(
+    db: Database, tmp_path: Path, clock: FakeClock
+) -> None:
+    store = LogStore(db, tmp_path / "o", LogStoreOptions(retention_s=None), clock=clock)
+    engine = LogQueryEngine(store)
+    needle = "3f2a9c1e-1b2c-4d3e-8f90-0123456789ab"
+    store.insert(LogBatch.from_records([LogRecord(1, f"id {needle}", server_id="h")]))
+    store.flush()
+    db.write(
+        lambda con: con.execute(
+            "UPDATE log_archives SET hash_version = replace(hash_version, '+ids', '')"
+        )
+    )
+    assert [e.ids_indexed for e in store.entries()] == [False]
+    page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
+    assert page.batch.message == [f"id {needle}"]

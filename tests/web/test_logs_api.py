@@ -164,11 +164,13 @@ def test_archives_download_delete_rotate_stats(env: tuple[TestClient, LogPipelin
 
 
 def test_patterns_and_aggregation_rules(env: tuple[TestClient, LogPipeline]) -> None:
-    client, _ = env
+    client, p = env
     _post(
         client,
         [{"server_id": "h", "message": f"user {i} logged in", "type": "warning"} for i in range(5)],
     )
+    assert client.get("/api/v1/logs/patterns").json()["data"] == []  # counted once committed
+    _commit(client, p)
     pats = client.get("/api/v1/logs/patterns", params={"limit": 5}).json()["data"]
     assert pats[0]["template"] == "user <num> logged in"
     assert pats[0]["count"] == 5

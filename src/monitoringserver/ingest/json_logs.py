@@ -9,6 +9,9 @@ is not valid UTF-8 is repaired (U+FFFD) and counted, never refused for that alon
 
 from __future__ import annotations
 
+import operator
+from typing import cast
+
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +25,10 @@ __all__ = ["DecodedLogs", "decode_json_logs"]
 _Scalar = str | int | float | bool | None
 
 
-class _LogIn(msgspec.Struct, forbid_unknown_fields=False):
+class _LogIn(msgspec.Struct, forbid_unknown_fields=False, gc=False):
+    # gc=False: a request allocates one of these per line; untracked structs keep the
+    # cyclic collector from walking them (they hold only strings, numbers and a dict).
+
     message: str
     server_id: str = ""
     timestamp: str | int | float | None = None
@@ -32,6 +38,15 @@ class _LogIn(msgspec.Struct, forbid_unknown_fields=False):
     source: str = ""
     attrs: dict[str, _Scalar] = {}
 
+
+_get_server_id = operator.attrgetter("server_id")
+_get_logger = operator.attrgetter("logger")
+_get_source = operator.attrgetter("source")
+_get_message = operator.attrgetter("message")
+_get_attrs = operator.attrgetter("attrs")
+_get_timestamp = operator.attrgetter("timestamp")
+_get_level = operator.attrgetter("level")
+_get_type = operator.attrgetter("type")
 
 _one = msgspec.json.Decoder(_LogIn)
 _many = msgspec.json.Decoder(list[_LogIn])
@@ -93,9 +108,9 @@ def decode_json_logs(body: bytes, *, now_ms: int, source: str = "http") -> Decod
         else:
             raise BadDataError(f"cannot parse log JSON: {exc}") from exc
     n = len(items)
-    raw_ts = [it.timestamp for it in items]
+    raw_ts = list(map(_get_timestamp, items))
     bad_ts = 0
-    if all(type(t) is int for t in raw_ts):
+    if set(map(type, raw_ts)) <= {int}:
         ts = _epoch_ms(np.asarray(raw_ts, dtype=np.int64)) if n else np.empty(0, np.int64)
     else:
         ts = np.empty(n, dtype=np.int64)
@@ -108,24 +123,29 @@ def decode_json_logs(body: bytes, *, now_ms: int, source: str = "http") -> Decod
                 bad_ts += 1
                 ms = now_ms
             ts[i] = ms
-    levels = []
-    seen: dict[str, str] = {}
-    for it in items:
-        raw = it.level or it.type
-        if not raw:
-            levels.append("")
-            continue
-        lv = seen.get(raw)
-        if lv is None:
-            lv = seen[raw] = normalize_level(raw)
-        levels.append(lv)
+    given = list(map(_get_level, items))
+    if not all(given):
+        given = [lv or ty for lv, ty in zip(given, map(_get_type, items), strict=True)]
+    # Few distinct spellings per request: normalise each once, then map in C.
+    names = {raw: normalize_level(raw) if raw else "" for raw in set(given)}
+    levels = list(map(names.__getitem__, given))
+    sources = list(map(_get_source, items))
+    if not all(sources):
+        sources = [s or source for s in sources]
+    raw_attrs = list(map(_get_attrs, items))
+    # Without any attrs the decoded empty dicts are already the right value.
+    attrs = (
+        [{k: _attr(v) for k, v in a.items()} if a else {} for a in raw_attrs]
+        if any(raw_attrs)
+        else cast(list[dict[str, str]], raw_attrs)
+    )
     batch = LogBatch(
         ts_ms=ts,
-        server_id=[it.server_id for it in items],
+        server_id=list(map(_get_server_id, items)),
         level=levels,
-        logger=[it.logger for it in items],
-        source=[it.source or source for it in items],
-        message=[it.message for it in items],
-        attrs=[{k: _attr(v) for k, v in it.attrs.items()} if it.attrs else {} for it in items],
+        logger=list(map(_get_logger, items)),
+        source=sources,
+        message=list(map(_get_message, items)),
+        attrs=attrs,
     )
     return DecodedLogs(batch, n, invalid, bad_ts)

@@ -83,14 +83,19 @@ class _Columns:
         source = labels.get("source") or labels.get("filename") or "loki"
         base = {k: v for k, v in labels.items() if k not in _COLUMNS}
         n = len(entries)
+        if not n:
+            return
         self.server_id += [host] * n
         self.logger += [logger] * n
         self.source += [source] * n
-        for ts, line, meta in entries:
-            self.ts.append(ts)
-            self.message.append(line)
-            self.level.append(level or detect_level(line))
-            self.attrs.append({**base, **meta} if meta else base)
+        ts, lines, metas = zip(*entries, strict=True)
+        self.ts += ts
+        self.message += lines
+        self.level += [level] * n if level else list(map(detect_level, lines))
+        if any(metas):
+            self.attrs += [{**base, **meta} if meta else base for meta in metas]
+        else:
+            self.attrs += [base] * n
 
     def build(self) -> LogBatch:
         return LogBatch(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,13 @@ __all__ = ["AggregationRules", "AggregationStats", "LogAggregator", "PatternInfo
 
 _GROUP_LABELS = ("server_id", "level", "logger", "source")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
+# Ids (UUIDs, long hex runs) collapse in the cache key too, so lines that differ only in
+# an id share one regex pass. Hex-letter-only words of 8+ letters ("deadbeef") collapse
+# as well; the template they get is then the first one seen (statistics only).
+_ID_RUN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|\b[0-9a-fA-F]{8,}\b"
+)
 _SHAPE_CHARS = 1024
 _SHAPE_CACHE_MAX = 50_000
 
@@ -186,7 +194,7 @@ class LogAggregator:
             level = batch.level[i]
             # Lines that differ only in digits nearly always share a template; the regex
             # pass is costly, so it runs once per digit-free shape.
-            shape = (msg[:_SHAPE_CHARS].translate(_NO_DIGITS), level)
+            shape = (_ID_RUN.sub("#", msg[:_SHAPE_CHARS]).translate(_NO_DIGITS), level)
             hit = cache.get(shape)
             if hit is None:
                 t = template(msg)

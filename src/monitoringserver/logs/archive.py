@@ -18,11 +18,12 @@ import numpy as np
 from monitoringserver.errors import BadDataError
 from monitoringserver.logs.api import ArchiveInfo
 from monitoringserver.logs.bloom import TokenBloom
-from monitoringserver.logs.patterns import PAIRS_SQL, TOKENS_SQL
+from monitoringserver.logs.patterns import IDS_SQL, PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS
 
 __all__ = [
     "ARCHIVE_COLS",
+    "IDS_SUFFIX",
     "PAIRS_SUFFIX",
     "ArchiveEntry",
     "LogStoreOptions",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 PAIRS_SUFFIX = "+pairs"
+#: In ``hash_version``: the filter also holds the id keys of ``IDS_SQL`` (archives
+#: written before those existed lack the suffix and are never pruned by id keys).
+IDS_SUFFIX = "+ids"
 ARCHIVE_COLS = (
     "id, path, min_ts, max_ts, hosts, attr_keys, lines, raw_bytes, stored_bytes, created_ms, "
     "bloom, hash_version"
@@ -84,6 +88,7 @@ class ArchiveEntry:
     attr_keys: tuple[str, ...]
     bloom: TokenBloom | None
     pairs_indexed: bool = False
+    ids_indexed: bool = False
 
 
 def fsync_path(path: Path) -> None:
@@ -158,7 +163,8 @@ def build_archive(
                 f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
             ).fetchall()
         )
-        key_sql = TOKENS_SQL + (f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else "")
+        key_sql = f"{TOKENS_SQL} UNION ALL {IDS_SQL}"
+        key_sql += f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else ""
         tokens = key_sql.replace("{src}", f"read_parquet({sql_path(tmp)})")
         sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
         hashes = cur.execute(sql).fetchnumpy()["h"]
@@ -184,7 +190,7 @@ def build_archive(
         stored,
         created,
         bloom.to_bytes(),
-        duckdb.__version__ + (PAIRS_SUFFIX if opts.index_pairs else ""),
+        duckdb.__version__ + IDS_SUFFIX + (PAIRS_SUFFIX if opts.index_pairs else ""),
     ]
     info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom))
     return info, final, row_out

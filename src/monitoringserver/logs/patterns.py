@@ -10,7 +10,16 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["PAIRS_SQL", "TOKENS_SQL", "TOKEN_SQL_REGEX", "needle_tokens", "pattern_id", "template"]
+__all__ = [
+    "IDS_SQL",
+    "PAIRS_SQL",
+    "TOKENS_SQL",
+    "TOKEN_SQL_REGEX",
+    "needle_id_tokens",
+    "needle_tokens",
+    "pattern_id",
+    "template",
+]
 
 _VARIABLE = re.compile(
     r"(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
@@ -40,6 +49,32 @@ PAIRS_SQL = (
     "regexp_matches(s, '[0-9]'))) AS tok FROM (SELECT regexp_extract_all(lower(message), "
     "'[a-z0-9]+') AS r FROM {src})"
 )
+# The SQL below spells these two patterns out (kept equal to them).
+_UUID_RE = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_IPV4_RE = "[0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}"
+#: SQL over ``{src}``: the id keys of every line, whole tokens of three shapes found
+#: anywhere (not only between separators), so that a needle holding one prunes even
+#: when it is glued to other characters or the needle starts or ends inside it:
+#: every UUID-shaped and every 32-hex-digit window of each maximal ``[0-9a-f-]`` run of
+#: 32+ characters (in practice one window per id), and each maximal ``[0-9.]`` run that
+#: is exactly an IPv4 address. See :func:`needle_id_tokens` for the probe side.
+IDS_SQL = (
+    "SELECT unnest(list_filter(list_transform(range(1, length(r) - 34), "
+    "lambda i: substr(r, i, 36)), lambda w: regexp_full_match(w, "
+    "'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'))) "
+    "AS tok FROM (SELECT unnest(regexp_extract_all(lower(message), '[0-9a-f-]{36,}')) AS r "
+    "FROM {src}) UNION ALL "
+    "SELECT unnest(list_filter(list_transform(range(1, length(r) - 30), "
+    "lambda i: substr(r, i, 32)), lambda w: regexp_full_match(w, '[0-9a-f]{32}'))) "
+    "AS tok FROM (SELECT unnest(regexp_extract_all(lower(message), '[0-9a-f-]{32,}')) AS r "
+    "FROM {src}) UNION ALL "
+    "SELECT r AS tok FROM (SELECT unnest(regexp_extract_all(message, '[0-9.]{7,}')) AS r "
+    "FROM {src}) WHERE regexp_full_match(r, '[0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}')"
+)
+_NEEDLE_UUID = re.compile(_UUID_RE)
+_NEEDLE_HEX32 = re.compile("[0-9a-f]{32}")
+_NEEDLE_DOTTED = re.compile("[0-9.]+")
+_NEEDLE_IPV4 = re.compile(_IPV4_RE)
 _SEPARATOR = frozenset(chr(c) for c in range(128) if not chr(c).isalnum())
 
 
@@ -80,3 +115,22 @@ def needle_tokens(needle: str) -> tuple[list[str], list[str]]:
             if len(pair) >= _PAIR_MIN and any(ch.isdigit() for ch in pair):
                 pairs.append(pair)
     return singles, pairs
+
+
+def needle_id_tokens(needle: str) -> list[str]:
+    """Id keys (see :data:`IDS_SQL`) that any line containing ``needle`` must hold.
+
+    Every UUID-shaped and every 32-hex-digit substring of the lower-cased needle is a
+    window of a ``[0-9a-f-]`` run of the line, so it counts wherever it sits. An IPv4
+    address counts only when, inside the needle, characters other than digits and dots
+    stand on both sides of it (only then is it a whole ``[0-9.]`` run of the line too).
+    ``"req 3F2A...-...: x"`` gives the lower-cased UUID; ``"10.0.0.1"`` alone gives nothing,
+    ``"from 10.0.0.1 port"`` gives ``["10.0.0.1"]``."""
+    low = needle.lower()
+    keys = [m.group() for m in _NEEDLE_UUID.finditer(low)]
+    keys += [m.group() for m in _NEEDLE_HEX32.finditer(low)]
+    for m in _NEEDLE_DOTTED.finditer(needle):
+        inner = m.start() > 0 and m.end() < len(needle)
+        if inner and _NEEDLE_IPV4.fullmatch(m.group()):
+            keys.append(m.group())
+    return keys

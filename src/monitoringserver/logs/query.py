@@ -33,7 +33,7 @@ from monitoringserver.logs.api import (
     LogStoreStats,
     SeriesCounts,
 )
-from monitoringserver.logs.patterns import needle_tokens
+from monitoringserver.logs.patterns import needle_id_tokens, needle_tokens
 from monitoringserver.logs.store import ArchiveEntry, LogStore
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import MatchOp
@@ -165,13 +165,15 @@ class LogQueryEngine:
         entries = self._store.entries(ArchiveFilter(q.start_ms, q.end_ms))
         singles: list[str] = []
         pairs: list[str] = []
+        ids: list[str] = []
         for f in q.filters:
             if f.op is LineOp.CONTAINS:
                 one, two = needle_tokens(f.value)
                 singles += one
                 pairs += two
-        hashes = self._hashes(singles)
-        both = self._hashes(singles + pairs) if pairs else hashes
+                ids += needle_id_tokens(f.value)
+        # Keys to probe per kind of filter: (pairs indexed, ids indexed) -> hashes.
+        key_sets: dict[tuple[bool, bool], np.ndarray[Any, np.dtype[np.uint64]]] = {}
         keep: list[ArchiveEntry] = []
         for e in entries:
             if not self._store.host_may_match(e, q.matchers):
@@ -181,7 +183,11 @@ class LogQueryEngine:
                 for m in q.matchers
             ):
                 continue
-            keys = both if e.pairs_indexed else hashes
+            kind = (e.pairs_indexed and bool(pairs), e.ids_indexed and bool(ids))
+            keys = key_sets.get(kind)
+            if keys is None:
+                tokens = singles + (pairs if kind[0] else []) + (ids if kind[1] else [])
+                keys = key_sets[kind] = self._hashes(tokens)
             if len(keys) and e.bloom is not None and not e.bloom.might_contain_all(keys):
                 continue
             keep.append(e)

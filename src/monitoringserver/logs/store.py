@@ -31,6 +31,7 @@ from monitoringserver.errors import NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.archive import (
     ARCHIVE_COLS,
+    IDS_SUFFIX,
     PAIRS_SUFFIX,
     ArchiveEntry,
     LogStoreOptions,
@@ -300,10 +301,13 @@ class LogStore:
         for r in self.db.read(sql, params):
             info = archive_info(r)
             hv = str(r[11])
-            usable = r[10] and hv.removesuffix(PAIRS_SUFFIX) == version
-            bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
             pairs = hv.endswith(PAIRS_SUFFIX)
-            out.append(ArchiveEntry(info, self.directory / r[1], tuple(r[5]), bloom, pairs))
+            hv = hv.removesuffix(PAIRS_SUFFIX)
+            ids = hv.endswith(IDS_SUFFIX)
+            usable = r[10] and hv.removesuffix(IDS_SUFFIX) == version
+            bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
+            path = self.directory / r[1]
+            out.append(ArchiveEntry(info, path, tuple(r[5]), bloom, pairs, ids))
         return out
 
     def archives(self, flt: ArchiveFilter | None = None) -> list[ArchiveInfo]:

@@ -3,10 +3,12 @@
 ``append`` checks the per-source rate limit and the queue bound, drops duplicate agent
 deliveries, parses raw lines (``level == ""``), sanitises messages, rejects lines
 outside the accepted time window, writes one WAL record and only then returns (the
-acknowledgement). The accepted lines are published on the bus (live tail) and counted
-by the aggregator. A batcher task inserts queued records into the DuckDB head table in
-one transaction with the committed WAL position and the agents' sequence numbers; WAL
-segments are truncated only after that commit. A maintenance step moves the head into
+acknowledgement). The accepted lines are published on the bus (live tail). A batcher
+task inserts queued records into the DuckDB head table in one transaction with the
+committed WAL position and the agents' sequence numbers; then, on a worker thread and
+off the request path, the aggregator counts the committed lines (so its counts trail
+ingest by up to ``batch_interval_s``) and WAL segments before that position are
+truncated. A maintenance step moves the head into
 archives (``LogStore.flush``) and rotates old archives away.
 
 Loop affinity: ``append``, ``run``, ``commit_pending``, ``maintain`` and ``aclose`` run
@@ -244,8 +246,6 @@ class LogWriter:
         lsn = None
         if len(kept) or dedup is not None:
             lsn = self._wal.append(encode_frame(kept, dedup))
-        if self._aggregator is not None:
-            self._aggregator.aggregate(kept)
         return kept, lsn, rejected, repaired
 
     def _window(self, ts: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
@@ -306,8 +306,15 @@ class LogWriter:
                 self._queue = taken + self._queue
                 raise
             self._queued_lines -= len(batch)
-            await asyncio.to_thread(self._wal.truncate_before, taken[-1].lsn)
+            await asyncio.to_thread(self._after_commit, batch, taken[-1].lsn)
             return len(batch)
+
+    def _after_commit(self, batch: LogBatch, lsn: int) -> None:
+        """On a worker thread, off the request path: count the committed lines (host,
+        level, logger, patterns) and drop the WAL records DuckDB now holds."""
+        if self._aggregator is not None:
+            self._aggregator.aggregate(batch)
+        self._wal.truncate_before(lsn)
 
     async def maintain(self, *, force_flush: bool = False) -> None:
         """Archive the head when due (or ``force_flush``), merge small archives, then
@@ -341,11 +348,15 @@ class LogWriter:
             if sum(len(b) for b in chunk) >= self._opt.batch_lines:
                 merged = LogBatch.concat(chunk)
                 self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
+                if self._aggregator is not None:
+                    self._aggregator.aggregate(merged)
                 total += len(merged)
                 chunk, dedups = [], {}
         if chunk or dedups:
             merged = LogBatch.concat(chunk)
             self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
+            if self._aggregator is not None:
+                self._aggregator.aggregate(merged)
             total += len(merged)
         if last > start:
             self._wal.truncate_before(last)

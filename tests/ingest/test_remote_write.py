@@ -177,3 +177,38 @@ def test_decoder_caches_label_sets_across_requests_and_resets() -> None:
     assert len(decoder._cache) == 1
     with pytest.raises(BadDataError, match="label name"):
         decoder.decode(write_request([((("__name__", "m"), ("a-b", "x")), [(1, 1.0)])]))
+
+
+def _sample(ts: int, value: float) -> bytes:
+    return remote_pb2.Sample(timestamp=ts, value=value).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("samples", "lengths"),
+    [
+        # every sample 16 bytes (6-byte varint timestamps): the fixed-width path
+        ([(1_700_000_000_000 + i, v) for i, v in enumerate([0.5, -1.0, math.inf, 1e300])], {16}),
+        # 16 bytes on average but mixed (5- and 7-byte varints): the general path
+        ([(2**34, 1.5), (2**43, 2.5)], {15, 17}),
+    ],
+)
+def test_fixed_width_and_mixed_samples_decode_alike(
+    samples: list[tuple[int, float]], lengths: set[int]
+) -> None:
+    chunks = [_sample(t, v) for t, v in samples]
+    assert {len(c) for c in chunks} == lengths
+    batch = decode_write_request(_raw_body(chunks))
+    assert list(zip(batch.ts_ms.tolist(), batch.values.tolist(), strict=True)) == samples
+
+
+def test_fixed_width_keeps_nan_bits_and_rejects_other_16_byte_layouts() -> None:
+    ts = 1_700_000_000_000
+    batch = decode_write_request(_raw_body([_sample(ts, STALE_NAN), _sample(ts + 1, math.nan)]))
+    assert is_stale_nan(batch.values).tolist() == [True, False]
+    assert math.isnan(batch.values[1])
+    # Same 16 bytes, fields swapped: valid protobuf the fixed-width path must not misread.
+    swapped = _sample(ts, 0.0) + b"\x09" + struct.pack("<d", 4.0)
+    assert len(swapped) == 16
+    batch = decode_write_request(_raw_body([swapped, _sample(ts + 2, 3.0)]))
+    assert batch.ts_ms.tolist() == [ts, ts + 2]
+    assert batch.values.tolist() == [4.0, 3.0]

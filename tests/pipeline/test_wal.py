@@ -7,6 +7,7 @@ import pytest
 
 from monitoringserver.errors import StorageError
 from monitoringserver.pipeline.wal import Wal
+from monitoringserver.storage.options import FsyncMode
 
 
 def _records(wal: Wal, start: int = 0) -> list[bytes]:
@@ -105,4 +106,46 @@ def test_interval_fsync_uses_clock(tmp_path: Path) -> None:
     now[0] = 10.0
     wal.append(b"b")  # past the interval: synced inline
     assert _records(wal) == [b"a", b"b"]
+    wal.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "now", "held", "expect_written"),
+    [
+        ("never", 0.0, False, True),
+        ("interval", 1.0, False, True),  # no sync due yet
+        ("interval", 10.0, False, False),  # a sync is due: must go through append()
+        ("always", 0.0, False, False),  # every record is synced: never inline
+        ("never", 0.0, True, False),  # lock held by another thread: never wait
+    ],
+)
+def test_try_append_writes_only_when_it_cannot_block(
+    tmp_path: Path, mode: FsyncMode, now: float, held: bool, expect_written: bool
+) -> None:
+    clock = [0.0]
+    wal = Wal(tmp_path, fsync=mode, fsync_interval_s=5, clock=lambda: clock[0])
+    clock[0] = now
+    if held:
+        wal._lock.acquire()
+    try:
+        lsn = wal.try_append(b"abc")
+    finally:
+        if held:
+            wal._lock.release()
+    if expect_written:
+        assert lsn == wal.end == 8 + 3
+        assert _records(wal) == [b"abc"]
+    else:
+        assert lsn is None
+        assert wal.end == 0
+    wal.close()
+
+
+def test_try_append_leaves_rotation_to_append(tmp_path: Path) -> None:
+    wal = Wal(tmp_path, segment_bytes=4096, fsync="never")
+    assert wal.try_append(b"x" * 100) == 108
+    assert wal.try_append(b"y" * 4000) is None  # would fill the segment: rotation needed
+    wal.append(b"y" * 4000)
+    assert wal.try_append(b"z") is not None
+    assert _records(wal) == [b"x" * 100, b"y" * 4000, b"z"]
     wal.close()

@@ -76,6 +76,7 @@ class SeriesIndex:
         self._numbers: dict[tuple[str, str], int] = {}  # ("m"|"s", name) → number
         self._names: dict[str, list[str]] = {"m": [], "s": []}
         self._interned: dict[object, object] = {}
+        self._valid_names: set[str] = set()  # label and metric names already validated
         self._min_ts = np.empty(0, dtype=np.int64)
         self._max_ts = np.empty(0, dtype=np.int64)
 
@@ -87,10 +88,16 @@ class SeriesIndex:
 
     def _intern(self, labels: Labels) -> Labels:
         table = self._interned
+        get = table.get
         pairs = []
-        for name, value in labels:
-            pair = (table.setdefault(name, name), table.setdefault(value, value))
-            pairs.append(table.setdefault(pair, pair))
+        for pair in labels:
+            found = get(pair)
+            if found is None:
+                name, value = pair
+                name = get(name) or table.setdefault(name, name)  # type: ignore[assignment]
+                value = get(value) or table.setdefault(value, value)  # type: ignore[assignment]
+                found = table[pair] = (name, value)
+            pairs.append(found)
         return tuple(pairs)  # type: ignore[arg-type]
 
     def _add_locked(self, series_id: int, labels: Labels, source: str) -> None:
@@ -102,9 +109,18 @@ class SeriesIndex:
         labels = self._intern(labels)
         self._ids[labels] = series_id
         self._labels.append(labels)
+        postings = self._postings
+        metric = ""
         for name, value in labels:
-            self._postings.setdefault(name, {}).setdefault(value, array("Q")).append(series_id)
-        metric = _metric(labels)
+            if name == METRIC_NAME:
+                metric = value
+            by_value = postings.get(name)
+            if by_value is None:
+                by_value = postings[name] = {}
+            ids = by_value.get(value)
+            if ids is None:
+                ids = by_value[value] = array("Q")
+            ids.append(series_id)
         self._per_metric[metric] = self._per_metric.get(metric, 0) + 1
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self._active += 1
@@ -165,7 +181,7 @@ class SeriesIndex:
             if not unknown:
                 return out, []
             for labels in unknown:
-                _validate(labels)
+                _validate(labels, self._valid_names)
             self._check_limits_locked(list(unknown), source)
             created: list[NewSeries] = []
             positions: dict[Labels, int] = {}
@@ -300,14 +316,20 @@ def _metric(labels: Labels) -> str:
     return ""
 
 
-def _validate(labels: Labels) -> None:
+def _validate(labels: Labels, valid: set[str]) -> None:
+    """Check one new label set; ``valid`` caches names (metric names prefixed ``=``)
+    that passed already, so steady churn does not re-run the regular expressions."""
     name = _metric(labels)
     if not name:
         raise BadDataError(f"cannot accept series {labels!r}: it has no metric name")
-    validate_metric_name(name)
+    if "=" + name not in valid:
+        validate_metric_name(name)
+        valid.add("=" + name)
     previous = ""
     for label, value in labels:
-        validate_label_name(label)
+        if label not in valid:
+            validate_label_name(label)
+            valid.add(label)
         if label <= previous and previous:
             raise BadDataError(f"cannot accept series {labels!r}: labels not sorted or repeated")
         if value == "":

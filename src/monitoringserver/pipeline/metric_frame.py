@@ -47,10 +47,15 @@ def encode_frame(frame: MetricFrame) -> bytes:
     if n == 0 or int(ts.max()) - base < 2**32:
         flags |= _TS32
     agent = frame.agent_id.encode()
-    defs = json.dumps(
-        [[s.series_id, s.source, list(map(list, s.labels))] for s in frame.new_series],
-        separators=(",", ":"),
-    ).encode()
+    # Label tuples serialise as JSON arrays as they are: no per-label conversion.
+    defs = (
+        json.dumps(
+            [[s.series_id, s.source, s.labels] for s in frame.new_series],
+            separators=(",", ":"),
+        ).encode()
+        if frame.new_series
+        else b"[]"
+    )
     out = [
         _HEAD.pack(_VERSION, flags, frame.batch_seq),
         struct.pack("<H", len(agent)),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
+from numpy.typing import NDArray
 
 from monitoringserver.errors import OverloadedError, UnavailableError
 from monitoringserver.metrics.api import AppendResult, DedupKey
@@ -113,11 +114,7 @@ class MetricWriter:
                 return AppendResult(accepted=0, duplicate=True)
             keep, rejected = self._window(batch)
             sub = batch if keep.all() else batch.select(keep)
-            used = np.unique(sub.series_idx)
-            ids, created = self._index.resolve([sub.series[i] for i in used.tolist()], source)
-            lookup = np.zeros(len(sub.series), dtype=np.uint64)
-            lookup[used] = ids
-            sids = lookup[sub.series_idx]
+            sids, created = self._series_ids(sub, source)
             new = (*self._orphans, *created)
             frame = MetricFrame(
                 sids,
@@ -128,7 +125,12 @@ class MetricWriter:
                 dedup.batch_seq if dedup else -1,
             )
             try:
-                lsn = await asyncio.to_thread(self._wal.append, encode_frame(frame))
+                payload = encode_frame(frame)
+                # A buffered write that cannot block is cheaper inline than a thread hop.
+                lsn = self._wal.try_append(payload)
+                if lsn is None:
+                    lsn = await asyncio.to_thread(self._wal.append, payload)
+                del payload
             except BaseException:
                 self._orphans = list(new)
                 raise
@@ -147,6 +149,23 @@ class MetricWriter:
             for reason, count in rejected.items():
                 self._metrics.rejected.labels(reason).inc(count)
         return AppendResult(accepted=len(sids), rejected=rejected)
+
+    def _series_ids(
+        self, batch: SampleBatch, source: str
+    ) -> tuple[NDArray[np.uint64], list[NewSeries]]:
+        """Series id per sample: one index lookup per distinct label set the samples use,
+        then one vectorised ``take`` from batch positions to ids."""
+        n_series = len(batch.series)
+        used = np.zeros(n_series, dtype=np.bool_)
+        used[batch.series_idx] = True
+        if used.all():
+            ids, created = self._index.resolve(batch.series, source)
+            return np.take(ids, batch.series_idx), created
+        positions = np.flatnonzero(used)
+        ids, created = self._index.resolve([batch.series[i] for i in positions.tolist()], source)
+        lookup = np.zeros(n_series, dtype=np.uint64)
+        lookup[positions] = ids
+        return np.take(lookup, batch.series_idx), created
 
     def _window(self, batch: SampleBatch) -> tuple[np.ndarray, dict[str, int]]:
         now_ms = int(self._clock() * 1000)
@@ -203,14 +222,16 @@ class MetricWriter:
             "series_id": np.concatenate([f.series_ids for f in frames]),
             "ts": np.concatenate([f.ts_ms for f in frames]),
             "bits": np.concatenate([f.values for f in frames]).view(np.int64),
-            "batch": np.full(n, batch, dtype=np.int64),
         }
 
         def commit(con: duckdb.DuckDBPyConnection) -> int:
             insert_series(con, list(series.values()))
             if n:
                 rows = head_rows  # scanned by name
-                con.execute("INSERT INTO metric_head SELECT series_id, ts, bits, batch FROM rows")
+                con.execute(
+                    "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
+                    [batch],
+                )
                 del rows
             upsert_dedup(con, seqs)
             set_state(con, "wal_lsn", lsn)

@@ -137,6 +137,33 @@ class Wal:
                 self._rotate_locked()
             return self._end
 
+    def try_append(self, payload: bytes) -> int | None:
+        """Write one record without waiting: return the LSN just past it, or ``None``
+        (nothing written) when the call could block — the lock is held elsewhere, or this
+        record would need an fsync or a segment rotation. The caller then uses
+        :meth:`append` on a worker thread. Same durability as :meth:`append`."""
+        if self._fsync == "always" or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            frame_bytes = _HEADER.size + len(payload)
+            if (
+                self._fsync == "interval"
+                and self._clock() - self._last_sync >= self._fsync_interval_s
+            ) or self._end + frame_bytes - self._segments[-1] >= self._segment_bytes:
+                return None
+            f = self._require_open()
+            try:
+                f.write(_HEADER.pack(len(payload), zlib.crc32(payload)))
+                f.write(payload)
+                f.flush()
+            except OSError as exc:
+                raise StorageError(f"cannot append to write-ahead log: {exc}") from exc
+            self._end += frame_bytes
+            self._dirty = True
+            return self._end
+        finally:
+            self._lock.release()
+
     def _require_open(self) -> BinaryIO:
         if self._file is None:
             raise StorageError("cannot write to write-ahead log: it is closed")

@@ -132,7 +132,7 @@ def dashboard_routes(data: DashboardData, log_bus: Bus[LogBatch] | None = None) 
 
     async def metrics(request: Request) -> Response:
         require(request, Scope.READ)
-        nodes = await asyncio.to_thread(data.metrics)
+        nodes = await asyncio.to_thread(data.metrics, data.node_views())
         return _json({"nodes": nodes, "timestamp": iso(data.now_ms())})
 
     async def history(request: Request) -> Response:
@@ -146,7 +146,7 @@ def dashboard_routes(data: DashboardData, log_bus: Bus[LogBatch] | None = None) 
 
     async def stats(request: Request) -> Response:
         require(request, Scope.READ)
-        out = await asyncio.to_thread(data.stats, socket.clients)
+        out = await asyncio.to_thread(data.stats, socket.clients, data.node_views())
         return _json(out)
 
     router.add_route("/dashboard", page, methods=["GET"], include_in_schema=False)

@@ -7,8 +7,10 @@ agent connection status; a node the registry does not know is ``online`` while i
 sample is at most ``online_s`` old and ``stale`` after that; beyond ``window_s`` it leaves
 the view (its history stays in the store).
 
-Every method here is synchronous and blocking (store reads): call it off the event loop.
-Times are milliseconds since the Unix epoch; ``clock`` returns seconds.
+The registry is loop-affine: :meth:`DashboardData.node_views` runs on the event loop and
+its snapshot is passed to the other methods, which are synchronous and blocking (store
+reads): call them off the event loop. Times are milliseconds since the Unix epoch;
+``clock`` returns seconds.
 """
 
 from __future__ import annotations
@@ -17,19 +19,18 @@ import datetime as dt
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from monitoringserver.errors import MonitoringError
 from monitoringserver.logs.api import LogQuerier, LogQuery
 from monitoringserver.metrics.api import MetricQuerier, SeriesData
 from monitoringserver.model.labels import get, metric_name
 from monitoringserver.model.matchers import Matcher, MatchOp
 from monitoringserver.nodes.registry import NodeRegistry
-from monitoringserver.nodes.types import NodeStatus
+from monitoringserver.nodes.types import NodeStatus, NodeView
 from monitoringserver.web.routers.logs_ws import dashboard_messages
 
 __all__ = ["NODE_METRICS", "DashboardData", "DashboardOptions", "iso"]
@@ -89,8 +90,15 @@ class DashboardData:
             matchers.append(Matcher("server_id", MatchOp.NEQ, ""))
         return self.querier.select(matchers, start_ms, end_ms)
 
-    def metrics(self) -> dict[str, dict[str, Any]]:
-        """Latest value per node and metric, with status and last-seen time (ms)."""
+    def node_views(self) -> dict[str, NodeView]:
+        """A snapshot of the registry (on the event loop); empty without a registry."""
+        if self.nodes is None:
+            return {}
+        return {v.node_id: v for v in self.nodes.list(include_stale=True)}
+
+    def metrics(self, views: Mapping[str, NodeView] | None = None) -> dict[str, dict[str, Any]]:
+        """Latest value per node and metric, with status and last-seen time (ms);
+        ``views`` (from :meth:`node_views`) adds registry details."""
         now = self.now_ms()
         start = now - int(self.options.window_s * 1000)
         out: dict[str, dict[str, Any]] = {}
@@ -110,28 +118,23 @@ class DashboardData:
         for node, entry in out.items():
             for name in NODE_METRICS:
                 entry.setdefault(name, None)
-            self._enrich(node, entry, now)
+            self._enrich(entry, now, (views or {}).get(node))
         return dict(sorted(out.items()))
 
-    def _enrich(self, node: str, entry: dict[str, Any], now: int) -> None:
+    def _enrich(self, entry: dict[str, Any], now: int, view: NodeView | None) -> None:
         age_ms = now - entry["last_seen_ms"]
         status = NodeStatus.ONLINE if age_ms <= self.options.online_s * 1000 else NodeStatus.STALE
         entry["hostname"] = ""
         entry["registered"] = False
-        if self.nodes is not None and self.nodes.known(node):
-            try:
-                view = self.nodes.get(node)
-            except MonitoringError:  # forgotten meanwhile
-                view = None
-            if view is not None:
-                entry["registered"] = True
-                entry["hostname"] = view.info.hostname
-                entry["os"] = view.info.os
-                entry["cpu_count"] = view.info.cpu_count
-                entry["memory_bytes"] = view.info.memory_bytes
-                entry["agent_version"] = view.info.agent_version
-                entry["last_seen_ms"] = max(entry["last_seen_ms"], view.last_seen_ms)
-                status = view.status
+        if view is not None:
+            entry["registered"] = True
+            entry["hostname"] = view.info.hostname
+            entry["os"] = view.info.os
+            entry["cpu_count"] = view.info.cpu_count
+            entry["memory_bytes"] = view.info.memory_bytes
+            entry["agent_version"] = view.info.agent_version
+            entry["last_seen_ms"] = max(entry["last_seen_ms"], view.last_seen_ms)
+            status = view.status
         entry["status"] = status.value
         entry["last_seen"] = iso(entry["last_seen_ms"])
 
@@ -153,7 +156,8 @@ class DashboardData:
                     continue
                 node, name = get(s.labels, "server_id"), metric_name(s.labels)
                 prev = per.setdefault(node, {}).get(name)
-                if prev is None or s.ts_ms[-1] > prev.ts_ms[-1]:
+                # Like metrics(): the series with the newest sample, then the highest value.
+                if prev is None or (s.ts_ms[-1], s.values[-1]) > (prev.ts_ms[-1], prev.values[-1]):
                     per[node][name] = s
         out: dict[str, dict[str, Any]] = {}
         for node in node_ids:
@@ -174,9 +178,11 @@ class DashboardData:
             out[node] = {"node_id": node, "limit": n, "metrics": metrics, "history": merged}
         return out
 
-    def stats(self, websocket_clients: int = 0) -> dict[str, Any]:
+    def stats(
+        self, websocket_clients: int = 0, views: Mapping[str, NodeView] | None = None
+    ) -> dict[str, Any]:
         """Cluster statistics: nodes by status, store size, uptime (s), live clients."""
-        metrics = self.metrics()
+        metrics = self.metrics(views)
         st = self.querier.stats()
         by_status = {s.value: 0 for s in NodeStatus}
         for entry in metrics.values():
@@ -185,7 +191,7 @@ class DashboardData:
             "active_nodes": by_status[NodeStatus.ONLINE.value],
             "total_nodes": len(metrics),
             "nodes_by_status": by_status,
-            "registered_nodes": len(self.nodes.list(include_stale=True)) if self.nodes else 0,
+            "registered_nodes": len(views or {}),
             "series": st.series,
             "head_samples": st.head_samples,
             "samples": st.head_samples + sum(r.samples for r in st.resolutions.values()),
@@ -199,14 +205,14 @@ class DashboardData:
             out["log_lines"] = ls.head_lines + ls.archived_lines
         return out
 
-    def update(self) -> dict[str, Any]:
+    def update(self, views: Mapping[str, NodeView] | None = None) -> dict[str, Any]:
         """The ``data`` of a seed-003 ``update``: latest metrics and the history of the first
         ``update_nodes`` nodes; computed at most once per ``cache_s`` for all clients."""
         now = self.clock()
         with self._lock:
             if self._cached is not None and now - self._cached[0] < self.options.cache_s:
                 return self._cached[1]
-        metrics = self.metrics()
+        metrics = self.metrics(views)
         shown = list(metrics)[: self.options.update_nodes]
         hist = self._histories(shown, None)
         data = {"metrics": {"nodes": metrics}, "history": hist}
@@ -214,9 +220,9 @@ class DashboardData:
             self._cached = (now, data)
         return data
 
-    def initial(self) -> dict[str, Any]:
+    def initial(self, views: Mapping[str, NodeView] | None = None) -> dict[str, Any]:
         """The ``data`` of the seed-003 ``initial`` message."""
-        data = self.update()
+        data = self.update(views)
         logs: list[dict[str, object]] = []
         sources: dict[str, list[str]] = {"nodes": [], "loggers": [], "log_levels": []}
         if self.logs is not None:

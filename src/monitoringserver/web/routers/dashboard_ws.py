@@ -113,7 +113,7 @@ class DashboardSocket:
             async with send_lock:
                 await self._send(ws, message)
 
-        initial = await asyncio.to_thread(self.data.initial)
+        initial = await asyncio.to_thread(self.data.initial, self.data.node_views())
         await send({"type": "initial", "data": initial, "timestamp": iso(self._now_ms())})
         pusher = asyncio.create_task(self._push_logs(ws, sub, send)) if sub else None
         try:
@@ -121,7 +121,7 @@ class DashboardSocket:
                 text = await ws.receive_text()
                 if _is_ping(text):
                     await send({"type": "pong"})
-                    update = await asyncio.to_thread(self.data.update)
+                    update = await asyncio.to_thread(self.data.update, self.data.node_views())
                     await send({"type": "update", "data": update, "timestamp": iso(self._now_ms())})
         finally:
             if pusher is not None:

@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 
 from bench.common.workload import INTERVAL_MS, SERIES_PER_HOST, Workload
-from bench.promql_support import ArrayQuerier, TimedQuerier, VictoriaMetrics
+from bench.promql_support import ArrayQuerier, VictoriaMetrics, timed
 from monitoringserver.errors import OverloadedError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import Labels, make_labels
@@ -78,8 +78,8 @@ def _time_engine(
     querier: MetricQuerier, queries: dict[str, str], start: int, end: int, step: int, repeat: int
 ) -> dict[str, Any]:
     """Warm medians (ms) of range and instant queries, split into select and evaluation."""
-    timed = TimedQuerier(querier)
-    engine = Engine(timed)
+    timer = timed(querier)
+    engine = Engine(timer)
     out: dict[str, Any] = {}
     for name, q in queries.items():
         for kind in ("range", "instant"):
@@ -92,12 +92,12 @@ def _time_engine(
             series = len(run().series)
             totals, selects, cpus = [], [], []
             for _ in range(repeat):
-                timed.select_s = 0.0
+                timer.select_s = 0.0
                 c0, t0 = time.process_time(), time.perf_counter()
                 run()
                 totals.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
-                selects.append(timed.select_s)
+                selects.append(timer.select_s)
             total = statistics.median(totals)
             sel = statistics.median(selects)
             out[f"{name}.{kind}"] = {

@@ -29,6 +29,8 @@ __all__ = [
     "DedupKey",
     "MetricAppender",
     "MetricQuerier",
+    "PackedQuerier",
+    "PackedSeries",
     "Resolution",
     "ResolutionStats",
     "RollupSeries",
@@ -83,6 +85,37 @@ class SeriesData:
     labels: Labels
     ts_ms: NDArray[np.int64]
     values: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class PackedSeries:
+    """Raw samples of many series in flat arrays.
+
+    Series ``i`` (labels ``labels[i]``) owns ``ts_ms[offsets[i]:offsets[i + 1]]`` (sorted,
+    int64 ms, no duplicates) and the same slice of ``values``; ``offsets`` is int64 with
+    ``len(labels) + 1`` entries, starting at 0. Series are in ascending series-id order,
+    and every listed series has at least one sample.
+    """
+
+    labels: list[Labels]
+    offsets: NDArray[np.int64]
+    ts_ms: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+    @staticmethod
+    def empty() -> PackedSeries:
+        return PackedSeries(
+            [], np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+        )
+
+    def series(self) -> list[SeriesData]:
+        """One :class:`SeriesData` per series whose arrays are views (no copies)."""
+        bounds = self.offsets.tolist()
+        ts, values = self.ts_ms, self.values
+        return [
+            SeriesData(lbl, ts[a:b], values[a:b])
+            for lbl, a, b in zip(self.labels, bounds[:-1], bounds[1:], strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +195,15 @@ class MetricQuerier(Protocol):
         ...
 
     def stats(self) -> StoreStats: ...
+
+
+@runtime_checkable
+class PackedQuerier(Protocol):
+    """Optional extension of :class:`MetricQuerier`: :meth:`select` without per-series
+    arrays (callers check ``isinstance(querier, PackedQuerier)`` and fall back)."""
+
+    def select_packed(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> PackedSeries:
+        """Same samples and series as ``select`` (same order), packed flat."""
+        ...

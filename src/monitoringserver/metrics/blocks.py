@@ -165,10 +165,13 @@ def read_raw_many(
     del wanted
     file_no = np.asarray(got["file_index"], dtype=np.int64)
     key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
-    order = np.argsort(key, kind="stable")
-    file_no = file_no[order]
+    cols = {k: np.asarray(got[k]) for k in ("series_id", "ts", "m", "enc")}
+    if len(key) > 1 and not bool(np.all(key[1:] > key[:-1])):
+        # Scans may return row groups out of order; decoding needs the file order.
+        order = np.argsort(key, kind="stable")
+        file_no = file_no[order]
+        cols = {k: v[order] for k, v in cols.items()}
     bounds = np.searchsorted(file_no, np.arange(len(paths) + 1))
-    cols = {k: np.asarray(got[k])[order] for k in ("series_id", "ts", "m", "enc")}
     out: list[Columns] = []
     for i in range(len(paths)):
         a, b = int(bounds[i]), int(bounds[i + 1])

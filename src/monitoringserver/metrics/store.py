@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from monitoringserver.errors import BadDataError
 from monitoringserver.metrics import blocks
 from monitoringserver.metrics.api import (
+    PackedSeries,
     Resolution,
     ResolutionStats,
     RollupSeries,
@@ -32,6 +33,7 @@ from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
+from monitoringserver.storage import codec
 from monitoringserver.storage.db import Database
 from monitoringserver.storage.options import StorageOptions
 
@@ -87,13 +89,15 @@ class EmbeddedMetricStore:
         for attempt in range(_RETRIES):
             with self._manifest.snapshot() as snap:
                 files = _overlapping(snap.of("raw"), ids, start_ms, end_ms)
+                got = blocks.read_raw_many(cur, [self._manifest.root / f.path for f in files], ids)
                 parts = [
-                    blocks.take(c, (c["ts"] >= start_ms) & (c["ts"] <= end_ms))
-                    for c in blocks.read_raw_many(
-                        cur, [self._manifest.root / f.path for f in files], ids
-                    )
+                    c
+                    if start_ms <= f.min_ts and f.max_ts <= end_ms
+                    else _in_time(c, start_ms, end_ms)
+                    for f, c in zip(files, got, strict=True)
                 ]
                 parts.append(self._head(cur, ids, start_ms, end_ms))
+                parts = [c for c in parts if len(c["ts"])] or parts[-1:]
                 stable = snap.generation % 2 == 0
                 if (stable and self._manifest.generation == snap.generation) or (
                     attempt == _RETRIES - 1
@@ -102,9 +106,16 @@ class EmbeddedMetricStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        return self.select_packed(matchers, start_ms, end_ms).series()
+
+    def select_packed(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> PackedSeries:
+        """Raw samples of every matching series in ``[start_ms, end_ms]``, packed flat
+        (see :class:`PackedSeries`); rollup ``last`` values stand in where raw aged out."""
         ids = self._index.select(matchers)
         if len(ids) == 0 or start_ms > end_ms:
-            return []
+            return PackedSeries.empty()
         cols, snap = self._read_raw(ids, start_ms, end_ms)
         raw_oldest = min((f.min_ts for f in snap.of("raw")), default=None)
         if raw_oldest is None or start_ms < raw_oldest:
@@ -113,7 +124,7 @@ class EmbeddedMetricStore:
             fallback = self._rollup_last(ids, start_ms, cutoff, cols)
             if fallback is not None:
                 cols = blocks.dedup_last([fallback, cols])
-        return self._split_raw(cols)
+        return self._pack_raw(cols)
 
     def _rollup_last(
         self, ids: IdArray, start_ms: int, end_ms: int, raw: blocks.Columns
@@ -146,16 +157,20 @@ class EmbeddedMetricStore:
         keep = merged["ts"] < first_raw[merged["series_id"].astype(np.intp)]
         return blocks.take(merged, keep)
 
-    def _split_raw(self, cols: blocks.Columns) -> list[SeriesData]:
+    def _pack_raw(self, cols: blocks.Columns) -> PackedSeries:
         sid = np.asarray(cols["series_id"], dtype=np.uint64)
-        ts = np.asarray(cols["ts"], dtype=np.int64)
-        values = np.asarray(cols["value"], dtype=np.float64)
-        bounds = _bounds(sid)
-        labels = self._index.labels_many(int(sid[a]) for a, _ in bounds)
-        return [
-            SeriesData(lbl, ts[a:b].copy(), values[a:b].copy())
-            for lbl, (a, b) in zip(labels, bounds, strict=True)
-        ]
+        if len(sid) == 0:
+            return PackedSeries.empty()
+        starts = codec.segment_starts(sid)
+        offsets = np.empty(len(starts) + 1, dtype=np.int64)
+        offsets[:-1] = starts
+        offsets[-1] = len(sid)
+        return PackedSeries(
+            self._index.labels_many(sid[starts].tolist()),
+            offsets,
+            np.ascontiguousarray(cols["ts"], dtype=np.int64),
+            np.ascontiguousarray(cols["value"], dtype=np.float64),
+        )
 
     # -- rollups -----------------------------------------------------------------------
 
@@ -285,6 +300,13 @@ def _overlapping(
         if i < len(ids) and ids[i] <= f.max_sid:
             out.append(f)
     return out
+
+
+def _in_time(cols: blocks.Columns, start_ms: int, end_ms: int) -> blocks.Columns:
+    """Rows of ``cols`` with ``start_ms <= ts <= end_ms`` (``cols`` itself when all are)."""
+    ts = cols["ts"]
+    keep = (ts >= start_ms) & (ts <= end_ms)
+    return cols if bool(keep.all()) else blocks.take(cols, keep)
 
 
 def _bounds(sid: NDArray[np.uint64]) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ import numpy as np
 import promql_parser as pp
 
 from monitoringserver.errors import QueryLimitError
-from monitoringserver.metrics.api import MetricQuerier, SeriesData
+from monitoringserver.metrics.api import MetricQuerier, PackedQuerier, SeriesData
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import is_stale_nan
@@ -51,7 +51,7 @@ class Loader:
         for group in groups:
             if mint_ms > maxt_ms:
                 continue
-            for s in self._querier.select(group, mint_ms, maxt_ms):
+            for s in self._select(group, mint_ms, maxt_ms):
                 by_labels.setdefault(s.labels, s)
         series = [by_labels[k] for k in sorted(by_labels)]
         self._stats.series_loaded += len(series)
@@ -67,6 +67,12 @@ class Loader:
                 f"memory in query execution (limit {self._max_samples})"
             )
         return series
+
+    def _select(self, matchers: list[Matcher], mint_ms: int, maxt_ms: int) -> list[SeriesData]:
+        """Through ``select_packed`` (views into one flat result) when the querier has it."""
+        if isinstance(self._querier, PackedQuerier):
+            return self._querier.select_packed(matchers, mint_ms, maxt_ms).series()
+        return self._querier.select(matchers, mint_ms, maxt_ms)
 
 
 def instant_vector(

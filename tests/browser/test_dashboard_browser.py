@@ -1,0 +1,127 @@
+"""The dashboard in a real Chromium (Debian's /usr/bin/chromium via playwright): a real
+server in-process on port 0 with the dashboard router, two nodes posted as seed-002 JSON,
+sign-in with the admin token, nodes table and uPlot charts rendered."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitoringserver.config import Config, ServerOptions, load_config
+from monitoringserver.server import Server
+from monitoringserver.web.routers.dashboard import dashboard_router
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path(os.environ.get("DASHBOARD_SCREENSHOT", "/tmp/dashboard.png"))
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+]
+
+
+async def _running(data_dir: Path) -> AsyncIterator[tuple[Server, str]]:
+    base = load_config(None, env={"MONITORING_STORAGE__BATCH_INTERVAL_S": "0.05"})
+    opts = ServerOptions(data_dir=str(data_dir), http_listen="127.0.0.1:0")  # type: ignore[arg-type]
+    srv = Server(config=Config(server=opts, storage=base.storage), out=io.StringIO())
+    srv.router_factories.append(dashboard_router)
+    await srv.start()
+    task = asyncio.create_task(srv.serve())
+    deadline = time.monotonic() + 30
+    while not srv.ready:
+        assert not task.done(), task.exception()
+        assert time.monotonic() < deadline, "server did not become ready"
+        await asyncio.sleep(0.01)
+    try:
+        yield srv, (data_dir / "admin.token").read_text().strip()
+    finally:
+        srv.request_stop()
+        await task
+        await srv.aclose()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
+    async for s in _running(tmp_path / "data"):
+        yield s
+
+
+async def _post_nodes(base: str, token: str) -> None:
+    now = time.time()
+    docs = [
+        {
+            "server_id": node,
+            "timestamp": now - 15 * (5 - i),
+            "metrics": {
+                "cpu_usage_percent": cpu + 7 * i,
+                "memory_usage_percent": mem + 2 * i,
+                "disk_usage_percent": disk,
+            },
+        }
+        for node, cpu, mem, disk in (("web-1", 12.0, 40.0, 55.0), ("db-1", 35.0, 71.0, 83.0))
+        for i in range(6)
+    ]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        r = await client.post("/api/v1/metrics", json=docs)
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        while True:  # samples are queryable once the batcher committed them
+            nodes = (await client.get("/api/dashboard/metrics")).json()["nodes"]
+            if set(nodes) == {"web-1", "db-1"}:
+                return
+            assert time.monotonic() < deadline, nodes
+            await asyncio.sleep(0.05)
+
+
+async def test_dashboard_in_chromium(server: tuple[Server, str]) -> None:
+    from playwright.async_api import async_playwright
+
+    srv, token = server
+    base = f"http://{srv.http_address}"
+    await _post_nodes(base, token)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{base}/dashboard")
+            await page.wait_for_selector("#login-form", state="visible")
+            await page.fill("#token", "not-a-token")
+            await page.click("#login-form button[type=submit]")
+            await page.wait_for_selector("#login-error:has-text('not valid')")
+            await page.fill("#token", token)
+            await page.click("#login-form button[type=submit]")
+            await page.wait_for_selector("#nodes tbody tr[data-node='db-1']")
+            await page.wait_for_selector("#nodes tbody tr[data-node='web-1']")
+            await page.wait_for_selector("#charts .chart canvas")
+            await page.wait_for_selector("#conn.on")
+            await page.wait_for_selector("#stats .stat")
+            rows = await page.locator("#nodes tbody tr").all_inner_texts()
+            assert any("web-1" in r and "online" in r and "47.0 %" in r for r in rows), rows
+            assert await page.locator("#charts .chart canvas").count() >= 2
+            # the session is an HttpOnly cookie: the page's scripts never see the token
+            assert token not in await page.evaluate("document.cookie")
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+            await page.click("button.tab[data-tab='logs']")
+            await page.wait_for_selector("#logs .filters", state="visible")
+            assert errors == []
+        finally:
+            await browser.close()

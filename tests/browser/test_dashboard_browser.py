@@ -38,7 +38,7 @@ pytestmark = [
 
 async def _running(data_dir: Path) -> AsyncIterator[tuple[Server, str]]:
     base = load_config(None, env={"MONITORING_STORAGE__BATCH_INTERVAL_S": "0.05"})
-    opts = ServerOptions(data_dir=str(data_dir), http_listen="127.0.0.1:0")  # type: ignore[arg-type]
+    opts = ServerOptions(data_dir=str(data_dir), http_listen="127.0.0.1:0")
     srv = Server(config=Config(server=opts, storage=base.storage), out=io.StringIO())
     srv.router_factories.append(dashboard_router)
     await srv.start()

@@ -33,6 +33,7 @@ from monitoringserver.storage.db import Database
 from monitoringserver.web.app import WebComponents, create_app
 from monitoringserver.web.routers.dashboard import dashboard_router, dashboard_routes
 from monitoringserver.web.routers.dashboard_data import DashboardData, DashboardOptions
+from monitoringserver.web.routers.dashboard_events import EventHub, EventsSocket
 from tests.fakes import FakeStore
 from tests.logs.webapp import TestClient  # imported there without the httpx2 warning
 
@@ -94,6 +95,7 @@ class App:
     store: FakeStore
     tokens: TokenStore
     bus: Bus[LogBatch]
+    hub: EventHub
     read: str
     write: str
 
@@ -123,7 +125,10 @@ def _fill(store: FakeStore) -> None:
         asyncio.run(store.append(batch))
 
 
-def _build(auth: bool = True, registry: NodeRegistry | None = None) -> Iterator[App]:
+def _build(
+    auth: bool = True, registry: NodeRegistry | None = None, **intervals: float
+) -> Iterator[App]:
+    """The app; ``intervals`` go to the seed-001 EventsSocket (seconds)."""
     db = Database(":memory:")
     tokens = TokenStore(db, clock=lambda: NOW_S)
     tokens.open()
@@ -146,11 +151,13 @@ def _build(auth: bool = True, registry: NodeRegistry | None = None) -> Iterator[
         clock=lambda: NOW_S,
         auth_enabled=auth,
     )
-    app = create_app(comps, [dashboard_routes(data, bus)])
+    hub = EventHub()
+    events = EventsSocket(data, hub, bus, **intervals)
+    app = create_app(comps, [dashboard_routes(data, bus, hub, events)])
     read = tokens.create("viewer", ["monitoring:read"])[1]
     write = tokens.create("writer", ["monitoring:write"])[1]
     with TestClient(app) as client:
-        yield App(client, store, tokens, bus, read, write)
+        yield App(client, store, tokens, bus, hub, read, write)
     db.close()
 
 

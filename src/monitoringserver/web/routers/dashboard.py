@@ -14,6 +14,7 @@
   (at most 100) of each node metric; 404 when the node has none.
 * ``GET /api/dashboard/stats`` (read): nodes by status, series, samples, uptime.
 * WebSocket ``/ws/dashboard``: see :mod:`.dashboard_ws`.
+* WebSocket ``/api/v1/monitoring/events`` (seed 001): see :mod:`.dashboard_events`.
 
 ``POST /api/dashboard/control-service`` belongs to the nodes router.
 """
@@ -38,6 +39,7 @@ from monitoringserver.pipeline.bus import Bus
 from monitoringserver.web.app import STATIC_DIR
 from monitoringserver.web.deps import require
 from monitoringserver.web.routers.dashboard_data import DashboardData, DashboardOptions, iso
+from monitoringserver.web.routers.dashboard_events import EventHub, EventsSocket
 from monitoringserver.web.routers.dashboard_ws import DashboardSocket
 
 __all__ = ["SESSION_COOKIE", "dashboard_router", "dashboard_routes"]
@@ -65,24 +67,32 @@ def dashboard_router(
     log_bus: Bus[LogBatch] | None = None,
     log_querier: LogQuerier | None = None,
     options: DashboardOptions | None = None,
+    hub: EventHub | None = None,
 ) -> APIRouter:
-    """The dashboard routes over the started server's metric store; the node registry
-    and the log pipeline (bus and querier) are optional."""
+    """The dashboard routes over the started server's metric store; the node registry,
+    the log pipeline (bus and querier) and the seed-001 event hub (others publish alert
+    events on it) are optional."""
     assert server.store is not None, "dashboard_router needs a started server"
     data = DashboardData(
         server.store.querier, nodes=nodes, logs=log_querier, options=options or DashboardOptions()
     )
-    return dashboard_routes(data, log_bus)
+    return dashboard_routes(data, log_bus, hub)
 
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 
-def dashboard_routes(data: DashboardData, log_bus: Bus[LogBatch] | None = None) -> APIRouter:
-    """The routes above over ``data`` (tests build it with fakes)."""
+def dashboard_routes(
+    data: DashboardData,
+    log_bus: Bus[LogBatch] | None = None,
+    hub: EventHub | None = None,
+    events: EventsSocket | None = None,
+) -> APIRouter:
+    """The routes above over ``data`` (tests build it with fakes and short intervals)."""
     router = APIRouter(tags=["dashboard"])
     socket = DashboardSocket(data, log_bus)
+    events = events or EventsSocket(data, hub or EventHub(), log_bus)
 
     def page(_request: Request) -> Response:
         return FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
@@ -146,7 +156,8 @@ def dashboard_routes(data: DashboardData, log_bus: Bus[LogBatch] | None = None) 
 
     async def stats(request: Request) -> Response:
         require(request, Scope.READ)
-        out = await asyncio.to_thread(data.stats, socket.clients, data.node_views())
+        clients = socket.clients + events.clients
+        out = await asyncio.to_thread(data.stats, clients, data.node_views())
         return _json(out)
 
     router.add_route("/dashboard", page, methods=["GET"], include_in_schema=False)
@@ -158,6 +169,7 @@ def dashboard_routes(data: DashboardData, log_bus: Bus[LogBatch] | None = None) 
     router.add_route("/api/dashboard/history/{node_id}", history, methods=["GET"])
     router.add_route("/api/dashboard/stats", stats, methods=["GET"])
     router.add_api_websocket_route("/ws/dashboard", socket)
+    router.add_api_websocket_route("/api/v1/monitoring/events", events)
     return router
 
 

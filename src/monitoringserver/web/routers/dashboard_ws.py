@@ -31,7 +31,14 @@ from monitoringserver.web.routers.dashboard_data import DashboardData, iso
 from monitoringserver.web.routers.logs_ws import dashboard_messages
 from monitoringserver.web.security import ANONYMOUS
 
-__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHORIZED", "DashboardSocket"]
+__all__ = [
+    "CLOSE_FORBIDDEN",
+    "CLOSE_UNAUTHORIZED",
+    "DashboardSocket",
+    "authenticate_socket",
+    "is_ping",
+    "send_json",
+]
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -46,6 +53,35 @@ def _header_credential(ws: WebSocket) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return ws.cookies.get("ms_session") or None
+
+
+async def send_json(ws: WebSocket, message: dict[str, Any]) -> None:
+    await ws.send_text(_encoder.encode(message).decode())
+
+
+async def authenticate_socket(ws: WebSocket, timeout_s: float) -> Principal | None:
+    """Authenticate an accepted socket (see the module docstring) for ``monitoring:read``;
+    on failure send the error, close (4401/4403) and return ``None``."""
+    if not getattr(ws.app.state, "auth_enabled", True):
+        return ANONYMOUS
+    credential = _header_credential(ws)
+    if credential is None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                credential = _parse_auth(await ws.receive_text())
+    authenticator: Authenticator = ws.app.state.authenticator
+    principal = authenticator.authenticate(credential) if credential else None
+    if principal is None:
+        await send_json(ws, {"type": "error", "error": "cannot authenticate: invalid token"})
+        await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
+        return None
+    if not principal.has(Scope.READ):
+        await send_json(
+            ws, {"type": "error", "error": "cannot authorize: monitoring:read is required"}
+        )
+        await ws.close(code=CLOSE_FORBIDDEN, reason="forbidden")
+        return None
+    return principal
 
 
 class DashboardSocket:
@@ -65,35 +101,13 @@ class DashboardSocket:
         self._now_ms = now_ms or data.now_ms
         self.clients = 0
 
-    async def _authenticate(self, ws: WebSocket) -> Principal | None:
-        if not getattr(ws.app.state, "auth_enabled", True):
-            return ANONYMOUS
-        credential = _header_credential(ws)
-        if credential is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.auth_timeout_s):
-                    credential = _parse_auth(await ws.receive_text())
-        authenticator: Authenticator = ws.app.state.authenticator
-        principal = authenticator.authenticate(credential) if credential else None
-        if principal is None:
-            await self._send(ws, {"type": "error", "error": "cannot authenticate: invalid token"})
-            await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
-            return None
-        if not principal.has(Scope.READ):
-            await self._send(
-                ws, {"type": "error", "error": "cannot authorize: monitoring:read is required"}
-            )
-            await ws.close(code=CLOSE_FORBIDDEN, reason="forbidden")
-            return None
-        return principal
-
     async def _send(self, ws: WebSocket, message: dict[str, Any]) -> None:
-        await ws.send_text(_encoder.encode(message).decode())
+        await send_json(ws, message)
 
     async def __call__(self, ws: WebSocket) -> None:
         await ws.accept()
         try:
-            if await self._authenticate(ws) is None:
+            if await authenticate_socket(ws, self.auth_timeout_s) is None:
                 return
             sub = self.log_bus.subscribe(name="dashboard") if self.log_bus is not None else None
             self.clients += 1
@@ -119,7 +133,7 @@ class DashboardSocket:
         try:
             while True:
                 text = await ws.receive_text()
-                if _is_ping(text):
+                if is_ping(text):
                     await send({"type": "pong"})
                     update = await asyncio.to_thread(self.data.update, self.data.node_views())
                     await send({"type": "update", "data": update, "timestamp": iso(self._now_ms())})
@@ -149,7 +163,7 @@ class DashboardSocket:
                 await send(message)
 
 
-def _is_ping(text: str) -> bool:
+def is_ping(text: str) -> bool:
     if text.strip() == "ping":
         return True
     try:

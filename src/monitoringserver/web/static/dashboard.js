@@ -100,7 +100,7 @@ function handle(msg) {
     state.sources = msg.data.log_sources || state.sources;
     state.logs = (msg.data.logs || []).map(normLog).slice(-MAX_LOG_LINES);
     applyMetrics(msg.data.metrics, msg.data.history);
-    fillFilters(); renderLogs();
+    fillFilters(); renderLogs(); refreshStats();
   } else if (msg.type === "update") {
     applyMetrics(msg.data.metrics, msg.data.history);
   } else if (msg.type === "new_logs") {

@@ -34,7 +34,7 @@ class StorageOptions:
     #: A WAL segment is closed and a new one started past this size.
     wal_segment_bytes: int = 64 * 1024 * 1024
     #: The batcher inserts into the head table once this many rows are queued ...
-    batch_rows: int = 100_000
+    batch_rows: int = 500_000
     #: ... or once the oldest queued row has waited this long.
     batch_interval_s: float = 1.0
     #: Acknowledged rows not yet in the head table; beyond this, appends get OverloadedError.

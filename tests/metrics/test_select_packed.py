@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
+from monitoringserver.metrics import blocks
 from monitoringserver.metrics.api import MetricQuerier, PackedQuerier, PackedSeries
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher, MatchOp
@@ -138,3 +140,24 @@ def test_packed_series_views_share_memory() -> None:
     assert second.values.tolist() == [2.5]
     assert np.shares_memory(first.values, p.values)
     assert PackedSeries.empty().series() == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "inline"),
+    [
+        ([5], True),
+        ([3, 4, 5, 6], True),
+        ([1, 7, 300], True),
+        (list(range(0, 400, 3)), False),
+    ],
+)
+def test_id_filter_selects_exactly_the_ids(ids: list[int], inline: bool) -> None:
+    wanted_ids = np.array(ids, dtype=np.uint64)
+    where, params = blocks.id_filter(wanted_ids)
+    assert ("wanted" not in where) is inline
+    wanted = {"sid": wanted_ids}  # scanned by name
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE t AS SELECT range::UBIGINT AS series_id FROM range(500)")
+        got = con.execute(f"SELECT series_id FROM t WHERE {where} ORDER BY 1", params).fetchnumpy()
+    del wanted
+    assert got["series_id"].tolist() == ids

@@ -33,6 +33,7 @@ __all__ = [
     "dedup_last",
     "encode_rollup",
     "head_columns",
+    "id_filter",
     "read_raw",
     "read_raw_many",
     "read_rollup",
@@ -96,6 +97,23 @@ def _filter_sql(lo: int, hi: int, wanted: NDArray[np.uint64] | None) -> tuple[st
     return sql, [lo, hi]
 
 
+_INLINE_IDS = 64
+
+
+def id_filter(ids: NDArray[np.uint64]) -> tuple[str, list[int]]:
+    """SQL condition and parameters selecting ``series_id`` in ``ids`` (sorted, unique,
+    non-empty). Few or contiguous ids are inlined (cheaper to plan and run than a
+    semi-join); otherwise the condition reads a local ``wanted`` dict with column
+    ``sid`` holding ``ids``, which the caller must keep in scope."""
+    lo, hi = int(ids[0]), int(ids[-1])
+    if hi - lo + 1 == len(ids):
+        return "series_id BETWEEN ? AND ?", [lo, hi]
+    if len(ids) <= _INLINE_IDS:
+        marks = ", ".join("?" * len(ids))
+        return f"series_id BETWEEN ? AND ? AND series_id IN ({marks})", [lo, hi, *ids.tolist()]
+    return "series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)", [lo, hi]
+
+
 def read_raw(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -153,12 +171,12 @@ def read_raw_many(
         return []
     files = "[" + ", ".join(_quote(p) for p in paths) + "]"
     wanted = {"sid": ids}  # scanned by name
+    where, params = id_filter(ids)
     try:
         got = con.execute(
             "SELECT file_index, file_row_number, series_id, ts, m, enc "  # noqa: S608
-            f"FROM read_parquet({files}, file_row_number = true) "
-            "WHERE series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)",
-            [int(ids[0]), int(ids[-1])],
+            f"FROM read_parquet({files}, file_row_number = true) WHERE {where}",
+            params,
         ).fetchnumpy()
     except duckdb.Error as exc:
         raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
@@ -195,12 +213,12 @@ def read_rollup_many(
         return []
     files = "[" + ", ".join(_quote(p) for p in paths) + "]"
     wanted = {"sid": ids}  # scanned by name
+    where, params = id_filter(ids)
     try:
         got = con.execute(
             f"SELECT file_index, file_row_number, series_id, ts, count, {_ROLLUP_SELECT} "  # noqa: S608
-            f"FROM read_parquet({files}, file_row_number = true) "
-            "WHERE series_id BETWEEN ? AND ? AND series_id IN (SELECT sid FROM wanted)",
-            [int(ids[0]), int(ids[-1])],
+            f"FROM read_parquet({files}, file_row_number = true) WHERE {where}",
+            params,
         ).fetchnumpy()
     except duckdb.Error as exc:
         raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc

@@ -51,13 +51,15 @@ def _segmented_diff(x: NDArray[np.int64], starts: NDArray[np.intp]) -> NDArray[n
 
 
 def _segmented_cumsum(d: NDArray[np.int64], starts: NDArray[np.intp]) -> NDArray[np.int64]:
+    """Running sums restarting at each segment start (int64, wrapping like the encoder)."""
     if len(d) == 0:
         return d.copy()
-    c = np.cumsum(d)
-    base = np.zeros(len(starts), dtype=np.int64)
-    base[1:] = c[starts[1:] - 1]
-    lengths = np.diff(np.append(starts, len(d)))
-    result: NDArray[np.int64] = c - np.repeat(base, lengths)
+    x = d.copy()
+    if len(starts) > 1:
+        # Cancel each previous segment's total at the next start: one cumsum does all.
+        totals = np.add.reduceat(d, starts)
+        x[starts[1:]] -= totals[:-1]
+    result: NDArray[np.int64] = np.cumsum(x, out=x)
     return result
 
 
@@ -122,6 +124,18 @@ def encode(
     }
 
 
+def _decode_decimal(
+    m: NDArray[np.int64], enc: NDArray[np.int8], starts: NDArray[np.intp], out: NDArray[np.float64]
+) -> None:
+    """Decimal samples (mantissa deltas, per-series ``starts``) into ``out``."""
+    first = _segmented_cumsum(m, starts)
+    second = enc >= _SECOND_ORDER
+    if bool(second.any()):
+        both = _segmented_cumsum(first, starts)
+        np.copyto(first, both, where=second)
+    np.divide(first, _P10[enc % _SECOND_ORDER], out=out)
+
+
 def decode(
     series_id: NDArray[np.uint64],
     ts: NDArray[np.int64],
@@ -134,13 +148,16 @@ def decode(
     ts_out = _segmented_cumsum(np.asarray(ts, dtype=np.int64), starts)
     m = np.asarray(m, dtype=np.int64)
     enc = np.asarray(enc, dtype=np.int8)
+    decimal = enc != RAW
+    if bool(decimal.all()):
+        # The common case: every sample decimal, so no gathers and the same segments.
+        values = np.empty(len(m), dtype=np.float64)
+        _decode_decimal(m, enc, starts, values)
+        return series_id, ts_out, values
     values = m.view(np.float64).copy()
-    dec_idx = np.flatnonzero(enc != RAW)
-    if len(dec_idx):
-        dec_enc = enc[dec_idx].astype(np.int64)
-        dec_starts = segment_starts(series_id[dec_idx])
-        first = _segmented_cumsum(m[dec_idx], dec_starts)
-        both = _segmented_cumsum(first, dec_starts)
-        mant = np.where(dec_enc >= _SECOND_ORDER, both, first)
-        values[dec_idx] = mant.astype(np.float64) / _P10[dec_enc % _SECOND_ORDER]
+    if decimal.any():
+        dec_idx = np.flatnonzero(decimal)
+        out = np.empty(len(dec_idx), dtype=np.float64)
+        _decode_decimal(m[dec_idx], enc[dec_idx], segment_starts(series_id[dec_idx]), out)
+        values[dec_idx] = out
     return series_id, ts_out, values

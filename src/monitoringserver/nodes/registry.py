@@ -126,11 +126,7 @@ class NodeRegistry:
             if k in self._nodes
         ]
         try:
-            await self._db.awrite(
-                lambda con: con.executemany(
-                    "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)", rows
-                )
-            )
+            await self._db.awrite(lambda con: _bulk(con, _UPSERT, rows))
         finally:
             self._upsert_task = None
 
@@ -213,10 +209,7 @@ class NodeRegistry:
         ]
         self._dirty.clear()
 
-        def update(con: duckdb.DuckDBPyConnection) -> None:
-            con.executemany("UPDATE nodes SET last_seen_ms = ?, stats = ? WHERE node_id = ?", rows)
-
-        await self._db.awrite(update)
+        await self._db.awrite(lambda con: _bulk(con, _UPDATE, rows))
         return len(rows)
 
     async def run(self) -> None:
@@ -238,6 +231,22 @@ class NodeRegistry:
         """Stop :meth:`run` and write what is not yet persisted."""
         self._stopped.set()
         await self.flush()
+
+
+# Bulk statements take one list per column (``unnest``): DuckDB's executemany runs row by
+# row (10,000 rows: ~9 s of the single writer thread, vs ~0.04 s this way).
+_UPSERT = (
+    "INSERT OR REPLACE INTO nodes SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?)"
+)
+_UPDATE = (
+    "UPDATE nodes SET last_seen_ms = v.ls, stats = v.st FROM "
+    "(SELECT unnest(?) AS ls, unnest(?) AS st, unnest(?) AS id) v WHERE nodes.node_id = v.id"
+)
+
+
+def _bulk(con: duckdb.DuckDBPyConnection, sql: str, rows: list[list[Any]]) -> None:
+    if rows:
+        con.execute(sql, [list(col) for col in zip(*rows, strict=True)]).fetchall()
 
 
 def _info_from_json(d: Mapping[str, Any]) -> NodeInfo:

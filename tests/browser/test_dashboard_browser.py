@@ -169,7 +169,7 @@ async def test_dashboard_in_chromium(server: tuple[Server, str]) -> None:
             await page.wait_for_function(
                 "!document.querySelector('#log-lines').textContent.includes('request served')"
             )
-            assert "almost full" in await page.inner_text("#log-lines")
+            await page.wait_for_selector("#log-lines:has-text('almost full')")
             await page.screenshot(path=str(SCREENSHOT.with_name("dashboard-logs.png")))
             await page.click("button.tab[data-tab='services']")
             await page.fill("#svc-name", "nginx")

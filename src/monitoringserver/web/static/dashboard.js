@@ -265,7 +265,12 @@ async function searchLogs() {
   if ($("#f-search").value.trim()) p.set("q", $("#f-search").value.trim());
   const r = await api("GET", "/api/v1/logs?" + p.toString());
   if (r.ok && r.data && r.data.data) {
-    state.logs = r.data.data.logs.map(normLog).sort((a, b) => a.ts - b.ts);
+    // Lines pushed live may not be searchable yet (committed a moment later): keep them.
+    const key = (l) => `${l.ts}|${l.node}|${l.message}`;
+    const found = r.data.data.logs.map(normLog);
+    const seen = new Set(found.map(key));
+    const live = state.logs.filter((l) => matches(l) && !seen.has(key(l)));
+    state.logs = found.concat(live).sort((a, b) => a.ts - b.ts).slice(-MAX_LOG_LINES);
   }
   renderLogs();
 }

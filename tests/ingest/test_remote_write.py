@@ -212,3 +212,29 @@ def test_fixed_width_keeps_nan_bits_and_rejects_other_16_byte_layouts() -> None:
     batch = decode_write_request(_raw_body([swapped, _sample(ts + 2, 3.0)]))
     assert batch.ts_ms.tolist() == [ts, ts + 2]
     assert batch.values.tolist() == [4.0, 3.0]
+
+
+def test_decoder_shares_label_pairs_and_the_index_adopts_them() -> None:
+    from monitoringserver.metrics.index import SeriesIndex
+
+    a = (("__name__", "cpu"), ("instance", "h1"), ("mode", "idle"))
+    b = (("__name__", "cpu"), ("instance", "h1"), ("mode", "user"))
+    decoder = RemoteWriteDecoder()
+    first = decoder.decode(write_request([(a, [(1, 1.0)]), (b, [(1, 2.0)])]))
+    assert list(first.series) == [a, b]
+    assert first.series[0][1] is first.series[1][1]  # one ("instance", "h1") object
+    index = SeriesIndex()
+    ids, created = index.resolve(first.series, "src")
+    assert ids.tolist() == [0, 1]
+    assert created[0].labels is first.series[0]  # adopted, not copied
+    # A label set equal to a known one but built elsewhere maps to the shared objects.
+    again, created = index.resolve([tuple((n, v) for n, v in a)], "src")
+    assert again.tolist() == [0]
+    assert created == []
+    fresh = tuple((str(n), str(v)) for n, v in (*a[:2], ("mode", "system")))
+    _, created = index.resolve([fresh], "src")
+    assert created[0].labels == fresh
+    assert created[0].labels is not fresh
+    assert created[0].labels[1] is first.series[0][1]  # the shared pair, not a copy
+    with pytest.raises(BadDataError, match="invalid label name"):
+        decoder.decode(write_request([((("__name__", "x"), ("bad-name", "v")), [(1, 1.0)])]))

@@ -26,6 +26,7 @@ as byte strings); an unusual sample layout falls back to the protobuf runtime.
 from __future__ import annotations
 
 import re
+import sys
 
 import cramjam
 import numpy as np
@@ -67,10 +68,12 @@ def decompress_snappy(body: bytes, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
         raise BadDataError(f"{_PREFIX}: invalid snappy data: {exc}") from exc
 
 
-def _checked(pairs: list[tuple[str, str]]) -> Labels:
+def _checked(pairs: list[tuple[str, str]], *, names_checked: bool = False) -> Labels:
+    """The sorted label set without empty values; ``names_checked`` when the caller has
+    validated every name already. The pair objects are kept as they are."""
     seen: set[str] = set()
     for name, _value in pairs:
-        if name != METRIC_NAME and not _LABEL_NAME_RE.fullmatch(name):
+        if not names_checked and name != METRIC_NAME and not _LABEL_NAME_RE.fullmatch(name):
             raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
         if name in seen:
             raise BadDataError(f"{_PREFIX}: duplicate label name {name!r}")
@@ -78,7 +81,7 @@ def _checked(pairs: list[tuple[str, str]]) -> Labels:
     found = dict(pairs)
     if not found.get(METRIC_NAME):
         raise BadDataError(f"{_PREFIX}: series without a metric name: {found}")
-    return tuple(sorted((k, v) for k, v in pairs if v != ""))
+    return tuple(sorted(pair for pair in pairs if pair[1] != ""))
 
 
 def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels]) -> Labels:
@@ -162,18 +165,32 @@ class RemoteWriteDecoder:
         self.max_series = max_series
         self._cache: dict[tuple[bytes, ...], Labels] = {}
         self._v2_cache: dict[tuple[str, ...], Labels] = {}
+        # One object per distinct label pair (and its strings), so 100 series of a host
+        # share their instance pair and the store's index can adopt them without copies.
+        self._pairs: dict[bytes, tuple[str, str]] = {}
+        self._valid_names: set[str] = {METRIC_NAME}
 
     def _raw_labels(self, encoded: tuple[bytes, ...]) -> Labels:
         found = self._cache.get(encoded)
         if found is not None:
             return found
-        pairs = []
-        for item in encoded:
-            label = remote_pb2.Label.FromString(item)
-            pairs.append((label.name, label.value))
-        found = _checked(pairs)
         if len(self._cache) >= self.max_series:
             self._cache = {}
+            self._pairs = {}
+        pairs = []
+        shared = self._pairs
+        for item in encoded:
+            pair = shared.get(item)
+            if pair is None:
+                label = remote_pb2.Label.FromString(item)
+                name = label.name
+                if name not in self._valid_names:
+                    if not _LABEL_NAME_RE.fullmatch(name):
+                        raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
+                    self._valid_names.add(name)
+                pair = shared[item] = (sys.intern(name), label.value)
+            pairs.append(pair)
+        found = _checked(pairs, names_checked=True)
         self._cache[encoded] = found
         return found
 

@@ -87,17 +87,32 @@ class SeriesIndex:
     # -- building ----------------------------------------------------------------------
 
     def _intern(self, labels: Labels) -> Labels:
+        """One shared object per distinct string, pair and label set. Objects the caller
+        passes in are adopted when they are already the shared ones (an ingest decoder
+        that interns its own label sets then holds no second copy)."""
         table = self._interned
         get = table.get
         pairs = []
+        adopted = True
         for pair in labels:
             found = get(pair)
             if found is None:
                 name, value = pair
-                name = get(name) or table.setdefault(name, name)  # type: ignore[assignment]
-                value = get(value) or table.setdefault(value, value)  # type: ignore[assignment]
-                found = table[pair] = (name, value)
+                shared_name = get(name)
+                if shared_name is None:
+                    shared_name = table[name] = name
+                shared_value = get(value)
+                if shared_value is None:
+                    shared_value = table[value] = value
+                if shared_name is name and shared_value is value:
+                    found = pair
+                else:
+                    found = (shared_name, shared_value)
+                table[found] = found
+            adopted = adopted and found is pair
             pairs.append(found)
+        if adopted and type(labels) is tuple:
+            return labels
         return tuple(pairs)  # type: ignore[arg-type]
 
     def _add_locked(self, series_id: int, labels: Labels, source: str) -> None:

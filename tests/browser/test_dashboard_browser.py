@@ -101,6 +101,15 @@ async def _post_nodes(base: str, token: str) -> None:
         for node, cpu, mem, disk in (("web-1", 12.0, 40.0, 55.0), ("db-1", 35.0, 71.0, 83.0))
         for i in range(6)
     ]
+    docs += [  # the agent's systemd collector: 1 for the unit's current state
+        {
+            "server_id": "web-1",
+            "timestamp": now,
+            "metrics": {"node_systemd_unit_state": float(state == "failed")},
+            "labels": {"name": "nginx.service", "state": state},
+        }
+        for state in ("active", "failed")
+    ]
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers) as client:
         r = await client.post("/api/v1/metrics", json=docs)
@@ -172,10 +181,16 @@ async def test_dashboard_in_chromium(server: tuple[Server, str]) -> None:
             await page.wait_for_selector("#log-lines:has-text('almost full')")
             await page.screenshot(path=str(SCREENSHOT.with_name("dashboard-logs.png")))
             await page.click("button.tab[data-tab='services']")
-            await page.fill("#svc-name", "nginx")
-            await page.click("#svc-form button[data-action='restart']")
+            row = page.locator("#svc-table tr[data-service='nginx.service']")
+            assert await row.locator("td.st-failed").inner_text() == "failed"
+            await row.locator("button[data-action='restart']").click()
             # the nodes router (control) is not wired here: the page reports the failure
+            await page.wait_for_selector("#svc-result:has-text('restart nginx.service on web-1')")
             await page.wait_for_selector("#svc-result:has-text('failed')")
+            await page.fill("#svc-name", "cron")
+            await page.click("#svc-form button[data-action='stop']")
+            await page.wait_for_selector("#svc-result:has-text('stop cron on db-1 failed')")
+            await page.screenshot(path=str(SCREENSHOT.with_name("dashboard-services.png")))
             assert errors == []
         finally:
             await browser.close()

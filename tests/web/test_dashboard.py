@@ -114,9 +114,22 @@ def _batches() -> list[SampleBatch]:
     # A second disk series of node a (another mount point): the highest of the newest wins.
     other = make_labels({"__name__": "disk_usage_percent", "server_id": "a", "mountpoint": "/v"})
     unlabelled = make_labels({"__name__": "cpu_usage_percent", "instance": "x:9100"})
+
+    def unit(node: str, name: str, state: str) -> Any:
+        return make_labels(
+            {"__name__": "node_systemd_unit_state", "server_id": node, "name": name, "state": state}
+        )
+
+    services = [
+        (unit("a", "nginx.service", "active"), NOW_MS - 60_000, 1.0),  # older: failed now
+        (unit("a", "nginx.service", "active"), NOW_MS, 0.0),
+        (unit("a", "nginx.service", "failed"), NOW_MS, 1.0),
+        (unit("a", "cron.service", "active"), NOW_MS, 1.0),
+        (unit("gone", "cron.service", "active"), NOW_MS, 1.0),  # no node metrics: not listed
+    ]
     return [
         _batch(*rows),
-        SampleBatch.from_rows([(other, NOW_MS, 90.0), (unlabelled, NOW_MS, 5.0)]),
+        SampleBatch.from_rows([(other, NOW_MS, 90.0), (unlabelled, NOW_MS, 5.0), *services]),
     ]
 
 
@@ -236,6 +249,8 @@ def test_metrics_latest_per_node(app: App) -> None:
     assert b["disk_usage_percent"] is None
     assert b["last_seen_ms"] == NOW_MS - 5000
     assert nodes["stale-node"]["status"] == "stale"
+    assert a["services"] == {"cron.service": "active", "nginx.service": "failed"}
+    assert b["services"] == {}
     assert not a["registered"]
 
 
@@ -285,6 +300,7 @@ def test_stats(app: App) -> None:
     assert s["total_nodes"] == 3
     assert s["nodes_by_status"] == {"online": 2, "offline": 0, "stale": 1}
     assert s["series"] == app.store.stats().series
+    assert s["total_services"] == 2
     assert s["uptime_s"] == 90.0
     assert s["log_lines"] == 2
     assert s["websocket_clients"] == 0

@@ -33,11 +33,13 @@ from monitoringserver.nodes.registry import NodeRegistry
 from monitoringserver.nodes.types import NodeStatus, NodeView
 from monitoringserver.web.routers.logs_ws import dashboard_messages
 
-__all__ = ["NODE_METRICS", "DashboardData", "DashboardOptions", "iso"]
+__all__ = ["NODE_METRICS", "SERVICE_METRIC", "DashboardData", "DashboardOptions", "iso"]
 
 #: The per-node gauges the dashboard charts, in percent (0-100).
 NODE_METRICS = ("cpu_usage_percent", "memory_usage_percent", "disk_usage_percent")
 _NAME_RE = "|".join(NODE_METRICS)
+#: The agent's systemd collector: 1 for each unit's current state (``name``, ``state`` labels).
+SERVICE_METRIC = "node_systemd_unit_state"
 
 
 def iso(ms: int) -> str:
@@ -115,11 +117,29 @@ class DashboardData:
             if prev is None or ts > prev or (ts == prev and value > entry[name]):
                 newest[(node, name)] = ts
                 entry[name] = value if np.isfinite(value) else None
+        services = self._services(start, now, set(out))
         for node, entry in out.items():
             for name in NODE_METRICS:
                 entry.setdefault(name, None)
+            entry["services"] = services.get(node, {})
             self._enrich(entry, now, (views or {}).get(node))
         return dict(sorted(out.items()))
+
+    def _services(self, start: int, end: int, nodes: set[str]) -> dict[str, dict[str, str]]:
+        """``{node: {unit: state}}``: per unit, the state whose newest sample is 1."""
+        matchers = [Matcher.eq("__name__", SERVICE_METRIC), Matcher("server_id", MatchOp.NEQ, "")]
+        best: dict[tuple[str, str], tuple[int, str]] = {}
+        for s in self.querier.select(matchers, start, end):
+            node, unit = get(s.labels, "server_id"), get(s.labels, "name")
+            if node not in nodes or not unit or not len(s.ts_ms) or s.values[-1] != 1.0:
+                continue
+            ts = int(s.ts_ms[-1])
+            if (node, unit) not in best or ts > best[(node, unit)][0]:
+                best[(node, unit)] = (ts, get(s.labels, "state"))
+        out: dict[str, dict[str, str]] = {}
+        for (node, unit), (_ts, state) in sorted(best.items()):
+            out.setdefault(node, {})[unit] = state
+        return out
 
     def _enrich(self, entry: dict[str, Any], now: int, view: NodeView | None) -> None:
         age_ms = now - entry["last_seen_ms"]
@@ -192,6 +212,7 @@ class DashboardData:
             "total_nodes": len(metrics),
             "nodes_by_status": by_status,
             "registered_nodes": len(views or {}),
+            "total_services": sum(len(e["services"]) for e in metrics.values()),
             "series": st.series,
             "head_samples": st.head_samples,
             "samples": st.head_samples + sum(r.samples for r in st.resolutions.values()),

@@ -118,7 +118,7 @@ function handle(msg) {
 function applyMetrics(metrics, history) {
   state.metrics = (metrics && metrics.nodes) || {};
   state.history = history || {};
-  renderNodes(); renderCharts(); fillServiceNodes();
+  renderNodes(); renderCharts(); fillServiceNodes(); renderServices();
 }
 
 function pct(v) {
@@ -159,6 +159,7 @@ async function refreshStats() {
   const s = r.data;
   const items = [["Active nodes", s.active_nodes], ["Nodes", s.total_nodes], ["Series", s.series],
     ["Samples", s.samples], ["Uptime", fmtUptime(s.uptime_s)], ["Live clients", s.websocket_clients]];
+  if (s.total_services) items.push(["Services", s.total_services]);
   if (s.log_lines !== undefined) items.push(["Log lines", s.log_lines]);
   $("#stats").replaceChildren(...items.map(([k, v]) =>
     el("div", { class: "stat" }, el("div", { class: "v" }, typeof v === "number" ? v.toLocaleString() : v), el("div", { class: "k" }, k))));
@@ -286,16 +287,40 @@ function fillServiceNodes() {
   if (ids.includes(cur)) select.value = cur;
 }
 
-document.querySelectorAll("#svc-form button[data-action]").forEach((b) => b.addEventListener("click", async () => {
-  const node = $("#svc-node").value, name = $("#svc-name").value.trim(), action = b.dataset.action;
+function renderServices() {
+  const body = $("#svc-table tbody");
+  body.replaceChildren();
+  let n = 0;
+  for (const [node, m] of Object.entries(state.metrics)) {
+    for (const [unit, st] of Object.entries(m.services || {})) {
+      n += 1;
+      const ctl = el("td", { class: "ctl" });
+      for (const action of ["start", "stop", "restart"]) {
+        const b = el("button", { type: "button", "data-action": action }, action);
+        b.addEventListener("click", () => control(node, unit, action));
+        ctl.append(b);
+      }
+      body.append(el("tr", { "data-node": node, "data-service": unit }, el("td", {}, node), el("td", {}, unit),
+        el("td", { class: `st-${st}` }, st), ctl));
+    }
+  }
+  $("#no-services").hidden = n > 0;
+}
+
+document.querySelectorAll("#svc-form button[data-action]").forEach((b) => b.addEventListener("click", () => {
+  const node = $("#svc-node").value, name = $("#svc-name").value.trim();
+  if (!node || !name) { $("#svc-result").textContent = "Choose a node and enter a service name."; return; }
+  control(node, name, b.dataset.action);
+}));
+
+async function control(node, name, action) {
   const out = $("#svc-result");
-  if (!node || !name) { out.textContent = "Choose a node and enter a service name."; return; }
   out.textContent = `${action} ${name} on ${node}…`;
   const r = await api("POST", "/api/dashboard/control-service", { worker_id: node, service_name: name, action });
   const d = r.data || {};
   if (r.ok && d.success) out.textContent = `${action} ${name} on ${node}: done${d.output ? "\n" + d.output : ""}`;
   else out.textContent = `${action} ${name} on ${node} failed: ${d.error || `HTTP ${r.status}`}${d.output ? "\n" + d.output : ""}`;
-}));
+}
 
 // ---- start ---------------------------------------------------------------------------
 (async () => {

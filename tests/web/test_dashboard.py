@@ -213,9 +213,31 @@ def test_api_needs_a_token(app: App, path: str) -> None:
     [(b'{"token": "nope"}', 401), (b'{"token": ""}', 400), (b"[1]", 400), (b"{", 400)],
 )
 def test_session_rejects_bad_tokens(app: App, body: bytes, status: int) -> None:
-    r = app.client.post("/api/v1/session", content=body)
+    r = app.client.post(
+        "/api/v1/session", content=body, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == status
     assert "set-cookie" not in r.headers
+
+
+def test_session_needs_json(app: App) -> None:
+    r = app.client.post("/api/v1/session", data={"token": app.read})  # an HTML form
+    assert r.status_code == 400
+    assert "set-cookie" not in r.headers
+
+
+def test_ws_cookie_only_from_the_same_origin(app: App) -> None:
+    app.client.cookies.set("ms_session", app.read)
+    evil = {"Origin": "http://evil.example"}
+    with app.client.websocket_connect("/ws/dashboard", headers=evil) as ws:
+        ws.send_text("ping")  # taken as the (invalid) first-message token
+        assert ws.receive_json()["type"] == "error"
+        with pytest.raises(WebSocketDisconnect) as exc:
+            ws.receive_json()
+        assert exc.value.code == 4401
+    same = {"Origin": "http://testserver"}
+    with app.client.websocket_connect("/ws/dashboard", headers=same) as ws:
+        _initial(ws)
 
 
 def test_session_cookie_round_trip(app: App) -> None:

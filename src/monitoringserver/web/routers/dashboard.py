@@ -98,6 +98,9 @@ def dashboard_routes(
         return FileResponse(STATIC_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
     async def session_post(request: Request) -> Response:
+        # JSON only: an HTML form on another site cannot send it (no login CSRF).
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise BadDataError("cannot create session: Content-Type must be application/json")
         try:
             body = msgspec.json.decode(await request.body())
         except msgspec.DecodeError as exc:

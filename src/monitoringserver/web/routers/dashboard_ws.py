@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -52,7 +53,19 @@ def _header_credential(ws: WebSocket) -> str | None:
     scheme, _, value = ws.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return ws.cookies.get("ms_session") or None
+    cookie = ws.cookies.get("ms_session")
+    if cookie and _same_origin(ws):
+        return cookie
+    return None
+
+
+def _same_origin(ws: WebSocket) -> bool:
+    """Whether a browser's ``Origin`` names this server (no cross-site socket hijacking
+    with the session cookie); clients without ``Origin`` are not browsers."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == ws.headers.get("host", "").lower()
 
 
 async def send_json(ws: WebSocket, message: dict[str, Any]) -> None:

@@ -161,3 +161,18 @@ def test_id_filter_selects_exactly_the_ids(ids: list[int], inline: bool) -> None
         got = con.execute(f"SELECT series_id FROM t WHERE {where} ORDER BY 1", params).fetchnumpy()
     del wanted
     assert got["series_id"].tolist() == ids
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_file_order_restores_shuffled_chunks(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = np.sort(rng.choice(10_000, size=3000, replace=False)).astype(np.int64)
+    cuts = np.sort(rng.choice(np.arange(1, len(keys)), size=seed * 5, replace=False))
+    chunks = np.split(keys, cuts)
+    shuffled = np.concatenate([chunks[i] for i in rng.permutation(len(chunks))])
+    order = blocks.file_order(shuffled)
+    if seed == 0:
+        assert order is None
+    else:
+        assert order is not None
+        assert shuffled[order].tolist() == keys.tolist()

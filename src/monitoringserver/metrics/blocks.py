@@ -32,6 +32,7 @@ __all__ = [
     "concat",
     "dedup_last",
     "encode_rollup",
+    "file_order",
     "head_columns",
     "id_filter",
     "read_raw",
@@ -184,9 +185,8 @@ def read_raw_many(
     file_no = np.asarray(got["file_index"], dtype=np.int64)
     key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
     cols = {k: np.asarray(got[k]) for k in ("series_id", "ts", "m", "enc")}
-    if len(key) > 1 and not bool(np.all(key[1:] > key[:-1])):
-        # Scans may return row groups out of order; decoding needs the file order.
-        order = np.argsort(key, kind="stable")
+    order = file_order(key)
+    if order is not None:
         file_no = file_no[order]
         cols = {k: v[order] for k, v in cols.items()}
     bounds = np.searchsorted(file_no, np.arange(len(paths) + 1))
@@ -198,6 +198,26 @@ def read_raw_many(
         )
         out.append({"series_id": sid, "ts": ts, "value": values})
     return out
+
+
+def file_order(key: NDArray[np.int64]) -> NDArray[np.intp] | None:
+    """Order restoring unique row ``key``s (file index and row number) to ascending, or
+    ``None`` when they already are.
+
+    A parallel scan returns chunks out of order but rows within a chunk in order, so the
+    rows split into runs of consecutive keys; sorting the runs by their first key and
+    concatenating them costs far less than sorting every row.
+    """
+    n = len(key)
+    if n < 2 or bool(np.all(key[1:] > key[:-1])):
+        return None
+    run_starts = np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1] + 1) + 1))
+    run_lens = np.diff(np.append(run_starts, n))
+    by_key = np.argsort(key[run_starts], kind="stable")
+    src, lens = run_starts[by_key], run_lens[by_key]
+    dst = np.cumsum(lens) - lens
+    order: NDArray[np.intp] = (np.repeat(src - dst, lens) + np.arange(n)).astype(np.intp)
+    return order
 
 
 def read_rollup_many(

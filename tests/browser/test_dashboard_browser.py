@@ -167,6 +167,8 @@ async def test_dashboard_in_chromium(server: tuple[Server, str]) -> None:
             assert await page.locator("#charts .chart canvas").count() >= 2
             # the session is an HttpOnly cookie: the page's scripts never see the token
             assert token not in await page.evaluate("document.cookie")
+            await page.click("#nodes tbody tr[data-node='web-1']")
+            await page.wait_for_selector("#charts .chart.selected[data-node='web-1'] canvas")
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
             await page.click("button.tab[data-tab='logs']")
             await page.wait_for_selector("#logs .filters", state="visible")

@@ -12,7 +12,7 @@ const PING_MS = 4000;
 
 const $ = (sel) => document.querySelector(sel);
 const state = { ws: null, pingTimer: null, statsTimer: null, retryMs: 1000, metrics: {},
-  history: {}, charts: {}, logs: [], sources: { nodes: [], loggers: [], log_levels: [] }, stopped: false };
+  history: {}, charts: {}, pinned: null, pinnedHistory: null, logs: [], sources: { nodes: [], loggers: [], log_levels: [] }, stopped: false };
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -119,6 +119,25 @@ function applyMetrics(metrics, history) {
   state.metrics = (metrics && metrics.nodes) || {};
   state.history = history || {};
   renderNodes(); renderCharts(); fillServiceNodes(); renderServices();
+  if (state.pinned && !state.history[state.pinned]) loadPinned();
+}
+
+// Updates carry the history of the first nodes only; a clicked node beyond them is fetched.
+async function loadPinned() {
+  const id = state.pinned;
+  const r = await api("GET", `/api/dashboard/history/${encodeURIComponent(id)}`);
+  if (id !== state.pinned) return;
+  state.pinnedHistory = r.ok ? r.data : null;
+  renderCharts();
+}
+
+async function selectNode(id) {
+  state.pinned = id;
+  document.querySelectorAll("#nodes tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.node === id));
+  if (!state.history[id]) await loadPinned();
+  renderCharts();
+  const c = state.charts[id];
+  if (c) { c.card.scrollIntoView({ block: "nearest" }); }
 }
 
 function pct(v) {
@@ -144,11 +163,13 @@ function renderNodes() {
     const n = state.metrics[id];
     const name = el("td", {}, el("strong", {}, id));
     if (n.hostname && n.hostname !== id) name.append(el("div", { class: "muted" }, n.hostname));
-    body.append(el("tr", { "data-node": id }, name,
+    const tr = el("tr", { "data-node": id, class: id === state.pinned ? "selected" : "" }, name,
       el("td", {}, el("span", { class: `badge ${n.status}` }, n.status)),
       el("td", {}, pct(n.cpu_usage_percent)), el("td", {}, pct(n.memory_usage_percent)),
       el("td", {}, pct(n.disk_usage_percent)),
-      el("td", { title: n.last_seen }, ago(n.last_seen_ms))));
+      el("td", { title: n.last_seen }, ago(n.last_seen_ms)));
+    tr.addEventListener("click", () => selectNode(id));
+    body.append(tr);
   }
 }
 
@@ -170,6 +191,11 @@ function fmtUptime(s) {
   return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${Math.floor(s % 60)}s`;
 }
 
+function fmtTick(t, step) {
+  const opts = step < 60 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+  return new Date(t * 1000).toLocaleTimeString([], opts);
+}
+
 function chartData(h) {
   const rows = (h && h.history) || [];
   return [rows.map((r) => r.ts_ms / 1000), ...METRICS.map((m) => rows.map((r) => r[m]))];
@@ -178,20 +204,23 @@ function chartData(h) {
 function renderCharts() {
   const box = $("#charts");
   const ids = Object.keys(state.history).slice(0, MAX_CHARTS);
+  const pinnedData = state.history[state.pinned] || state.pinnedHistory;
+  if (state.pinned && pinnedData && !ids.includes(state.pinned)) ids.unshift(state.pinned);
   for (const id of Object.keys(state.charts)) {
     if (!ids.includes(id)) { state.charts[id].plot.destroy(); state.charts[id].card.remove(); delete state.charts[id]; }
   }
   for (const id of ids) {
-    const data = chartData(state.history[id]);
+    const data = chartData(state.history[id] || (id === state.pinned ? pinnedData : null));
     const existing = state.charts[id];
-    if (existing) { existing.plot.setData(data); continue; }
-    const card = el("div", { class: "card chart", "data-node": id }, el("h3", {}, id));
-    box.append(card);
+    if (existing) { existing.card.classList.toggle("selected", id === state.pinned); existing.plot.setData(data); continue; }
+    const card = el("div", { class: "card chart" + (id === state.pinned ? " selected" : ""), "data-node": id }, el("h3", {}, id));
+    if (id === state.pinned) box.prepend(card); else box.append(card);
     const width = Math.max(300, card.clientWidth - 28);
     const opts = {
       width, height: 200, spanGaps: true,
       scales: { y: { range: [0, 100] } },
-      axes: [{ stroke: "#8a93a3", grid: { stroke: "#262c36" } },
+      axes: [{ stroke: "#8a93a3", grid: { stroke: "#262c36" }, space: 70,
+        values: (_u, v) => v.map((t) => fmtTick(t, v.length > 1 ? v[1] - v[0] : 60)) },
         { stroke: "#8a93a3", grid: { stroke: "#262c36" }, values: (_u, v) => v.map((x) => x + "%") }],
       series: [{}, ...METRICS.map((m) => ({ label: LABELS[m], stroke: COLORS[m], width: 1.5,
         value: (_u, v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " %") }))],

@@ -339,3 +339,44 @@ def test_archives_without_id_keys_are_not_pruned_by_them(
     assert [e.ids_indexed for e in store.entries()] == [False]
     page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
     assert page.batch.message == [f"id {needle}"]
+
+
+_ID_LINES = [
+    "req 3f2a9c1e-1b2c-4d3e-8f90-0123456789ab done",
+    "upper 3F2A9C1E-1B2C-4D3E-8F90-0123456789AB stays text",
+    "trace=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7",
+    "sha256 " + "ab" * 32 + " and glued x4bf92f3577b34da6a3ce929d0e0e4736y",
+    "overlap "
+    + "c" * 28
+    + "3f2a9c1e-1b2c-4d3e-8f90-0123456789ab-11111111-2222-3333-4444-555555555555",
+    "two 3f2a9c1e-1b2c-4d3e-8f90-0123456789ab3f2a9c1e-1b2c-4d3e-8f90-0123456789ab",
+    "marker \x01 kept 3f2a9c1e-1b2c-4d3e-8f90-0123456789ab \x02",
+    "no ids at all",
+    "",
+]
+
+
+def test_ids_stored_as_binary_columns_round_trip(
+    db: Database, tmp_path: Path, clock: FakeClock
+) -> None:
+    opts = LogStoreOptions(retention_s=None, compact_min_archives=2)
+    store = LogStore(db, tmp_path / "b", opts, clock=clock)
+    engine = LogQueryEngine(store)
+    for half in (_ID_LINES[:5], _ID_LINES[5:]):
+        recs = [LogRecord(k + 1, m, server_id="h") for k, m in enumerate(half)]
+        store.insert(LogBatch.from_records(recs))
+        store.flush()
+    assert all(e.id_columns for e in store.entries())
+    assert store.compact() is not None
+    page = engine.query(LogQuery(limit=100))
+    assert sorted(page.batch.message) == sorted(_ID_LINES)
+    raw = db.read(
+        f"SELECT count(*) FROM read_parquet('{store.entries()[0].path}') "
+        "WHERE uuids IS NOT NULL OR hexids IS NOT NULL"
+    )
+    assert raw[0][0] == 5  # the upper-case, marker and id-less lines stay text
+    needle = "1b2c-4d3e-8f90-0123456789ab done"
+    hits = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
+    assert hits.batch.message == [_ID_LINES[0]]
+    rx = engine.query(LogQuery(filters=(LineFilter(LineOp.REGEX, "glued x[0-9a-f]{32}y"),)))
+    assert rx.batch.message == [_ID_LINES[3]]

@@ -18,11 +18,13 @@ import numpy as np
 from monitoringserver.errors import BadDataError
 from monitoringserver.logs.api import ArchiveInfo
 from monitoringserver.logs.bloom import TokenBloom
+from monitoringserver.logs.idcols import IDCOLS_SUFFIX, restored_relation, split_relation
 from monitoringserver.logs.patterns import IDS_SQL, PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS
 
 __all__ = [
     "ARCHIVE_COLS",
+    "IDCOLS_SUFFIX",
     "IDS_SUFFIX",
     "PAIRS_SUFFIX",
     "ArchiveEntry",
@@ -89,6 +91,7 @@ class ArchiveEntry:
     bloom: TokenBloom | None
     pairs_indexed: bool = False
     ids_indexed: bool = False
+    id_columns: bool = False
 
 
 def fsync_path(path: Path) -> None:
@@ -116,8 +119,9 @@ def head_source(cutoff: int) -> str:
     return f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
 
 
-def files_source(paths: list[Path]) -> str:
-    return "read_parquet([" + ", ".join(sql_path(p) for p in paths) + "])"
+def files_source(files: list[tuple[Path, bool]]) -> str:
+    """Archive files (path, whether it has the id columns) with their lines rebuilt."""
+    return restored_relation(files)
 
 
 def build_archive(
@@ -147,7 +151,8 @@ def build_archive(
         # and compression need the file in exactly this order.
         cur.execute("SET SESSION preserve_insertion_order = true")
         cur.execute(
-            f"COPY (SELECT * FROM {src} ORDER BY server_id, source, logger, ts) "  # noqa: S608
+            f"COPY (SELECT * FROM {split_relation(src)} "  # noqa: S608
+            "ORDER BY server_id, source, logger, ts) "
             f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
             f"COMPRESSION_LEVEL {int(level)}, PARQUET_VERSION V2, "
             f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
@@ -165,7 +170,7 @@ def build_archive(
         )
         key_sql = f"{TOKENS_SQL} UNION ALL {IDS_SQL}"
         key_sql += f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else ""
-        tokens = key_sql.replace("{src}", f"read_parquet({sql_path(tmp)})")
+        tokens = key_sql.replace("{src}", restored_relation([(tmp, True)]))
         sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
         hashes = cur.execute(sql).fetchnumpy()["h"]
         bloom = TokenBloom.build(
@@ -190,7 +195,10 @@ def build_archive(
         stored,
         created,
         bloom.to_bytes(),
-        duckdb.__version__ + IDS_SUFFIX + (PAIRS_SUFFIX if opts.index_pairs else ""),
+        duckdb.__version__
+        + IDS_SUFFIX
+        + IDCOLS_SUFFIX
+        + (PAIRS_SUFFIX if opts.index_pairs else ""),
     ]
     info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom))
     return info, final, row_out

@@ -33,6 +33,7 @@ from monitoringserver.logs.api import (
     LogStoreStats,
     SeriesCounts,
 )
+from monitoringserver.logs.archive import files_source
 from monitoringserver.logs.patterns import needle_id_tokens, needle_tokens
 from monitoringserver.logs.store import ArchiveEntry, LogStore
 from monitoringserver.model.logs import LogBatch
@@ -197,10 +198,10 @@ class LogQueryEngine:
     def _source(self, entries: Sequence[ArchiveEntry]) -> str:
         if not entries:
             return "log_head"
-        files = ", ".join(_quote(str(e.path)) for e in entries)
+        files = files_source([(e.path, e.id_columns) for e in entries])
         return (
             f"(SELECT {_SELECT} FROM log_head UNION ALL "  # noqa: S608 -- quoted paths
-            f"SELECT {_SELECT} FROM read_parquet([{files}]))"
+            f"SELECT {_SELECT} FROM {files})"
         )
 
     def _run(

@@ -31,6 +31,7 @@ from monitoringserver.errors import NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.archive import (
     ARCHIVE_COLS,
+    IDCOLS_SUFFIX,
     IDS_SUFFIX,
     PAIRS_SUFFIX,
     ArchiveEntry,
@@ -195,15 +196,16 @@ class LogStore:
         opts = self.options
         with self._flush_lock:
             fresh = [
-                (str(r[0]), str(r[1]), int(r[2]))
+                (str(r[0]), str(r[1]), int(r[2]), bool(r[3]))
                 for r in self.db.read(
-                    "SELECT id, path, lines FROM log_archives WHERE NOT compacted "
-                    "ORDER BY min_ts, id"
+                    "SELECT id, path, lines, contains(hash_version, ?) FROM log_archives "
+                    "WHERE NOT compacted ORDER BY min_ts, id",
+                    [IDCOLS_SUFFIX],
                 )
             ]
             if len(fresh) < (2 if force else opts.compact_min_archives):
                 return None
-            chosen: list[tuple[str, str, int]] = []
+            chosen: list[tuple[str, str, int, bool]] = []
             total = 0
             for item in fresh:
                 if chosen and total + item[2] > opts.compact_max_lines:
@@ -212,19 +214,19 @@ class LogStore:
                 total += item[2]
             if len(chosen) < 2:
                 return None
-            paths = [self.directory / p for _, p, _ in chosen]
+            paths = [self.directory / p for _, p, _, _ in chosen]
             built = build_archive(
                 self.db.cursor(),
                 self.directory,
                 opts,
-                files_source(paths),
+                files_source([(self.directory / p, split) for _, p, _, split in chosen]),
                 int(self._clock() * 1000),
                 level=opts.compaction_level,
             )
             if built is None:
                 return None
             info, path, row = built
-            ids = [i for i, _, _ in chosen]
+            ids = [i for i, _, _, _ in chosen]
 
             def swap(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(
@@ -300,14 +302,22 @@ class LogStore:
         version = duckdb.__version__
         for r in self.db.read(sql, params):
             info = archive_info(r)
-            hv = str(r[11])
-            pairs = hv.endswith(PAIRS_SUFFIX)
-            hv = hv.removesuffix(PAIRS_SUFFIX)
-            ids = hv.endswith(IDS_SUFFIX)
-            usable = r[10] and hv.removesuffix(IDS_SUFFIX) == version
+            base, *features = str(r[11]).split("+")
+            flags = {"+" + f for f in features}
+            usable = r[10] and base == version
             bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
             path = self.directory / r[1]
-            out.append(ArchiveEntry(info, path, tuple(r[5]), bloom, pairs, ids))
+            out.append(
+                ArchiveEntry(
+                    info,
+                    path,
+                    tuple(r[5]),
+                    bloom,
+                    PAIRS_SUFFIX in flags,
+                    IDS_SUFFIX in flags,
+                    IDCOLS_SUFFIX in flags,
+                )
+            )
         return out
 
     def archives(self, flt: ArchiveFilter | None = None) -> list[ArchiveInfo]:

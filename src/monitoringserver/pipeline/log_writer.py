@@ -370,5 +370,7 @@ class LogWriter:
         async with asyncio.timeout(self._opt.shutdown_timeout_s):
             while self._queue:
                 await self.commit_pending()
+            async with self._commit_lock:
+                pass  # a commit the batcher started has also counted its lines
             if self._maintenance is not None:
                 await self._maintenance

@@ -463,3 +463,19 @@ async def test_append_survives_client_deadline(harness: Harness) -> None:
     retry = await harness.stub.SendMetrics(_bad(batch_seq=5), metadata=harness.md())
     assert retry.duplicate  # ...so the client's retry is a duplicate, not a second copy
     assert len(slow.batches) == 1
+
+
+async def test_thousands_of_simultaneous_calls_are_served() -> None:
+    # gRPC core's default hard limit of 3,000 pending calls would cancel most of these.
+    server = GrpcServer(NodeAgentService(FakeAppender(), options=GrpcOptions(listen="127.0.0.1:0")))
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.NodeAgentStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        replies = await asyncio.gather(
+            *(stub.Register(pb.RegisterRequest(agent_id=f"a{i}")) for i in range(4000))
+        )
+    finally:
+        await channel.close()
+        await server.aclose(1)
+    assert len({r.session_id for r in replies}) == 4000

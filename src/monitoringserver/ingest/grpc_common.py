@@ -40,6 +40,9 @@ class GrpcOptions:
     ``retry-after-ms`` hint of ``retry_after_s``. Control streams do not count.
     ``tls_cert``/``tls_key``: PEM files; both or neither.
     ``suggested_interval_s``: sent to agents on register/heartbeat (0 = no suggestion).
+    ``max_pending_calls``: calls the gRPC core may hold before the handler picks them up
+    (its default hard limit, 3,000, cancels calls when thousands of agents connect at
+    once); beyond twice this number new calls are refused.
     """
 
     listen: str = "127.0.0.1:9941"
@@ -51,6 +54,7 @@ class GrpcOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     suggested_interval_s: float = 0.0
+    max_pending_calls: int = 20_000
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

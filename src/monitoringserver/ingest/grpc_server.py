@@ -347,6 +347,8 @@ class GrpcServer:
                 ("grpc.keepalive_timeout_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.server.max_pending_requests", opts.max_pending_calls),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * opts.max_pending_calls),
             ]
         )
         pb_grpc.add_NodeAgentServicer_to_server(self._node_agent, server)  # type: ignore[no-untyped-call]

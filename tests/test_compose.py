@@ -61,9 +61,14 @@ async def test_every_subsystem_is_wired(data_dir: Path) -> None:
         assert logs.json()["data"]["logs"][0]["message"] == "disk full on /var"
         loki = await c.get("/loki/api/v1/label/server_id/values")
         assert loki.json()["data"] == ["w1"]
+        board = (await c.get("/api/dashboard/metrics")).json()
+        assert board["nodes"]["w1"]["cpu_usage_percent"] == 42.0  # seed-002 name, aliased
         health = (await c.get("/api/v1/health")).json()["components"]
         assert {"storage", "scrape", "forward"} <= set(health)
     async with httpx.AsyncClient(base_url=base) as anonymous:
         assert (await anonymous.get("/api/v1/query", params={"query": "1"})).status_code == 401
         assert (await anonymous.get("/loki/api/v1/labels")).status_code == 401
+        page = await anonymous.get("/dashboard")
+        assert page.status_code == 200
+        assert "uPlot" in page.text or "uplot" in page.text
     await stop(srv, serve)

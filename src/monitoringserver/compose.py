@@ -21,6 +21,8 @@ from monitoringserver.ingest.syslog import SyslogServer
 from monitoringserver.pipeline.log_pipeline import LogPipeline, open_log_pipeline
 from monitoringserver.promql.engine import Engine
 from monitoringserver.server import Server, Service
+from monitoringserver.web.routers.dashboard import dashboard_router
+from monitoringserver.web.routers.dashboard_events import EventHub
 from monitoringserver.web.routers.federate import federate_router
 from monitoringserver.web.routers.forwarding import Forwarding
 from monitoringserver.web.routers.imports import import_router
@@ -39,6 +41,12 @@ def wire_all(server: Server) -> None:
     """Register every optional subsystem, in the service order documented above."""
     pushgateway, scraping, forwarding = Pushgateway(), Scraping(), Forwarding()
     logs = _Logs()
+    events = EventHub()
+
+    def dashboard(s: Server) -> APIRouter:
+        pipeline = logs.open(s)
+        return dashboard_router(s, log_bus=pipeline.bus, log_querier=pipeline.querier, hub=events)
+
     server.router_factories += [
         _promql_router,
         remote_write_router,
@@ -48,6 +56,7 @@ def wire_all(server: Server) -> None:
         pushgateway.router,
         scraping.router,
         logs.router,
+        dashboard,
     ]
     server.service_factories += [
         lambda s: Service(*scraping.service(s)),

@@ -27,7 +27,7 @@ import numpy as np
 
 from monitoringserver.logs.api import LogQuerier, LogQuery
 from monitoringserver.metrics.api import MetricQuerier, SeriesData
-from monitoringserver.model.labels import get, metric_name
+from monitoringserver.model.labels import Labels, get, metric_name
 from monitoringserver.model.matchers import Matcher, MatchOp
 from monitoringserver.nodes.registry import NodeRegistry
 from monitoringserver.nodes.types import NodeStatus, NodeView
@@ -37,7 +37,17 @@ __all__ = ["NODE_METRICS", "SERVICE_METRIC", "DashboardData", "DashboardOptions"
 
 #: The per-node gauges the dashboard charts, in percent (0-100).
 NODE_METRICS = ("cpu_usage_percent", "memory_usage_percent", "disk_usage_percent")
-_NAME_RE = "|".join(NODE_METRICS)
+#: Seed 002's JSON example names the same gauges without the unit suffix.
+ALIASES = {"cpu_usage": "cpu_usage_percent", "memory_usage": "memory_usage_percent",
+           "disk_usage": "disk_usage_percent"}  # fmt: skip
+_NAME_RE = "|".join((*NODE_METRICS, *ALIASES))
+
+
+def _node_metric(labels: Labels) -> str:
+    name = metric_name(labels)
+    return ALIASES.get(name, name)
+
+
 #: The agent's systemd collector: 1 for each unit's current state (``name``, ``state`` labels).
 SERVICE_METRIC = "node_systemd_unit_state"
 
@@ -108,7 +118,7 @@ class DashboardData:
         for s in self._select(start, now, None):
             if not len(s.ts_ms):
                 continue
-            node, name = get(s.labels, "server_id"), metric_name(s.labels)
+            node, name = get(s.labels, "server_id"), _node_metric(s.labels)
             ts, value = int(s.ts_ms[-1]), float(s.values[-1])
             entry = out.setdefault(node, {"node_id": node, "last_seen_ms": ts})
             entry["last_seen_ms"] = max(entry["last_seen_ms"], ts)
@@ -174,7 +184,7 @@ class DashboardData:
             for s in self._select(start, now, node_re):
                 if not len(s.ts_ms):
                     continue
-                node, name = get(s.labels, "server_id"), metric_name(s.labels)
+                node, name = get(s.labels, "server_id"), _node_metric(s.labels)
                 prev = per.setdefault(node, {}).get(name)
                 # Like metrics(): the series with the newest sample, then the highest value.
                 if prev is None or (s.ts_ms[-1], s.values[-1]) > (prev.ts_ms[-1], prev.values[-1]):

@@ -145,3 +145,17 @@ async def test_background_batcher_and_close(data_dir: Path) -> None:
         [got] = h.handle.querier.select([], 0, T0_MS)
         assert len(got.ts_ms) == 2
         assert h.handle.querier.stats().wal_bytes >= 0
+
+
+async def test_append_yields_to_the_event_loop_and_writes_the_wal_inline(data_dir: Path) -> None:
+    """A tight producer must not starve the batcher: every append lets other tasks run,
+    also when its WAL write happened inline (no thread hop)."""
+    async with open_store(data_dir) as h:
+        ran = asyncio.Event()
+        asyncio.get_running_loop().call_soon(ran.set)
+        wal = h.handle.writer._wal
+        before = wal.end
+        await h.handle.appender.append(batch([(CPU, T0_MS, 1.0)]))
+        assert ran.is_set()
+        assert wal.end > before
+        assert [p for _, p in wal.replay(before)] != []

@@ -144,6 +144,9 @@ class MetricWriter:
                 callback(sub)
             if self._queued_rows >= self._opt.batch_rows:
                 self._wake.set()
+        # An inline WAL write never suspends: yield once so the batcher, flushes and
+        # other requests run between the appends of a tight producer.
+        await asyncio.sleep(0)
         if self._metrics:
             self._metrics.appended.inc(len(sids))
             for reason, count in rejected.items():

@@ -210,3 +210,33 @@ async def test_run_loop_archives_in_the_background(
     await p.aclose()
     await task
     db.close()
+
+
+@pytest.mark.parametrize(
+    ("fsync", "level", "n"),
+    [
+        ("never", "info", 5),  # on the loop: Wal.try_append
+        ("always", "info", 5),  # try_append refuses (would fsync): WAL write on a thread
+        ("never", "", 5),  # raw lines to parse: a worker thread
+        ("never", "info", 6_000),  # over the inline bound: a worker thread
+    ],
+)
+async def test_every_append_path_writes_the_wal_before_ack(
+    tmp_path: Path, fsync: str, level: str, n: int
+) -> None:
+    clock = FakeClock(NOW)
+    db = Database(tmp_path / "db", threads=1)
+    p = open_log_pipeline(
+        db,
+        tmp_path / "logs",
+        store_options=LogStoreOptions(retention_s=3600),
+        wal_fsync=fsync,  # type: ignore[arg-type]
+        clock=clock,
+    )
+    res = await p.writer.append(_batch(n, level=level), dedup=DedupKey("a", 1))
+    assert res.accepted == n
+    p.wal.close()  # a crash before the batcher ran: only the WAL holds the lines
+    again = open_log_pipeline(db, tmp_path / "logs", clock=clock)
+    assert again.replayed_lines == n
+    await again.aclose()
+    db.close()

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monitoringserver.ingest.grpc_common import GrpcOptions
 from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
 from monitoringserver.metrics.api import AppendResult, DedupKey
 from monitoringserver.model.samples import SampleBatch
@@ -74,7 +73,7 @@ def _rss(pid: int) -> int:
 
 async def _run(window_s: float) -> dict[str, Any]:
     appender = CountingAppender()
-    server = GrpcServer(NodeAgentService(appender, options=GrpcOptions(listen="127.0.0.1:0")))
+    server = GrpcServer(NodeAgentService(appender), listen="127.0.0.1:0")
     port = await server.start()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "agent.log"
@@ -170,8 +169,7 @@ async def _outage(outage_s: float) -> dict[str, Any]:
         store_task = asyncio.ensure_future(handle.run())
 
         def listener(port: int) -> GrpcServer:
-            opts = GrpcOptions(listen=f"127.0.0.1:{port}")
-            return GrpcServer(NodeAgentService(handle.appender, options=opts))
+            return GrpcServer(NodeAgentService(handle.appender), listen=f"127.0.0.1:{port}")
 
         server = listener(0)
         port = await server.start()

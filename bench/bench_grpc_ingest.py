@@ -269,9 +269,9 @@ async def _run_fleet(agents: int) -> dict[str, Any]:
         registry = NodeRegistry(handle.database)
         hub = ControlHub(AuditLog(handle.database))
         service = NodeAgentService(
-            handle.appender, registry=registry, hub=hub, options=GrpcOptions(listen="127.0.0.1:0")
+            handle.appender, registry=registry, hub=hub, options=GrpcOptions()
         )
-        server = GrpcServer(service)
+        server = GrpcServer(service, listen="127.0.0.1:0")
         port = await server.start()
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
@@ -312,8 +312,8 @@ async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
             store_task = asyncio.ensure_future(handle.run())
         else:
             appender = NullAppender()
-        service = NodeAgentService(appender, options=GrpcOptions(listen="127.0.0.1:0"))
-        server = GrpcServer(service)
+        service = NodeAgentService(appender, options=GrpcOptions())
+        server = GrpcServer(service, listen="127.0.0.1:0")
         port = await server.start()
         ctx = mp.get_context("spawn")
         q = ctx.Queue()

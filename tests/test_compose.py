@@ -63,6 +63,14 @@ async def test_every_subsystem_is_wired(data_dir: Path) -> None:
         assert loki.json()["data"] == ["w1"]
         board = (await c.get("/api/dashboard/metrics")).json()
         assert board["nodes"]["w1"]["cpu_usage_percent"] == 42.0  # seed-002 name, aliased
+        # the built-in local agent registers the server's own host and reports it
+        nodes = await _poll(c, "/api/v1/nodes", {})
+        (local,) = nodes.json()["data"]
+        assert local["status"] == "online"
+        q = await _poll(
+            c, "/api/v1/query", {"query": f'cpu_usage_percent{{server_id="{local["node_id"]}"}}'}
+        )
+        assert 0 <= float(q.json()["data"]["result"][0]["value"][1]) <= 100
         health = (await c.get("/api/v1/health")).json()["components"]
         assert {"storage", "scrape", "forward"} <= set(health)
     async with httpx.AsyncClient(base_url=base) as anonymous:

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
+from monitoringserver.ingest.grpc_local import LocalAgent
+from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
+from monitoringserver.ingest.grpc_state import StateManagerService
 from monitoringserver.ingest.syslog import SyslogServer
+from monitoringserver.nodes.audit import AuditLog
+from monitoringserver.nodes.control import ControlHub
+from monitoringserver.nodes.registry import NodeRegistry
 from monitoringserver.pipeline.log_pipeline import LogPipeline, open_log_pipeline
 from monitoringserver.promql.engine import Engine
 from monitoringserver.server import Server, Service
@@ -28,6 +34,7 @@ from monitoringserver.web.routers.forwarding import Forwarding
 from monitoringserver.web.routers.imports import import_router
 from monitoringserver.web.routers.logs import LogsWeb, logs_router
 from monitoringserver.web.routers.loki import loki_router
+from monitoringserver.web.routers.nodes import nodes_router
 from monitoringserver.web.routers.prometheus import create_router as prometheus_router
 from monitoringserver.web.routers.pushgateway import Pushgateway
 from monitoringserver.web.routers.remote_write import remote_write_router
@@ -41,11 +48,18 @@ def wire_all(server: Server) -> None:
     """Register every optional subsystem, in the service order documented above."""
     pushgateway, scraping, forwarding = Pushgateway(), Scraping(), Forwarding()
     logs = _Logs()
+    nodes = _Nodes()
     events = EventHub()
 
     def dashboard(s: Server) -> APIRouter:
         pipeline = logs.open(s)
-        return dashboard_router(s, log_bus=pipeline.bus, log_querier=pipeline.querier, hub=events)
+        return dashboard_router(
+            s,
+            nodes=nodes.open(s).registry,
+            log_bus=pipeline.bus,
+            log_querier=pipeline.querier,
+            hub=events,
+        )
 
     server.router_factories += [
         _promql_router,
@@ -56,13 +70,17 @@ def wire_all(server: Server) -> None:
         pushgateway.router,
         scraping.router,
         logs.router,
+        nodes.router,
         dashboard,
     ]
     server.service_factories += [
+        lambda s: nodes.grpc_service(s, logs.open(s)),
+        nodes.local_agent_service,
         lambda s: Service(*scraping.service(s)),
         lambda s: Service(*pushgateway.service(s)),
         logs.syslog_service,
         logs.service,
+        nodes.registry_service,
         lambda s: Service(*forwarding.service(s)),
     ]
 
@@ -75,6 +93,84 @@ def _promql_router(server: Server) -> APIRouter:
 
 async def _nothing() -> None:
     return None
+
+
+@dataclass
+class _NodeParts:
+    registry: NodeRegistry
+    hub: ControlHub
+    audit: AuditLog
+
+
+@dataclass
+class _Nodes:
+    """Node registry, control hub and audit log, shared by gRPC, the API and the local agent."""
+
+    parts: _NodeParts | None = None
+
+    def open(self, server: Server) -> _NodeParts:
+        if self.parts is None:
+            assert server.database is not None
+            audit = AuditLog(server.database)
+            opts = server.config.nodes
+            registry = NodeRegistry(
+                server.database,
+                stale_after_s=opts.stale_after_s,
+                flush_interval_s=opts.flush_interval_s,
+            )
+            self.parts = _NodeParts(registry, ControlHub(audit), audit)
+        return self.parts
+
+    def router(self, server: Server) -> APIRouter:
+        p = self.open(server)
+        return nodes_router(p.registry, p.hub, p.audit)
+
+    def registry_service(self, server: Server) -> Service:
+        registry = self.open(server).registry
+        return Service("node-registry", registry.run, registry.aclose)
+
+    def grpc_service(self, server: Server, logs: LogPipeline) -> Service:
+        assert server.store is not None
+        p = self.open(server)
+        cfg = server.config
+        auth = server.tokens if cfg.auth.enabled else None
+        agents = NodeAgentService(
+            server.store.appender,
+            registry=p.registry,
+            hub=p.hub,
+            log_appender=logs.writer,
+            authenticator=auth,
+            options=cfg.grpc,
+        )
+        grpc_server = GrpcServer(
+            agents,
+            listen=cfg.server.grpc_listen,
+            state_manager=StateManagerService(server.store.appender, authenticator=auth),
+            options=cfg.grpc,
+            addr_file=server.data_dir / "grpc.addr",
+        )
+
+        async def run() -> None:
+            await grpc_server.start()
+            await grpc_server.run()
+
+        return Service("grpc", run, grpc_server.aclose)
+
+    def local_agent_service(self, server: Server) -> Service:
+        cfg = server.config.agent
+        if not cfg.local:
+            return Service("local-agent", _nothing, _nothing)
+        assert server.store is not None
+        p = self.open(server)
+        agent = LocalAgent(
+            server.store.appender,
+            registry=p.registry,
+            hub=p.hub,
+            node_id=cfg.node_id or None,
+            interval_s=cfg.interval_s,
+            service_allowlist=cfg.service_allowlist,
+        )
+        return Service("local-agent", agent.run, agent.aclose)
 
 
 @dataclass

@@ -32,11 +32,13 @@ from typing import Any, Literal
 
 from monitoringserver.auth.options import AuthOptions
 from monitoringserver.errors import BadDataError, ConfigError
+from monitoringserver.ingest.grpc_common import GrpcOptions
 from monitoringserver.ingest.prom_options import PromIngestOptions
 from monitoringserver.ingest.scrape.config import ScrapeOptions
 from monitoringserver.ingest.syslog import SyslogOptions
 from monitoringserver.logs.archive import LogStoreOptions
 from monitoringserver.logs.parser import ParserOptions
+from monitoringserver.nodes.types import NodesOptions
 from monitoringserver.pipeline.forwarder import ForwardOptions
 from monitoringserver.pipeline.log_writer import LogWriterOptions
 from monitoringserver.promql.engine import EngineOptions
@@ -101,6 +103,16 @@ class AgentOptions:
 
     #: Run a local agent in the server process (``--no-local-agent`` turns it off).
     local: bool = True
+    #: Node id of the server's own host; empty = the hostname.
+    node_id: str = ""
+    #: Seconds between collections of the local agent.
+    interval_s: float = 10.0
+    #: systemd services the local agent reports on and may start/stop/restart on command.
+    service_allowlist: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.interval_s < 1:
+            raise ConfigError("cannot accept agent option interval_s: must be at least 1 second")
 
 
 #: Section name → options dataclass. Other packages add their sections here.
@@ -111,6 +123,8 @@ SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsOptions,
     "logging": LoggingOptions,
     "agent": AgentOptions,
+    "grpc": GrpcOptions,
+    "nodes": NodesOptions,
     "promql": EngineOptions,
     "prometheus_ingest": PromIngestOptions,
     "scrape": ScrapeOptions,
@@ -130,6 +144,8 @@ class Config:
     limits: LimitsOptions = field(default_factory=LimitsOptions)
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     agent: AgentOptions = field(default_factory=AgentOptions)
+    grpc: GrpcOptions = field(default_factory=GrpcOptions)
+    nodes: NodesOptions = field(default_factory=NodesOptions)
     promql: EngineOptions = field(default_factory=EngineOptions)
     prometheus_ingest: PromIngestOptions = field(default_factory=PromIngestOptions)
     scrape: ScrapeOptions = field(default_factory=ScrapeOptions)
@@ -199,6 +215,9 @@ def coerce(value: Any, tp: Any) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+    elif tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
     elif tp is type(None):
         if value is None:
             return None

@@ -104,11 +104,9 @@ class TestServer:
             hub=self.hub,
             log_appender=self.logs,
             authenticator=Tokens(),
-            options=GrpcOptions(
-                listen=f"127.0.0.1:{self.port}", suggested_interval_s=self.suggested_interval_s
-            ),
+            options=GrpcOptions(suggested_interval_s=self.suggested_interval_s),
         )
-        self.server = GrpcServer(self.service)
+        self.server = GrpcServer(self.service, listen=f"127.0.0.1:{self.port}")
         self.port = await self.server.start()
         return self.port
 

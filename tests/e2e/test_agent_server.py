@@ -95,18 +95,23 @@ def test_second_host_control_and_restart(tmp_path: Path) -> None:
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
         total = _status(state)["total_reports"]
-        q = httpx.get(
-            f"{srv.url}/api/v1/query",
-            headers=headers,
-            params={"query": 'node_load1{server_id="second-host"}[1h]'},
-            timeout=30,
-        )
-        if q.status_code == 404:
-            pytest.skip("the query API is not wired yet")
-        (series,) = q.json()["data"]["result"]
-        stamps = [v[0] for v in series["values"]]
+
+        def stamps() -> list[float] | None:
+            # Acknowledged samples become visible once the batcher commits (about 1 s).
+            q = httpx.get(
+                f"{srv.url}/api/v1/query",
+                headers=headers,
+                params={"query": 'node_load1{server_id="second-host"}[1h]'},
+                timeout=30,
+            )
+            (series,) = q.json()["data"]["result"]
+            found = [float(v[0]) for v in series["values"]]
+            return found if len(found) >= total else None
+
+        seen = poll(stamps, 30)
+        assert seen is not None
         # One node_load1 sample per report: every report stored, none twice.
-        assert len(stamps) == len(set(stamps)) == total
+        assert len(seen) == len(set(seen)) == total
     finally:
         if agent is not None and agent.poll() is None:
             agent.kill()

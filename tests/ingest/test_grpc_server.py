@@ -123,7 +123,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     registry = NodeRegistry(db)
     audit = AuditLog(db)
     hub = ControlHub(audit, default_timeout_s=5)
-    options = GrpcOptions(listen="127.0.0.1:0", max_inflight=4, suggested_interval_s=60)
+    options = GrpcOptions(max_inflight=4, suggested_interval_s=60)
     service = NodeAgentService(
         appender,
         registry=registry,
@@ -132,7 +132,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         authenticator=FakeAuth(),
         options=options,
     )
-    server = GrpcServer(service, addr_file=tmp_path / "grpc.addr")
+    server = GrpcServer(service, listen="127.0.0.1:0", addr_file=tmp_path / "grpc.addr")
     port = await server.start()
     assert (tmp_path / "grpc.addr").read_text() == f"127.0.0.1:{port}\n"
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -467,7 +467,7 @@ async def test_append_survives_client_deadline(harness: Harness) -> None:
 
 async def test_thousands_of_simultaneous_calls_are_served() -> None:
     # gRPC core's default hard limit of 3,000 pending calls would cancel most of these.
-    server = GrpcServer(NodeAgentService(FakeAppender(), options=GrpcOptions(listen="127.0.0.1:0")))
+    server = GrpcServer(NodeAgentService(FakeAppender()), listen="127.0.0.1:0")
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.NodeAgentStub(channel)  # type: ignore[no-untyped-call]

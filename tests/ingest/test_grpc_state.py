@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from monitoringserver.ingest.grpc_common import GrpcOptions
 from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
 from monitoringserver.ingest.grpc_state import (
     AlertRuleInfo,
@@ -50,9 +49,7 @@ async def _harness(with_extras: bool) -> AsyncIterator[H]:
         alert_sink=sink if with_extras else None,
         config_source=Rules() if with_extras else None,
     )
-    server = GrpcServer(
-        NodeAgentService(appender), state_manager=state, options=GrpcOptions(listen="127.0.0.1:0")
-    )
+    server = GrpcServer(NodeAgentService(appender), state_manager=state, listen="127.0.0.1:0")
     port = await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield H(appender, sink, pb_grpc.StateManagerStub(channel))  # type: ignore[no-untyped-call]

@@ -39,8 +39,9 @@ async def test_tls_register(tmp_path: Path) -> None:
     server = GrpcServer(
         NodeAgentService(
             CountingAppender(),
-            options=GrpcOptions(listen="127.0.0.1:0", tls_cert=cert, tls_key=key),
-        )
+            options=GrpcOptions(tls_cert=cert, tls_key=key),
+        ),
+        listen="127.0.0.1:0",
     )
     port = await server.start()
 

@@ -45,7 +45,6 @@ class GrpcOptions:
     once); beyond twice this number new calls are refused.
     """
 
-    listen: str = "127.0.0.1:9941"
     max_message_bytes: int = 64 * 1024 * 1024
     max_inflight: int = 256
     retry_after_s: float = 1.0

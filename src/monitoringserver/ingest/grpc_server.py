@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 
 from monitoringserver.auth.api import Authenticator, Scope
-from monitoringserver.errors import BadDataError, NotFoundError, UnavailableError
+from monitoringserver.errors import BadDataError, ConfigError, NotFoundError, UnavailableError
 from monitoringserver.ingest.grpc_common import (
     GrpcOptions,
     InflightLimiter,
@@ -316,7 +316,7 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
 class GrpcServer:
     """The ``grpc.aio`` listener. Create and use it inside the running event loop.
 
-    ``await start()`` binds (``options.listen``; port 0 picks a free one, see
+    ``await start()`` binds ``listen`` (``HOST:PORT``; port 0 picks a free one, see
     :attr:`port`; with ``addr_file`` the bound ``host:port`` is written there),
     ``await run()`` serves until :meth:`aclose` (then returns), ``await aclose()`` ends
     the Control streams and stops with a grace period.
@@ -326,10 +326,12 @@ class GrpcServer:
         self,
         node_agent: NodeAgentService,
         *,
+        listen: str = "127.0.0.1:9941",
         state_manager: pb_grpc.StateManagerServicer | None = None,
         options: GrpcOptions | None = None,
         addr_file: Path | None = None,
     ) -> None:
+        self.listen = listen
         self.options = options or node_agent.options
         self._node_agent = node_agent
         self._state_manager = state_manager
@@ -360,18 +362,30 @@ class GrpcServer:
             creds = grpc.ssl_server_credentials(
                 [(opts.tls_key.read_bytes(), opts.tls_cert.read_bytes())]
             )
-            self.port = server.add_secure_port(opts.listen, creds)
+            self.port = self._bind(server, creds)
         else:
-            self.port = server.add_insecure_port(opts.listen)
+            self.port = self._bind(server, None)
         await server.start()
         self._server = server
         if self._addr_file is not None:
-            host = opts.listen.rpartition(":")[0] or "127.0.0.1"
+            host = self.listen.rpartition(":")[0] or "127.0.0.1"
             host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
             tmp = self._addr_file.with_suffix(".tmp")
             tmp.write_text(f"{host}:{self.port}\n")
             tmp.replace(self._addr_file)
         return self.port
+
+    def _bind(self, server: grpc.aio.Server, creds: grpc.ServerCredentials | None) -> int:
+        try:
+            if creds is None:
+                port = server.add_insecure_port(self.listen)
+            else:
+                port = server.add_secure_port(self.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.listen} (gRPC): {exc}") from exc
+        if port == 0 and not self.listen.endswith(":0"):
+            raise ConfigError(f"cannot listen on {self.listen} (gRPC): address in use")
+        return int(port)
 
     async def run(self) -> None:
         if self._server is None:

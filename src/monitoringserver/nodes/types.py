@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitoringserver.errors import BadDataError
+from monitoringserver.errors import BadDataError, ConfigError
 
 __all__ = [
     "COMMAND_KINDS",
@@ -18,6 +18,7 @@ __all__ = [
     "NodeInfo",
     "NodeStatus",
     "NodeView",
+    "NodesOptions",
     "validate_command",
 ]
 
@@ -29,6 +30,20 @@ _SERVICE_NAME_RE = re.compile(r"[A-Za-z0-9@._:-]{1,200}")
 #: Remote ``set_interval`` bounds in seconds (seed 003); finer fixed intervals are local config.
 MIN_REMOTE_INTERVAL_S = 30.0
 MAX_REMOTE_INTERVAL_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodesOptions:
+    """The ``[nodes]`` section: ``stale_after_s`` without data before a node is stale
+    (it leaves the live view, its history stays); ``flush_interval_s`` between writes of
+    last-seen times to the database."""
+
+    stale_after_s: float = 600.0
+    flush_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.stale_after_s <= 0 or self.flush_interval_s <= 0:
+            raise ConfigError("cannot accept nodes options: durations must be positive")
 
 
 class NodeStatus(enum.StrEnum):

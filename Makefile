@@ -16,13 +16,10 @@ PYTEST_WORKERS ?= auto
 ## env: create .venv from uv.lock (quick when nothing changed)
 env: $(VENV)/.synced
 
-# uv comes from $(PY) when it has it (or pip may install it); otherwise (e.g. Debian's
-# externally managed Python refuses pip) from a small bootstrap venv in $(UV_BOOT).
+# scripts/bootstrap-uv.sh finds or installs uv (pip, a bootstrap venv in $(UV_BOOT), or
+# Debian's python3-pip/python3-venv when root) and prints how to run it.
 $(VENV)/.synced: pyproject.toml uv.lock
-	@if $(PY) -m uv --version >/dev/null 2>&1 || \
-	    $(PY) -m pip install --quiet --disable-pip-version-check uv >/dev/null 2>&1; then uv="$(PY) -m uv"; \
-	else uv=$(UV_BOOT)/bin/uv; [ -x $$uv ] || { $(PY) -m venv $(UV_BOOT) && \
-	    $(UV_BOOT)/bin/pip install --quiet --disable-pip-version-check uv; } || exit 1; fi; \
+	@uv="$$(bash scripts/bootstrap-uv.sh $(PY) $(UV_BOOT))" || exit 1; \
 	echo "$$uv sync --frozen $(EXTRAS) --python $(PY)"; $$uv sync --frozen $(EXTRAS) --python $(PY)
 	@touch $@
 

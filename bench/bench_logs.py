@@ -266,7 +266,10 @@ async def _wait_committed(client: httpx.AsyncClient, total: int, deadline_s: flo
 async def run(lines: int) -> dict[str, object]:
     now_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
-    docs = corpus(lines, seed=7, t0_ms=now_ms - 3_000_000, span_ms=2_400_000)
+    # 40 minutes of lines, or 20 hours for large corpora (one line per ms would otherwise
+    # run into the future, where the server rightly refuses lines as too_new).
+    span_ms = 2_400_000 if lines <= 2_400_000 else 20 * 3_600_000
+    docs = corpus(lines, seed=7, t0_ms=now_ms - span_ms - 600_000, span_ms=span_ms)
     gen_s = time.perf_counter() - t0
     raw_msg = sum(len(str(d["message"]).encode()) for d in docs) / lines
     needle = next(json.loads(str(d["message"]))["request_id"] for d in docs[lines // 3 :]

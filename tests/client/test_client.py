@@ -83,10 +83,9 @@ def test_handler_never_blocks_or_raises() -> None:
         transport=httpx.MockTransport(slow),
     )
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", None, None)
-    start = time.monotonic()
     for _ in range(50):
-        handler.emit(record)
-    assert time.monotonic() - start < 5
+        handler.emit(record)  # the sender is stuck: a blocking emit would hang here
+    # the queue holds 2 and one batch is in flight: the rest is counted, not waited for
     assert handler.dropped >= 40
     bad = logging.LogRecord("x", logging.ERROR, __file__, 1, "%d", ("nope",), None)
     logging.raiseExceptions = False

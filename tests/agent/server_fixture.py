@@ -9,7 +9,6 @@ from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.errors import OverloadedError
 from monitoringserver.ingest.grpc_common import GrpcOptions
 from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
-from monitoringserver.logs.api import DedupKey as LogDedupKey
 from monitoringserver.logs.api import LogAppendResult
 from monitoringserver.metrics.api import AppendResult, DedupKey
 from monitoringserver.model.logs import LogBatch, LogRecord
@@ -67,10 +66,10 @@ class CountingAppender:
 @dataclass
 class CountingLogs:
     records: list[LogRecord] = field(default_factory=list)
-    seen: set[LogDedupKey] = field(default_factory=set)
+    seen: set[DedupKey] = field(default_factory=set)
 
     async def append(
-        self, batch: LogBatch, *, source: str = "", dedup: LogDedupKey | None = None
+        self, batch: LogBatch, *, source: str = "", dedup: DedupKey | None = None
     ) -> LogAppendResult:
         if dedup is not None:
             if dedup in self.seen:

@@ -16,7 +16,6 @@ from monitoringserver.errors import BadDataError, OverloadedError
 from monitoringserver.ingest.grpc_common import GrpcOptions
 from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
 from monitoringserver.ingest.grpc_status import RETRY_AFTER_KEY
-from monitoringserver.logs.api import DedupKey as LogDedupKey
 from monitoringserver.logs.api import LogAppendResult
 from monitoringserver.metrics.api import AppendResult, DedupKey
 from monitoringserver.model.logs import LogBatch
@@ -55,10 +54,10 @@ class FakeAppender:
 @dataclass
 class FakeLogAppender:
     batches: list[LogBatch] = field(default_factory=list)
-    seen: set[LogDedupKey] = field(default_factory=set)
+    seen: set[DedupKey] = field(default_factory=set)
 
     async def append(
-        self, batch: LogBatch, *, source: str = "", dedup: LogDedupKey | None = None
+        self, batch: LogBatch, *, source: str = "", dedup: DedupKey | None = None
     ) -> LogAppendResult:
         if dedup is not None:
             if dedup in self.seen:

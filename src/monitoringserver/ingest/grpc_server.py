@@ -33,7 +33,6 @@ from monitoringserver.ingest.grpc_common import (
     run_to_completion,
 )
 from monitoringserver.ingest.grpc_decode import MetricMeta, SeriesTable, decode_samples
-from monitoringserver.logs.api import DedupKey as LogDedupKey
 from monitoringserver.logs.api import LogAppender
 from monitoringserver.metrics.api import DedupKey, MetricAppender
 from monitoringserver.model.logs import LogBatch, normalize_level
@@ -228,7 +227,7 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
         with self.limiter:
             result = await run_to_completion(
                 self._logs.append(
-                    batch, source=agent_id, dedup=LogDedupKey(agent_id, seq) if seq else None
+                    batch, source=agent_id, dedup=DedupKey(agent_id, seq) if seq else None
                 )
             )
         return result.accepted, result.duplicate

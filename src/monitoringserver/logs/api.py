@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from monitoringserver.errors import BadDataError
+from monitoringserver.model.delivery import DedupKey
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import SampleBatch
@@ -47,14 +48,6 @@ COLUMN_LABELS: tuple[str, ...] = ("server_id", "level", "logger", "source")
 #: Where log-derived counters go (``log_lines_total``...). ``server.py`` connects this
 #: to the metric store's ``MetricAppender.append``; ``logs`` never imports ``metrics``.
 MetricsSink = Callable[[SampleBatch], Awaitable[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class DedupKey:
-    """Identifies one delivery (agent id + its monotonically increasing batch number)."""
-
-    agent_id: str
-    batch_seq: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from monitoringserver.model.delivery import DedupKey
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import SampleBatch
@@ -59,14 +60,6 @@ def choose_resolution(step_ms: int) -> Resolution:
     if step_ms >= Resolution.M5.step_ms:
         return Resolution.M5
     return Resolution.RAW
-
-
-@dataclass(frozen=True, slots=True)
-class DedupKey:
-    """Identifies one delivery so retries and spool replays are applied once."""
-
-    agent_id: str
-    batch_seq: int
 
 
 @dataclass(frozen=True, slots=True)

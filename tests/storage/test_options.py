@@ -38,6 +38,7 @@ def test_defaults_are_valid_and_documented_values() -> None:
         ("max_sample_age_s", 0),
         ("zstd_level", 0),
         ("max_decimal_digits", 16),
+        ("read_cache_bytes", -1),
         ("shutdown_timeout_s", 0),
     ],
 )

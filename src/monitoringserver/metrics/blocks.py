@@ -54,6 +54,15 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _copy_options(zstd_level: int) -> str:
+    # No bloom filters: files are sorted by series id, so row-group min/max statistics
+    # already prune by series, and DuckDB's filters took ~14 % of a raw file's bytes.
+    return (
+        f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "
+        "PARQUET_VERSION V2, WRITE_BLOOM_FILTER false"
+    )
+
+
 def write_parquet(
     con: duckdb.DuckDBPyConnection, columns: Columns, path: Path, *, zstd_level: int
 ) -> int:
@@ -66,8 +75,7 @@ def write_parquet(
         con.execute("SET SESSION preserve_insertion_order = true")
         con.execute(
             f"COPY (SELECT {names} FROM data) TO {_quote(path)} "  # noqa: S608 (quoted path)
-            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "
-            "PARQUET_VERSION V2)"
+            f"({_copy_options(zstd_level)})"
         ).fetchall()
     except duckdb.Error as exc:
         raise StorageError(f"cannot write parquet file {path}: {exc}") from exc
@@ -83,8 +91,7 @@ def combine_parquet(
         con.execute("SET SESSION preserve_insertion_order = true")
         con.execute(
             f"COPY (SELECT * FROM read_parquet({files})) TO {_quote(path)} "  # noqa: S608
-            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {int(zstd_level)}, "
-            "PARQUET_VERSION V2)"
+            f"({_copy_options(zstd_level)})"
         ).fetchall()
     except duckdb.Error as exc:
         raise StorageError(f"cannot write parquet file {path}: {exc}") from exc

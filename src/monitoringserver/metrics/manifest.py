@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +106,13 @@ class Manifest:
         self._generation = 0
         self._readers: dict[int, int] = {}  # generation → open snapshots
         self._doomed: list[tuple[int, Path]] = []  # (generation removed, path)
+        self._on_remove: list[Callable[[list[int]], None]] = []
+
+    def on_remove(self, callback: Callable[[list[int]], None]) -> None:
+        """Call ``callback(file_ids)`` after each change that removed files (from the
+        publishing thread; it must not block)."""
+        with self._lock:
+            self._on_remove.append(callback)
 
     def load(self, con: duckdb.DuckDBPyConnection) -> None:
         rows = con.execute(f"SELECT {_COLUMNS} FROM metric_files").fetchall()  # noqa: S608
@@ -163,12 +170,16 @@ class Manifest:
 
     def apply(self, added: Iterable[FileEntry], removed: Iterable[FileEntry]) -> None:
         """Mirror a committed change; removed files are deleted when no reader needs them."""
+        removed = list(removed)
         with self._lock:
             for f in added:
                 self._files[f.id] = f
             for f in removed:
                 self._files.pop(f.id, None)
                 self._doomed.append((self._generation, self.root / f.path))
+            listeners = list(self._on_remove) if removed else []
+        for callback in listeners:
+            callback([f.id for f in removed])
         self.collect_garbage()
 
     def collect_garbage(self) -> None:

@@ -31,9 +31,10 @@ from monitoringserver.metrics.api import (
 )
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
+from monitoringserver.metrics.partcache import CacheStats, PartCache, series_key
+from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
-from monitoringserver.storage import codec
 from monitoringserver.storage.db import Database
 from monitoringserver.storage.options import StorageOptions
 
@@ -42,6 +43,7 @@ __all__ = ["EmbeddedMetricStore"]
 _RAW_NAMES = ("series_id", "ts", "value")
 _ROLLUP_NAMES = ("series_id", "ts", *blocks.ROLLUP_FIELDS)
 _RETRIES = 5
+_MIN_MS, _MAX_MS = -(2**63), 2**63 - 1
 IdArray = NDArray[np.uint64]
 
 
@@ -64,12 +66,28 @@ class EmbeddedMetricStore:
         self._opt = options
         self._wal_bytes = wal_bytes
         self._compaction = compaction
+        self._cache = PartCache(options.read_cache_bytes)
+        manifest.on_remove(self._cache.drop_files)
+        # (database commits when read, head extent); replaced whole, so no lock needed.
+        self._extent: tuple[int, tuple[int, int, int, int] | None] | None = None
 
     # -- raw ---------------------------------------------------------------------------
 
     def _head(
         self, cur: duckdb.DuckDBPyConnection, ids: IdArray, start_ms: int, end_ms: int
-    ) -> blocks.Columns:
+    ) -> Run:
+        """Head rows of ``ids`` in the range, sorted by ``(series_id, ts)``, the last
+        write of each key kept. Skips the query when the head's extent (re-read once per
+        database commit) cannot hold such rows."""
+        extent = self._head_extent(cur)
+        if (
+            extent is None
+            or extent[1] < int(ids[0])
+            or extent[0] > int(ids[-1])
+            or extent[3] < start_ms
+            or extent[2] > end_ms
+        ):
+            return Run.empty()
         wanted = {"sid": ids}  # scanned by name
         where, params = blocks.id_filter(ids)
         got = cur.execute(
@@ -80,30 +98,62 @@ class EmbeddedMetricStore:
         del wanted
         cols = blocks.head_columns(got)
         order = np.argsort(cols.pop("batch"), kind="stable")
-        return blocks.take(cols, order)
+        return Run.from_columns(blocks.dedup_last([blocks.take(cols, order)]))
 
-    def _read_raw(
-        self, ids: IdArray, start_ms: int, end_ms: int
-    ) -> tuple[blocks.Columns, Snapshot]:
+    def _head_extent(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int] | None:
+        """``(min series id, max series id, min ts, max ts)`` of the head, or ``None``
+        when it is empty; cached until the next database commit."""
+        version = self._db.commits
+        cached = self._extent
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        row = cur.execute(
+            "SELECT min(series_id), max(series_id), min(ts), max(ts) FROM metric_head"
+        ).fetchall()[0]
+        extent = None if row[0] is None else (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+        self._extent = (version, extent)
+        return extent
+
+    def _file_rows(
+        self, cur: duckdb.DuckDBPyConnection, files: list[FileEntry], ids: IdArray
+    ) -> Run:
+        """Merged decoded rows of ``ids`` in raw ``files`` (sorted by ``seq``) over their
+        whole time range, through the cache: the merge of this file set, else one entry
+        per file, and one DuckDB query reads every file still missing."""
+        key = series_key(ids)
+        if len(files) > 1:
+            merged = self._cache.get(tuple(f.id for f in files), key)
+            if isinstance(merged, Run):
+                return merged
+        out: list[Run | None] = []
+        for f in files:
+            got = self._cache.get((f.id,), key)
+            out.append(got if isinstance(got, Run) else None)
+        missing = [i for i, c in enumerate(out) if c is None]
+        if missing:
+            paths = [self._manifest.root / files[i].path for i in missing]
+            for i, cols in zip(missing, blocks.read_raw_many(cur, paths, ids), strict=True):
+                out[i] = self._cache.put((files[i].id,), key, Run.from_columns(cols))
+        runs = [c for c in out if c is not None]
+        if len(runs) <= 1:
+            return runs[0] if runs else Run.empty()
+        return self._cache.put(tuple(f.id for f in files), key, merge_runs(runs))
+
+    def _read_raw(self, ids: IdArray, start_ms: int, end_ms: int) -> tuple[Run, Snapshot]:
         """Merged raw rows of ``ids`` in the range, and the snapshot they came from."""
         cur = self._db.cursor()
         for attempt in range(_RETRIES):
             with self._manifest.snapshot() as snap:
                 files = _overlapping(snap.of("raw"), ids, start_ms, end_ms)
-                got = blocks.read_raw_many(cur, [self._manifest.root / f.path for f in files], ids)
-                parts = [
-                    c
-                    if start_ms <= f.min_ts and f.max_ts <= end_ms
-                    else _in_time(c, start_ms, end_ms)
-                    for f, c in zip(files, got, strict=True)
-                ]
-                parts.append(self._head(cur, ids, start_ms, end_ms))
-                parts = [c for c in parts if len(c["ts"])] or parts[-1:]
+                stored = self._file_rows(cur, files, ids)
+                if not all(start_ms <= f.min_ts and f.max_ts <= end_ms for f in files):
+                    stored = stored.in_time(start_ms, end_ms)
+                head = self._head(cur, ids, start_ms, end_ms)
                 stable = snap.generation % 2 == 0
                 if (stable and self._manifest.generation == snap.generation) or (
                     attempt == _RETRIES - 1
                 ):
-                    return blocks.dedup_last(parts), snap
+                    return merge_runs([stored, head]), snap
         raise AssertionError("unreachable")  # pragma: no cover
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
@@ -117,18 +167,18 @@ class EmbeddedMetricStore:
         ids = self._index.select(matchers)
         if len(ids) == 0 or start_ms > end_ms:
             return PackedSeries.empty()
-        cols, snap = self._read_raw(ids, start_ms, end_ms)
+        run, snap = self._read_raw(ids, start_ms, end_ms)
         raw_oldest = min((f.min_ts for f in snap.of("raw")), default=None)
         if raw_oldest is None or start_ms < raw_oldest:
             # Raw data aged out (or never was): the finest rollup's ``last`` stands in.
             cutoff = end_ms if raw_oldest is None else min(end_ms, raw_oldest - 1)
-            fallback = self._rollup_last(ids, start_ms, cutoff, cols)
+            fallback = self._rollup_last(ids, start_ms, cutoff, run)
             if fallback is not None:
-                cols = blocks.dedup_last([fallback, cols])
-        return self._pack_raw(cols)
+                run = Run.from_columns(blocks.dedup_last([fallback, run.to_columns()]))
+        return self._pack_raw(run)
 
     def _rollup_last(
-        self, ids: IdArray, start_ms: int, end_ms: int, raw: blocks.Columns
+        self, ids: IdArray, start_ms: int, end_ms: int, raw: Run
     ) -> blocks.Columns | None:
         pieces: list[blocks.Columns] = []
         upper = end_ms
@@ -150,27 +200,18 @@ class EmbeddedMetricStore:
         merged = blocks.dedup_last(pieces)
         # Never let a rollup stand in where raw samples exist.
         top = int(merged["series_id"].max()) if len(merged["ts"]) else 0
-        if len(raw["ts"]):
-            top = max(top, int(raw["series_id"].max()))
+        if len(raw):
+            top = max(top, int(raw.sids[-1]))
         first_raw = np.full(top + 1, np.iinfo(np.int64).max)
-        if len(raw["ts"]):
-            np.minimum.at(first_raw, raw["series_id"].astype(np.intp), raw["ts"])
+        first_raw[raw.sids.astype(np.intp)] = raw.ts[raw.offsets()[:-1]]
         keep = merged["ts"] < first_raw[merged["series_id"].astype(np.intp)]
         return blocks.take(merged, keep)
 
-    def _pack_raw(self, cols: blocks.Columns) -> PackedSeries:
-        sid = np.asarray(cols["series_id"], dtype=np.uint64)
-        if len(sid) == 0:
+    def _pack_raw(self, run: Run) -> PackedSeries:
+        if len(run) == 0:
             return PackedSeries.empty()
-        starts = codec.segment_starts(sid)
-        offsets = np.empty(len(starts) + 1, dtype=np.int64)
-        offsets[:-1] = starts
-        offsets[-1] = len(sid)
         return PackedSeries(
-            self._index.labels_many(sid[starts].tolist()),
-            offsets,
-            np.ascontiguousarray(cols["ts"], dtype=np.int64),
-            np.ascontiguousarray(cols["value"], dtype=np.float64),
+            self._index.labels_many(run.sids.tolist()), run.offsets(), run.ts, run.values
         )
 
     # -- rollups -----------------------------------------------------------------------
@@ -179,13 +220,23 @@ class EmbeddedMetricStore:
         self, files: list[FileEntry], ids: IdArray, start_ms: int, end_ms: int
     ) -> blocks.Columns:
         chosen = _overlapping(files, ids, start_ms, end_ms)  # sorted by seq
-        parts = blocks.read_rollup_many(
-            self._db.cursor(),
-            [self._manifest.root / f.path for f in chosen],
-            ids,
-            start_ms=start_ms,
-            end_ms=end_ms,
-        )
+        key = series_key(ids)
+        got: list[blocks.Columns | None] = []
+        for f in chosen:
+            entry = self._cache.get((f.id,), key)
+            got.append(entry if isinstance(entry, dict) else None)
+        missing = [i for i, c in enumerate(got) if c is None]
+        if missing:
+            read = blocks.read_rollup_many(
+                self._db.cursor(),
+                [self._manifest.root / chosen[i].path for i in missing],
+                ids,
+                start_ms=_MIN_MS,
+                end_ms=_MAX_MS,
+            )
+            for i, cols in zip(missing, read, strict=True):
+                got[i] = self._cache.put((chosen[i].id,), key, cols)
+        parts = [_in_time(c, start_ms, end_ms) for c in got if c is not None]
         if not parts:
             return _empty_rollup()
         return blocks.dedup_last(parts)
@@ -214,7 +265,7 @@ class EmbeddedMetricStore:
             if lo > hi:
                 continue
             raw, _ = self._read_raw(ids, lo, hi)
-            pieces.append(blocks.compute_rollups(raw, step))
+            pieces.append(blocks.compute_rollups(raw.to_columns(), step))
         cols = blocks.dedup_last(pieces)
         sid = np.asarray(cols["series_id"], dtype=np.uint64)
         bounds = _bounds(sid)
@@ -283,6 +334,10 @@ class EmbeddedMetricStore:
             last_compaction_ms=when,
             last_compaction_duration_s=seconds,
         )
+
+    def cache_stats(self) -> CacheStats:
+        """Hits, misses and size of the decoded-part cache (``read_cache_bytes``)."""
+        return self._cache.stats()
 
     @property
     def root(self) -> Path:

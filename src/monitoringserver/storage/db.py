@@ -53,6 +53,7 @@ class Database:
         )
         self._local = threading.local()
         self._closed = False
+        self._commits = 0  # written by the writer thread only
 
     def _run_write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         con = self._con
@@ -63,7 +64,15 @@ class Database:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+        self._commits += 1
         return result
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far. Once a reader sees ``n`` here, every
+        commit up to the ``n``-th is visible to its next query (readers key caches of
+        table contents on it)."""
+        return self._commits
 
     def submit_write(
         self, fn: Callable[[duckdb.DuckDBPyConnection], T]

@@ -80,6 +80,10 @@ class StorageOptions:
     max_decimal_digits: int = 9
     #: Shutdown flushes acknowledged data within this many seconds.
     shutdown_timeout_s: float = 10.0
+    #: Bytes of decoded rows read from Parquet files that queries keep in memory (files
+    #: are immutable, so entries never go stale; least recently used are dropped first).
+    #: 0 disables the cache.
+    read_cache_bytes: int = 128 * 1024 * 1024
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +146,8 @@ class StorageOptions:
             _bad("max_sample_age_s", self.max_sample_age_s, "must be positive")
         if not 1 <= self.zstd_level <= 22:
             _bad("zstd_level", self.zstd_level, "must be between 1 and 22")
+        if self.read_cache_bytes < 0:
+            _bad("read_cache_bytes", self.read_cache_bytes, "must be 0 (off) or positive")
         if not 0 <= self.max_decimal_digits <= 15:
             _bad("max_decimal_digits", self.max_decimal_digits, "must be between 0 and 15")
 

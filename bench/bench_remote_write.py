@@ -14,7 +14,8 @@ after flushing (this server: Parquet parts after the head flush; VictoriaMetrics
 head), and warm median latency (5 runs after 1 warm-up) of three ``/api/v1/query_range``
 queries over the data's range.
 
-Usage: ``python -m bench.bench_remote_write [hosts]`` (default 1000 = 6 M samples);
+Usage: ``python -m bench.bench_remote_write [hosts] [--no-victoria]`` (default 1000 =
+6 M samples; ``--no-victoria`` measures this server alone and prints without recording);
 bounded by ``BUDGET_S``; results in ``bench/results/remote_write.json``.
 """
 
@@ -115,7 +116,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -
     raise RuntimeError(f"{url} not ready")
 
 
-def start_receivers(tmp: Path) -> list[Receiver]:
+def start_receivers(tmp: Path, *, anchors: bool = True) -> list[Receiver]:
+    """This server, then (with ``anchors``) VictoriaMetrics and Prometheus."""
     out = []
     data = tmp / "ms"
     ms = subprocess.Popen(
@@ -135,6 +137,8 @@ def start_receivers(tmp: Path) -> list[Receiver]:
     wait_ready(f"{base}/readyz", ms)
     out.append(Receiver("monitoringserver", "/api/v1/write", ms, base,
                         {"Authorization": f"Bearer {token}"}))  # fmt: skip
+    if not anchors:
+        return out
     vm_port = free_port()
     vm = subprocess.Popen(
         ["/usr/bin/victoria-metrics", f"-httpListenAddr=127.0.0.1:{vm_port}",
@@ -309,7 +313,9 @@ def merged_bytes(data_dir: Path, samples: int) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    hosts = int(argv[0]) if argv else 1000
+    anchors = "--no-victoria" not in argv
+    args = [a for a in argv if not a.startswith("--")]
+    hosts = int(args[0]) if args else 1000
     began = time.monotonic()
     load_before = os.getloadavg()[0]
     end_ms = (int(time.time() * 1000) // INTERVAL_MS) * INTERVAL_MS - INTERVAL_MS
@@ -319,7 +325,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rw-") as tmpname:
         tmp = Path(tmpname)
-        receivers = start_receivers(tmp)
+        receivers = start_receivers(tmp, anchors=anchors)
         try:
             for rx in receivers:
                 if time.monotonic() - began > BUDGET_S:
@@ -365,8 +371,9 @@ def main(argv: list[str]) -> int:
         "cpus": os.cpu_count(),
         "wall_seconds": round(time.monotonic() - began, 1),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    if anchors:  # an iteration run without the anchors is printed, not recorded
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0
 

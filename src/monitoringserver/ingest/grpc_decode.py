@@ -8,7 +8,7 @@ per-sample Python objects. Series ids are resolved against a :class:`SeriesTable
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,12 @@ from monitoringserver.model.labels import (
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto import monitoring_pb2 as pb
 
-__all__ = ["MetricMeta", "SeriesTable", "decode_samples"]
+__all__ = ["MetricMeta", "SeriesTable", "decode_columns", "decode_samples"]
+
+#: Resolves label sets to store series ids (``SeriesIdAppender.resolve_series``).
+Resolver = Callable[[Sequence[Labels]], NDArray[np.uint64]]
+#: Marks a session series whose store id is not known yet.
+_UNRESOLVED = np.uint64(2**64 - 1)
 
 _U32 = np.dtype("<u4")
 _I64 = np.dtype("<i8")
@@ -44,7 +49,9 @@ class SeriesTable:
     """``series id -> Labels`` for one session; ids are small integers chosen by the agent.
 
     Bounded by ``max_series`` (a definition past it raises ``CardinalityLimitError``).
-    Every series gets ``server_id=<agent id>`` when it does not carry one.
+    Every series gets ``server_id=<agent id>`` when it does not carry one. Beside the
+    labels it remembers each series' store id once :meth:`store_ids` resolved it, so a
+    session's later batches map ids with one array lookup.
     """
 
     def __init__(self, agent_id: str, *, max_series: int = 100_000) -> None:
@@ -53,6 +60,7 @@ class SeriesTable:
         self._labels: list[Labels | None] = []
         self._holes = 0
         self._snapshot: tuple[Labels, ...] | None = None
+        self._store = np.empty(0, dtype=np.uint64)  # session id -> store id or _UNRESOLVED
 
     def __len__(self) -> int:
         return len(self._labels) - self._holes
@@ -76,6 +84,36 @@ class SeriesTable:
                 self._holes -= 1
             self._labels[d.id] = labels
             self._snapshot = None
+            if d.id < len(self._store):
+                self._store[d.id] = _UNRESOLVED
+
+    def store_ids(self, ids: NDArray[np.uint32], resolve: Resolver) -> NDArray[np.uint64]:
+        """Store series id per sample for the session ids ``ids``; series not resolved
+        yet go through ``resolve`` once (its errors propagate; nothing is remembered
+        then). Raises ``BadDataError`` for an id that was never defined."""
+        if len(ids) == 0:
+            return np.empty(0, dtype=np.uint64)
+        top = int(ids.max())
+        if top >= len(self._labels):
+            raise BadDataError(f"cannot decode metrics batch: unknown series id {top}")
+        if len(self._store) < len(self._labels):
+            grown = np.full(len(self._labels), _UNRESOLVED, dtype=np.uint64)
+            grown[: len(self._store)] = self._store
+            self._store = grown
+        sids = self._store[ids]
+        missing = sids == _UNRESOLVED
+        if not missing.any():
+            return sids
+        local = np.unique(ids[missing])
+        series: list[Labels] = []
+        for sid in local.tolist():
+            lbl = self._labels[sid]
+            if lbl is None:
+                raise BadDataError(f"cannot decode metrics batch: unknown series id {sid}")
+            series.append(lbl)
+        self._store[local] = resolve(series)
+        result: NDArray[np.uint64] = self._store[ids]
+        return result
 
     def resolve(self, ids: NDArray[np.uint32]) -> tuple[tuple[Labels, ...], NDArray[np.uint32]]:
         """``(series, series_idx)`` for a :class:`SampleBatch`; raises on unknown ids."""
@@ -125,11 +163,13 @@ def _view(raw: bytes, dtype: np.dtype[np.generic], what: str) -> NDArray[np.gene
     return np.frombuffer(raw, dtype=dtype)
 
 
-def decode_samples(msg: pb.MetricsBatch, table: SeriesTable) -> SampleBatch:
-    """Turn the sample bytes of ``msg`` into a batch, resolving ids through ``table``.
+def decode_columns(
+    msg: pb.MetricsBatch,
+) -> tuple[NDArray[np.uint32], NDArray[np.int64], NDArray[np.float64]]:
+    """``(session series ids, timestamps ms, values)`` viewed on the message's bytes
+    (read-only, native byte order on little-endian hosts).
 
-    Raises ``BadDataError`` for malformed byte lengths, differing element counts,
-    unknown series ids and non-finite timestamps.
+    Raises ``BadDataError`` for malformed byte lengths and differing element counts.
     """
     ids = _view(msg.series_ids, _U32, "series_ids")
     ts = _view(msg.timestamps_ms, _I64, "timestamps_ms")
@@ -139,10 +179,24 @@ def decode_samples(msg: pb.MetricsBatch, table: SeriesTable) -> SampleBatch:
             "cannot decode metrics batch: series_ids, timestamps_ms and values hold "
             f"{len(ids)}, {len(ts)} and {len(values)} elements"
         )
-    series, idx = table.resolve(ids.astype(np.uint32, copy=False))
+    return (
+        ids.astype(np.uint32, copy=False),
+        ts.astype(np.int64, copy=False),
+        values.astype(np.float64, copy=False),
+    )
+
+
+def decode_samples(msg: pb.MetricsBatch, table: SeriesTable) -> SampleBatch:
+    """Turn the sample bytes of ``msg`` into a batch, resolving ids through ``table``.
+
+    Raises ``BadDataError`` for malformed byte lengths, differing element counts and
+    unknown series ids.
+    """
+    ids, ts, values = decode_columns(msg)
+    series, idx = table.resolve(ids)
     return SampleBatch(
         series=series,
         series_idx=idx,
-        ts_ms=ts.astype(np.int64, copy=False),
-        values=values.astype(np.float64, copy=False),
+        ts_ms=ts,
+        values=values,
     )

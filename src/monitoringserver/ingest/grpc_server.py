@@ -8,11 +8,15 @@ Sessions: ``Register`` opens a session whose series table (id -> labels) lives h
 bounded by ``GrpcOptions.max_sessions`` (least recently used sessions are dropped; their
 agents get ``NOT_FOUND`` and register again). Batches are handed to the
 :class:`~monitoringserver.metrics.api.MetricAppender` with ``DedupKey(agent_id,
-batch_seq)`` so retries and spool replays are applied once.
+batch_seq)`` so retries and spool replays are applied once. When the appender is a
+:class:`~monitoringserver.metrics.api.SeriesIdAppender`, each session remembers the
+store id of every series it defined (resolved on first use), so a batch costs one
+array lookup instead of a label-set lookup per series.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import OrderedDict
@@ -32,9 +36,14 @@ from monitoringserver.ingest.grpc_common import (
     authorize,
     run_to_completion,
 )
-from monitoringserver.ingest.grpc_decode import MetricMeta, SeriesTable, decode_samples
+from monitoringserver.ingest.grpc_decode import (
+    MetricMeta,
+    SeriesTable,
+    decode_columns,
+    decode_samples,
+)
 from monitoringserver.logs.api import LogAppender
-from monitoringserver.metrics.api import DedupKey, MetricAppender
+from monitoringserver.metrics.api import DedupKey, MetricAppender, SeriesIdAppender
 from monitoringserver.model.logs import LogBatch, normalize_level
 from monitoringserver.nodes.control import ControlHub
 from monitoringserver.nodes.registry import NodeRegistry
@@ -179,18 +188,26 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
                 else:
                     table = self._session(request.session_id, agent_id).table
                 table.define(request.series, self.metadata)
-                batch = decode_samples(request, table)
+                ids, ts, values = decode_columns(request)
                 if self._registry is not None:
                     self._registry.touch(agent_id)
-                if len(batch) == 0:
+                if len(ids) == 0:
                     return pb.SendMetricsResponse(
                         suggested_interval_s=self.options.suggested_interval_s
                     )
                 seq = request.batch_seq
                 dedup = DedupKey(agent_id, seq) if seq else None
-                result = await run_to_completion(
-                    self._appender.append(batch, source=agent_id, dedup=dedup)
-                )
+                appender = self._appender
+                if isinstance(appender, SeriesIdAppender):
+                    # Label sets are resolved once per session; a batch is an id lookup.
+                    sids = table.store_ids(
+                        ids, functools.partial(appender.resolve_series, source=agent_id)
+                    )
+                    append = appender.append_ids(sids, ts, values, source=agent_id, dedup=dedup)
+                else:
+                    batch = decode_samples(request, table)
+                    append = appender.append(batch, source=agent_id, dedup=dedup)
+                result = await run_to_completion(append)
             if seq > self._last_seq.get(agent_id, 0):
                 self._last_seq[agent_id] = seq
             return pb.SendMetricsResponse(

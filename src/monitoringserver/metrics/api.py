@@ -36,6 +36,7 @@ __all__ = [
     "ResolutionStats",
     "RollupSeries",
     "SeriesData",
+    "SeriesIdAppender",
     "StoreStats",
     "choose_resolution",
 ]
@@ -154,6 +155,43 @@ class MetricAppender(Protocol):
         ``BadDataError`` for invalid input. Samples outside the accepted time window are
         counted in ``AppendResult.rejected``; the rest of the batch is kept.
         """
+        ...
+
+
+@runtime_checkable
+class SeriesIdAppender(Protocol):
+    """Optional extension of :class:`MetricAppender` for senders that define their series
+    once and then send samples by series (the gRPC agent protocol): label sets are
+    resolved to store series ids once, later batches carry only ids. Callers check
+    ``isinstance(appender, SeriesIdAppender)`` and fall back to ``append``.
+
+    Loop affinity: both methods run on the store's event loop.
+    """
+
+    def resolve_series(self, series: Sequence[Labels], *, source: str = "") -> NDArray[np.uint64]:
+        """Store series id of each label set (same order), creating unknown ones.
+
+        Same rules as ``append``: ``CardinalityLimitError`` when the new series would pass
+        a limit (none is created), ``BadDataError`` for an invalid label set. An id stays
+        valid for the life of the open store; a series created here becomes durable with
+        the next acknowledged batch.
+        """
+        ...
+
+    async def append_ids(
+        self,
+        series_ids: NDArray[np.uint64],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        *,
+        source: str = "",
+        dedup: DedupKey | None = None,
+    ) -> AppendResult:
+        """``append`` for samples whose series ids came from :meth:`resolve_series`:
+        sample ``i`` is ``(series_ids[i], ts_ms[i], values[i])`` (equal lengths, int ms).
+        Same acknowledgement, dedup, time-window and overload contract as ``append``;
+        ``BadDataError`` for unequal lengths or an id the store never issued. The caller
+        must not mutate the arrays afterwards."""
         ...
 
 

@@ -9,10 +9,10 @@ rebuild the index before the ``metric_series`` table has them.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
@@ -25,6 +25,7 @@ _VERSION = 1
 _SID32 = 1
 _TS32 = 2
 _HEAD = struct.Struct("<BBq")
+_JSON = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +50,7 @@ def encode_frame(frame: MetricFrame) -> bytes:
     agent = frame.agent_id.encode()
     # Label tuples serialise as JSON arrays as they are: no per-label conversion.
     defs = (
-        json.dumps(
-            [[s.series_id, s.source, s.labels] for s in frame.new_series],
-            separators=(",", ":"),
-        ).encode()
+        _JSON.encode([(s.series_id, s.source, s.labels) for s in frame.new_series])
         if frame.new_series
         else b"[]"
     )
@@ -85,7 +83,7 @@ def decode_frame(payload: bytes) -> MetricFrame:
         pos += alen
         (dlen,) = struct.unpack_from("<I", payload, pos)
         pos += 4
-        defs = json.loads(payload[pos : pos + dlen])
+        defs = msgspec.json.decode(payload[pos : pos + dlen])
         pos += dlen
         (n,) = struct.unpack_from("<I", payload, pos)
         pos += 4
@@ -102,7 +100,7 @@ def decode_frame(payload: bytes) -> MetricFrame:
             ts = np.frombuffer(payload, dtype=np.int64, count=n, offset=pos).copy()
             pos += 8 * n
         values = np.frombuffer(payload, dtype=np.float64, count=n, offset=pos).copy()
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+    except (struct.error, ValueError, UnicodeDecodeError, msgspec.DecodeError) as exc:
         raise StorageError(f"cannot decode WAL record: {exc}") from exc
     new = tuple(
         NewSeries(int(i), tuple((str(k), str(v)) for k, v in lbls), str(src))

@@ -18,18 +18,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
+import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from monitoringserver.errors import OverloadedError, UnavailableError
+from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
 from monitoringserver.metrics.api import AppendResult, DedupKey
 from monitoringserver.metrics.index import NewSeries, SeriesIndex
-from monitoringserver.metrics.schema import get_state, insert_series, set_state, upsert_dedup
+from monitoringserver.metrics.schema import get_state, set_state
 from monitoringserver.metrics.selfmetrics import StoreMetrics
+from monitoringserver.model.labels import Labels
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.pipeline.metric_frame import MetricFrame, decode_frame, encode_frame
 from monitoringserver.pipeline.wal import Wal
@@ -48,7 +51,8 @@ class _Queued:
 
 
 class MetricWriter:
-    """Implements :class:`~monitoringserver.metrics.api.MetricAppender`."""
+    """Implements :class:`~monitoringserver.metrics.api.MetricAppender` and
+    :class:`~monitoringserver.metrics.api.SeriesIdAppender`."""
 
     def __init__(
         self,
@@ -78,7 +82,8 @@ class MetricWriter:
         self._commit_lock = asyncio.Lock()
         self._queue: list[_Queued] = []
         self._queued_rows = 0  # acknowledged rows not yet committed to the head
-        self._orphans: list[NewSeries] = []  # created series whose WAL write failed
+        # Series created but not yet in a WAL record (ascending ids):
+        self._new_series: list[NewSeries] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._subscribers: list[Callable[[SampleBatch], None]] = []
@@ -98,60 +103,135 @@ class MetricWriter:
     async def append(
         self, batch: SampleBatch, *, source: str = "", dedup: DedupKey | None = None
     ) -> AppendResult:
+        self._admit(len(batch))
+        async with self._append_lock:
+            if self._is_duplicate(dedup):
+                return AppendResult(accepted=0, duplicate=True)
+            keep, rejected = self._window(batch.ts_ms)
+            sub = batch if keep is None else batch.select(keep)
+            sids, created = self._series_ids(sub, source)
+            self._new_series.extend(created)
+            await self._write(
+                sids,
+                np.ascontiguousarray(sub.ts_ms, dtype=np.int64),
+                np.ascontiguousarray(sub.values, dtype=np.float64),
+                dedup,
+                lambda: sub,
+            )
+        return await self._acknowledged(len(sids), rejected)
+
+    def resolve_series(self, series: Sequence[Labels], *, source: str = "") -> NDArray[np.uint64]:
+        """See :class:`~monitoringserver.metrics.api.SeriesIdAppender`. New series travel
+        in the WAL with the next batch written (whichever caller's it is)."""
+        if self._closing:
+            raise UnavailableError("cannot resolve series: the metric store is shutting down")
+        ids, created = self._index.resolve(series, source)
+        self._new_series.extend(created)
+        return ids
+
+    async def append_ids(
+        self,
+        series_ids: NDArray[np.uint64],
+        ts_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        *,
+        source: str = "",
+        dedup: DedupKey | None = None,
+    ) -> AppendResult:
+        """See :class:`~monitoringserver.metrics.api.SeriesIdAppender`."""
+        n = len(ts_ms)
+        if len(series_ids) != n or len(values) != n:
+            raise BadDataError(
+                "cannot append samples: series_ids, ts_ms and values differ in length "
+                f"({len(series_ids)}, {n}, {len(values)})"
+            )
+        if n and int(series_ids.max()) >= len(self._index):
+            raise BadDataError(
+                f"cannot append samples: series id {int(series_ids.max())} was never issued"
+            )
+        self._admit(n)
+        sids = np.ascontiguousarray(series_ids, dtype=np.uint64)
+        ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
+        vals = np.ascontiguousarray(values, dtype=np.float64)
+        async with self._append_lock:
+            if self._is_duplicate(dedup):
+                return AppendResult(accepted=0, duplicate=True)
+            keep, rejected = self._window(ts)
+            if keep is not None:
+                sids, ts, vals = sids[keep], ts[keep], vals[keep]
+            await self._write(sids, ts, vals, dedup, lambda: self._batch_of(sids, ts, vals))
+        return await self._acknowledged(len(sids), rejected)
+
+    def _admit(self, n: int) -> None:
         if self._closing:
             raise UnavailableError("cannot append samples: the metric store is shutting down")
-        n = len(batch)
         if self._queued_rows and self._queued_rows + n > self._opt.max_pending_rows:
             raise OverloadedError(
                 f"cannot append {n} samples: the write queue holds {self._queued_rows} rows "
                 f"(limit {self._opt.max_pending_rows})",
                 retry_after_s=max(1.0, self._opt.batch_interval_s * 2),
             )
-        async with self._append_lock:
-            if dedup is not None and dedup.batch_seq <= self._last_seq.get(dedup.agent_id, -1):
-                if self._metrics:
-                    self._metrics.duplicates.inc()
-                return AppendResult(accepted=0, duplicate=True)
-            keep, rejected = self._window(batch)
-            sub = batch if keep.all() else batch.select(keep)
-            sids, created = self._series_ids(sub, source)
-            new = (*self._orphans, *created)
-            frame = MetricFrame(
-                sids,
-                np.ascontiguousarray(sub.ts_ms, dtype=np.int64),
-                np.ascontiguousarray(sub.values, dtype=np.float64),
-                new,
-                dedup.agent_id if dedup else "",
-                dedup.batch_seq if dedup else -1,
-            )
-            try:
-                payload = encode_frame(frame)
-                # A buffered write that cannot block is cheaper inline than a thread hop.
-                lsn = self._wal.try_append(payload)
-                if lsn is None:
-                    lsn = await asyncio.to_thread(self._wal.append, payload)
-                del payload
-            except BaseException:
-                self._orphans = list(new)
-                raise
-            self._orphans = []
-            if dedup is not None:
-                self._last_seq[dedup.agent_id] = dedup.batch_seq
-            self._queue.append(_Queued(lsn, frame))
-            self._queued_rows += len(sids)
-            self._index.observe(sids, frame.ts_ms)
+
+    def _is_duplicate(self, dedup: DedupKey | None) -> bool:
+        if dedup is not None and dedup.batch_seq <= self._last_seq.get(dedup.agent_id, -1):
+            if self._metrics:
+                self._metrics.duplicates.inc()
+            return True
+        return False
+
+    async def _write(
+        self,
+        sids: NDArray[np.uint64],
+        ts: NDArray[np.int64],
+        values: NDArray[np.float64],
+        dedup: DedupKey | None,
+        batch: Callable[[], SampleBatch],
+    ) -> None:
+        """Write one WAL record (with every series created since the last record) and
+        queue it; call under the append lock. ``batch`` builds what subscribers get."""
+        new, self._new_series = tuple(self._new_series), []
+        frame = MetricFrame(
+            sids, ts, values, new, dedup.agent_id if dedup else "", dedup.batch_seq if dedup else -1
+        )
+        try:
+            payload = encode_frame(frame)
+            # A buffered write that cannot block is cheaper inline than a thread hop.
+            lsn = self._wal.try_append(payload)
+            if lsn is None:
+                lsn = await asyncio.to_thread(self._wal.append, payload)
+            del payload
+        except BaseException:
+            # Series created meanwhile have higher ids: keep the order dense.
+            self._new_series[:0] = new
+            raise
+        if dedup is not None:
+            self._last_seq[dedup.agent_id] = dedup.batch_seq
+        self._queue.append(_Queued(lsn, frame))
+        self._queued_rows += len(sids)
+        self._index.observe(sids, ts)
+        if self._subscribers:
+            sub = batch()
             for callback in self._subscribers:
                 callback(sub)
-            if self._queued_rows >= self._opt.batch_rows:
-                self._wake.set()
+        if self._queued_rows >= self._opt.batch_rows:
+            self._wake.set()
+
+    async def _acknowledged(self, accepted: int, rejected: dict[str, int]) -> AppendResult:
         # An inline WAL write never suspends: yield once so the batcher, flushes and
         # other requests run between the appends of a tight producer.
         await asyncio.sleep(0)
         if self._metrics:
-            self._metrics.appended.inc(len(sids))
+            self._metrics.appended.inc(accepted)
             for reason, count in rejected.items():
                 self._metrics.rejected.labels(reason).inc(count)
-        return AppendResult(accepted=len(sids), rejected=rejected)
+        return AppendResult(accepted=accepted, rejected=rejected)
+
+    def _batch_of(
+        self, sids: NDArray[np.uint64], ts: NDArray[np.int64], values: NDArray[np.float64]
+    ) -> SampleBatch:
+        uniq, inverse = np.unique(sids, return_inverse=True)
+        labels = self._index.labels_many(uniq.tolist())
+        return SampleBatch(labels, inverse.astype(np.uint32).reshape(-1), ts, values)
 
     def _series_ids(
         self, batch: SampleBatch, source: str
@@ -170,11 +250,17 @@ class MetricWriter:
         lookup[positions] = ids
         return np.take(lookup, batch.series_idx), created
 
-    def _window(self, batch: SampleBatch) -> tuple[np.ndarray, dict[str, int]]:
+    def _window(self, ts: NDArray[np.int64]) -> tuple[NDArray[np.bool_] | None, dict[str, int]]:
+        """``(keep mask or None when every sample is inside, rejected counts by reason)``."""
+        if not len(ts):
+            return None, {}
         now_ms = int(self._clock() * 1000)
-        ts = batch.ts_ms
-        future = ts > now_ms + int(self._opt.max_future_skew_s * 1000)
-        old = ts < now_ms - int(self._opt.sample_age_limit_s * 1000)
+        hi = now_ms + int(self._opt.max_future_skew_s * 1000)
+        lo = now_ms - int(self._opt.sample_age_limit_s * 1000)
+        if lo <= int(ts.min()) and int(ts.max()) <= hi:
+            return None, {}
+        future = ts > hi
+        old = ts < lo
         rejected = {}
         if (nf := int(future.sum())) > 0:
             rejected["too_far_in_future"] = nf
@@ -212,14 +298,18 @@ class MetricWriter:
             return rows
 
     def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], int]:
+        """The head transaction for ``taken``: everything is prepared here (on the loop)
+        as columns, so the writer thread runs four set-based statements."""
         self._batch += 1
         batch = self._batch
         frames = [q.frame for q in taken]
         lsn = taken[-1].lsn
-        series = {
-            s.series_id: (s.series_id, s.labels, s.source) for f in frames for s in f.new_series
-        }
+        new_series = _series_columns([s for f in frames for s in f.new_series])
         seqs = {f.agent_id: f.batch_seq for f in frames if f.agent_id}
+        dedup_rows = {
+            "agent_id": np.array(list(seqs), dtype=object),
+            "last_seq": np.fromiter(seqs.values(), dtype=np.int64, count=len(seqs)),
+        }
         n = sum(len(f.ts_ms) for f in frames)
         head_rows = {
             "series_id": np.concatenate([f.series_ids for f in frames]),
@@ -228,15 +318,27 @@ class MetricWriter:
         }
 
         def commit(con: duckdb.DuckDBPyConnection) -> int:
-            insert_series(con, list(series.values()))
+            # DuckDB scans the numpy columns by their local variable names.
+            if new_series is not None:
+                defs = new_series
+                con.execute(
+                    "INSERT OR IGNORE INTO metric_series "
+                    "SELECT id, labels, source, NULL, NULL FROM defs"
+                )
+                del defs
             if n:
-                rows = head_rows  # scanned by name
+                rows = head_rows
                 con.execute(
                     "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
                     [batch],
                 )
                 del rows
-            upsert_dedup(con, seqs)
+            if seqs:
+                seq_rows = dedup_rows
+                con.execute(
+                    "INSERT OR REPLACE INTO metric_dedup SELECT agent_id, last_seq FROM seq_rows"
+                )
+                del seq_rows
             set_state(con, "wal_lsn", lsn)
             return n
 
@@ -278,3 +380,18 @@ class MetricWriter:
         async with asyncio.timeout(self._opt.shutdown_timeout_s):
             while self._queue:
                 await self.commit_pending()
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def _series_columns(new: list[NewSeries]) -> dict[str, NDArray[Any]] | None:
+    """``metric_series`` rows (labels as JSON pairs) as columns; ``None`` when empty.
+    A replay may carry a series twice: the insert ignores ids already present."""
+    if not new:
+        return None
+    return {
+        "id": np.fromiter((s.series_id for s in new), dtype=np.uint64, count=len(new)),
+        "labels": np.array([_JSON.encode(s.labels).decode() for s in new], dtype=object),
+        "source": np.array([s.source for s in new], dtype=object),
+    }

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import numpy as np
 
 from monitoringserver.auth.api import Authenticator, Scope
 from monitoringserver.errors import BadDataError, ConfigError, NotFoundError, UnavailableError
@@ -42,9 +41,9 @@ from monitoringserver.ingest.grpc_decode import (
     decode_columns,
     decode_samples,
 )
+from monitoringserver.ingest.grpc_logs import log_batch_from_pb
 from monitoringserver.logs.api import LogAppender
 from monitoringserver.metrics.api import DedupKey, MetricAppender, SeriesIdAppender
-from monitoringserver.model.logs import LogBatch, normalize_level
 from monitoringserver.nodes.control import ControlHub
 from monitoringserver.nodes.registry import NodeRegistry
 from monitoringserver.nodes.types import CommandOutcome, NodeInfo
@@ -223,19 +222,7 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
         if self._logs is None:
             raise UnavailableError("cannot accept logs: no log store is configured")
         agent_id = _agent_id(request.agent_id)
-        records = request.records
-        now_ms = int(time.time() * 1000)
-        batch = LogBatch(
-            ts_ms=np.fromiter(
-                (r.timestamp_ms or now_ms for r in records), dtype=np.int64, count=len(records)
-            ),
-            server_id=[agent_id] * len(records),
-            level=[normalize_level(r.level) for r in records],
-            logger=[r.logger for r in records],
-            source=[r.source for r in records],
-            message=[r.message for r in records],
-            attrs=[dict(r.attrs) for r in records],
-        )
+        batch = log_batch_from_pb(request, agent_id, int(time.time() * 1000))
         if self._registry is not None:
             self._registry.touch(agent_id)
         if len(batch) == 0:

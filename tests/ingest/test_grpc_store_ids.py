@@ -40,7 +40,7 @@ class Rig:
         defs: Sequence[pb.SeriesDef] = (),
     ) -> pb.SendMetricsResponse:
         ids, ts, vals = sample_bytes(rows)
-        return await self.stub.SendMetrics(
+        resp: pb.SendMetricsResponse = await self.stub.SendMetrics(
             pb.MetricsBatch(
                 agent_id="node-1",
                 batch_seq=seq,
@@ -51,6 +51,7 @@ class Rig:
                 values=vals,
             )
         )
+        return resp
 
     async def stored(self) -> dict[Labels, list[float]]:
         await self.store.writer.commit_pending()

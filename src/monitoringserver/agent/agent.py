@@ -25,7 +25,7 @@ import psutil
 
 from monitoringserver import __version__
 from monitoringserver.agent.adaptive import KEY_GAUGES, IntervalController
-from monitoringserver.agent.collectors.containers import ContainerCollector, default_socket
+from monitoringserver.agent.collectors.containers import ContainerCollector, container_socket
 from monitoringserver.agent.collectors.gpu import GpuCollector, load_nvml
 from monitoringserver.agent.collectors.hardware import HardwareCollector
 from monitoringserver.agent.collectors.processes import ProcessesCollector
@@ -51,10 +51,9 @@ def build_collectors(cfg: AgentConfig) -> list[Collector]:
         out.append(SystemCollector())
     if cfg.hardware:
         out.append(HardwareCollector())
-    if cfg.containers:
-        sock = cfg.container_socket or default_socket()
-        if sock is not None:
-            out.append(ContainerCollector(sock))
+    sock = container_socket(cfg)
+    if sock is not None:
+        out.append(ContainerCollector(sock))
     if cfg.services and cfg.service_allowlist:
         out.append(ServicesCollector(cfg.service_allowlist))
     if cfg.processes and cfg.top_processes > 0:
@@ -158,6 +157,9 @@ class Agent:
         self.cycles = 0
         #: Additional coroutine functions started by :meth:`run` (exporter, log shippers).
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        #: Called on the event loop after every cycle, failed or not (the standalone
+        #: agent returns freed memory to the kernel here). Must be quick.
+        self.after_cycle: list[Callable[[], object]] = []
 
     # ------------------------------------------------------------ AgentHooks
 
@@ -246,6 +248,8 @@ class Agent:
                 await self.cycle()
             except Exception:  # noqa: BLE001 (one bad cycle must not end the agent)
                 _log.exception("collection cycle failed")
+            for hook in self.after_cycle:
+                hook()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval.current_s):
                     await self._report_now.wait()

@@ -6,21 +6,28 @@
     node-agent status [--spool-dir D] [--config agent.toml] [--json]
 
 SIGTERM/SIGINT stop the agent cleanly; undelivered batches stay in the spool.
+
+Memory: the configuration is read before anything heavy is imported, so the process
+loads only what its collectors need (``ssl`` only with the container collector, see
+``agent/memory.py``); start-up objects are frozen and freed heap pages are returned
+to the kernel after start-up and after every cycle.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from monitoringserver.agent.agent import Agent, read_status
+from monitoringserver.agent import memory
+from monitoringserver.agent.collectors.containers import container_socket
 from monitoringserver.agent.config import AgentConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from monitoringserver.agent.agent import Agent
 
 __all__ = ["main"]
 
@@ -61,6 +68,8 @@ def _config(args: argparse.Namespace) -> AgentConfig:
 
 
 def _status(cfg: AgentConfig, as_json: bool) -> int:
+    from monitoringserver.agent.agent import read_status
+
     data = read_status(cfg.state_dir)
     if data is None:
         print(f"node-agent: no status in {cfg.state_dir} (is the agent running?)", file=sys.stderr)
@@ -74,16 +83,36 @@ def _status(cfg: AgentConfig, as_json: bool) -> int:
     return 0
 
 
-async def _run(cfg: AgentConfig) -> None:
-    from monitoringserver.agent.exporter import serve_exporter
+def _build(cfg: AgentConfig, *, own_process: bool) -> Agent:
+    """The agent with the extra loops ``cfg`` asks for (each module imported only then).
+
+    ``own_process``: the agent is the whole process (``node-agent``), so it may tune
+    the process-wide heap (garbage collector, ``malloc_trim``) for its own size.
+    """
+    from monitoringserver.agent.agent import Agent
 
     agent = Agent(cfg)
     if cfg.exporter_listen:
+        from monitoringserver.agent.exporter import serve_exporter
+
         agent.extra_tasks.append(lambda: serve_exporter(agent, cfg.exporter_listen))
     if cfg.log_files or cfg.journald:
         from monitoringserver.agent.logship import log_tasks
 
         agent.extra_tasks.extend(log_tasks(agent))
+    if own_process:
+        agent.after_cycle.append(memory.release_memory)
+        memory.freeze_startup_objects()
+        memory.release_memory()
+    return agent
+
+
+async def _run(cfg: AgentConfig, *, own_process: bool = False) -> None:
+    import asyncio
+    import contextlib
+    import signal
+
+    agent = _build(cfg, own_process=own_process)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -116,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.command == "status":
             return _status(cfg, args.json)
-        asyncio.run(_run(cfg))
+        if container_socket(cfg) is None:
+            memory.keep_ssl_out()
+        import asyncio
+
+        asyncio.run(_run(cfg, own_process=True))
     except ConfigError as exc:
         print(f"node-agent: {exc}", file=sys.stderr)
         return 2

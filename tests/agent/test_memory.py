@@ -1,0 +1,151 @@
+"""The standalone agent's memory measures: what it keeps out, what it gives back."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitoringserver.agent import memory
+from monitoringserver.agent.collectors.containers import container_socket
+from monitoringserver.agent.config import AgentConfig, load_config
+
+
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and return stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_ssl_kept_out_of_a_fresh_process_then_allowed() -> None:
+    out = _python(
+        "import sys\n"
+        "from monitoringserver.agent import memory\n"
+        "assert memory.keep_ssl_out()\n"
+        "import asyncio\n"
+        "assert sys.modules['ssl'] is None\n"
+        "assert memory.keep_ssl_out()  # still in place\n"
+        "async def f():\n"
+        "    return 7\n"
+        "assert asyncio.run(f()) == 7  # asyncio works without ssl\n"
+        "memory.allow_ssl()\n"
+        "import ssl\n"
+        "print(type(ssl.SSLContext).__name__)\n"
+    )
+    assert out == "type"
+
+
+def test_ssl_block_leaves_a_process_that_has_asyncio_alone() -> None:
+    # The test runner imported asyncio (and ssl): the block must not apply here.
+    assert "asyncio" in sys.modules
+    assert memory.keep_ssl_out() is False
+    assert sys.modules.get("ssl") is not None
+    memory.allow_ssl()  # no-op without a block
+    assert sys.modules.get("ssl") is not None
+
+
+def test_httpx_import_skips_its_command_line_module() -> None:
+    out = _python(
+        "import sys\n"
+        "from monitoringserver.agent import memory\n"
+        "from monitoringserver.agent.collectors.containers import prepare_httpx_import\n"
+        "memory.keep_ssl_out()\n"
+        "import asyncio\n"
+        "prepare_httpx_import()\n"
+        "import httpx\n"
+        "print(sys.modules['ssl'] is not None, 'rich' in sys.modules, httpx.Client.__name__)\n"
+    )
+    assert out == "True False Client"
+
+
+def test_release_memory_trims_on_glibc() -> None:
+    import platform
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert memory.release_memory() is expected
+
+
+def test_freeze_startup_objects_moves_objects_to_the_permanent_generation() -> None:
+    import gc
+
+    try:
+        memory.freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("containers", "socket", "expected"),
+    [
+        (False, "/run/x.sock", None),
+        (True, "/run/x.sock", Path("/run/x.sock")),  # configured: used even before it exists
+    ],
+)
+def test_container_socket(containers: bool, socket: str, expected: Path | None) -> None:
+    cfg = AgentConfig(containers=containers, container_socket=Path(socket))
+    assert container_socket(cfg) == expected
+
+
+def test_container_socket_default_is_first_existing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    sock = tmp_path / "podman/podman.sock"
+    cfg = AgentConfig(containers=True)
+    found = container_socket(cfg)
+    assert found is None or found != sock  # absent under tmp_path
+    sock.parent.mkdir()
+    sock.touch()
+    found = container_socket(cfg)
+    assert found is not None
+    assert found in (Path("/run/podman/podman.sock"), sock)
+
+
+async def test_own_process_agent_releases_memory_after_each_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from monitoringserver.agent import main as agent_main
+
+    calls: list[str] = []
+
+    def trim() -> bool:
+        calls.append("trim")
+        return True
+
+    monkeypatch.setattr(memory, "release_memory", trim)
+    monkeypatch.setattr(memory, "freeze_startup_objects", lambda: calls.append("freeze"))
+    cfg = load_config(
+        None,
+        server="127.0.0.1:9",  # nothing listens: batches are spooled
+        node_id="n1",
+        interval="1",
+        spool_dir=tmp_path / "state",
+        system=False,
+        hardware=False,
+        containers=False,
+        processes=False,
+        gpu=False,
+        control=False,
+    )
+    agent = agent_main._build(cfg, own_process=True)
+    assert calls == ["freeze", "trim"]
+    task = asyncio.ensure_future(agent.collect_loop())
+    try:
+        async with asyncio.timeout(30):
+            while calls.count("trim") < 2:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent.aclose()
+    assert agent.cycles >= 1
+    assert gc.get_freeze_count() == 0  # the fake froze nothing in the test process

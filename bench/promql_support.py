@@ -1,7 +1,8 @@
 """Helpers of the PromQL benchmark: an array-backed querier, a select timer, a VM anchor.
 
 ``ArrayQuerier`` holds the workload as ``[series, points]`` arrays with an inverted
-label index, so its ``select`` costs almost nothing and the engine's own time shows.
+label index, so its ``select`` and ``select_packed`` cost almost nothing and the
+engine's own time shows.
 ``TimedQuerier`` wraps any querier and adds up the seconds spent in ``select``.
 ``VictoriaMetrics`` runs Debian's ``victoria-metrics`` on 127.0.0.1 (random port, temp
 dir), imports the same samples through ``/api/v1/import`` and answers the same queries.
@@ -75,6 +76,24 @@ class ArrayQuerier:
             if hi > lo:
                 out.append(SeriesData(self._labels[i], ts[lo:hi], self._values[i, lo:hi]))
         return out
+
+    def select_packed(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> PackedSeries:
+        """The same series as :meth:`select`, cut from the arrays without a per-series loop."""
+        ids = np.asarray(self._ids(matchers), dtype=np.intp)
+        ts = self._ts[ids]
+        inside = (ts >= start_ms) & (ts <= end_ms)
+        counts = inside.sum(axis=1)
+        keep = counts > 0
+        offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+        np.cumsum(counts[keep], out=offsets[1:])
+        return PackedSeries(
+            [self._labels[i] for i in ids[keep].tolist()],
+            offsets,
+            ts[inside],
+            self._values[ids][inside],
+        )
 
     def select_rollup(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution: Resolution

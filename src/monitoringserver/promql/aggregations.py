@@ -7,6 +7,7 @@ block. ``sum``/``avg`` use Kahan-Neumaier compensation like Prometheus.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -16,10 +17,13 @@ from numpy.typing import NDArray
 from monitoringserver.errors import BadDataError, ExecutionError
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.promql.evaluator import Evaluator
+from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.values import F64, I64, B, String, Vector
 from monitoringserver.promql.xxhash import labels_hash
 
-__all__ = ["aggregate", "format_value", "kahan_sum"]
+__all__ = ["aggregate", "format_value", "group_ids", "kahan_sum"]
+
+Idx = NDArray[np.intp]
 
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -48,10 +52,31 @@ def format_value(v: float) -> str:
     return np.format_float_positional(v, trim="-")
 
 
-def _group_key(labels: Labels, by: bool, names: frozenset[str]) -> Labels:
+def group_ids(labels: list[Labels], by: bool, names: frozenset[str]) -> tuple[list[Labels], Idx]:
+    """Group keys in order of first appearance and each series' group number.
+
+    ``by``: the key keeps the labels in ``names``; ``without``: it drops them and the
+    metric name. One pass over the label sets, however many steps the query has.
+    """
     if by:
-        return tuple([p for p in labels if p[0] in names])
-    return tuple([p for p in labels if p[0] not in names and p[0] != METRIC_NAME])
+        keys = [tuple([p for p in lbl if p[0] in names]) for lbl in labels]
+    else:
+        dropped = names | {METRIC_NAME}
+        keys = [tuple([p for p in lbl if p[0] not in dropped]) for lbl in labels]
+    index: dict[Labels, int] = {}
+    gid = [index.setdefault(k, len(index)) for k in keys]
+    return list(index), np.asarray(gid, dtype=np.intp)
+
+
+_GROUPS: LabelsMemo[tuple[list[Labels], Idx]] = LabelsMemo()
+
+
+def _members(gid: Idx, groups: int) -> list[list[int]]:
+    """Series indices of each group, ascending."""
+    order = np.argsort(gid, kind="stable")
+    bounds = np.searchsorted(gid[order], np.arange(groups + 1)).tolist()
+    flat = order.tolist()
+    return [flat[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:
@@ -71,10 +96,11 @@ def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:
         if not isinstance(label_value, String):
             raise BadDataError("cannot evaluate count_values: label parameter must be a string")
         param_str = label_value.value
-    groups: dict[Labels, list[int]] = {}
-    for i, lbl in enumerate(vec.labels):
-        groups.setdefault(_group_key(lbl, by, names), []).append(i)
+    keys, gid = _GROUPS.get(vec.labels, (by, names), lambda: group_ids(vec.labels, by, names))
     steps = len(ts)
+    if op in _GROUPED and keys:
+        return _grouped(op, vec, keys, gid, steps)
+    groups = dict(zip(keys, _members(gid, len(keys)), strict=True))
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
         assert param_scalar is not None
         return _select(ev, node, op, vec, groups, param=param_scalar, steps=steps)
@@ -89,8 +115,6 @@ def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:
                 f"quantile value should be between 0 and 1, got {format_value(bad[0])}",
                 node.param,
             )
-    if op in _GROUPED and groups:
-        return _grouped(op, vec, groups, steps)
     out_labels: list[Labels] = []
     rows_v: list[F64] = []
     rows_p: list[B] = []
@@ -119,22 +143,21 @@ def aggregate(ev: Evaluator, node: pp.AggregateExpr, ts: I64) -> Vector:
 _GROUPED = frozenset({"sum", "avg", "count", "group", "min", "max"})
 
 
-def _grouped(op: str, vec: Vector, groups: dict[Labels, list[int]], steps: int) -> Vector:
+def _grouped(op: str, vec: Vector, keys: list[Labels], gid: Idx, steps: int) -> Vector:
     """sum/avg/count/group/min/max for every group at once with ``ufunc.reduceat``.
 
     Rows are sorted by group so each group is a contiguous block; groups whose sums
     could suffer cancellation are recomputed with Kahan summation.
     """
-    keys = list(groups)
-    members = list(groups.values())
-    gid = np.empty(len(vec.labels), dtype=np.intp)
-    for g, idx in enumerate(members):
-        gid[idx] = g
     order = np.argsort(gid, kind="stable")
     starts = np.searchsorted(gid[order], np.arange(len(keys)))
     v = vec.values[order]
     p = vec.present[order]
     count = np.add.reduceat(p.astype(np.int64), starts, axis=0)
+
+    def rows(g: int) -> Idx:
+        return order[starts[g] : starts[g + 1] if g + 1 < len(keys) else len(order)]
+
     with np.errstate(all="ignore"):
         if op in ("sum", "avg"):
             vz = np.where(p, v, 0.0)
@@ -142,12 +165,12 @@ def _grouped(op: str, vec: Vector, groups: dict[Labels, list[int]], steps: int) 
             big = np.maximum.reduceat(np.abs(vz), starts, axis=0)
             risky = np.isfinite(big) & np.isfinite(total) & (big > 1e6 * np.abs(total))
             for g in np.flatnonzero(risky.any(axis=1)).tolist():
-                total[g] = kahan_sum(vec.values[members[g]], vec.present[members[g]])
+                total[g] = kahan_sum(vec.values[rows(g)], vec.present[rows(g)])
             out = total / np.maximum(count, 1) if op == "avg" else total
             if op == "avg":
                 finite_in = ~np.logical_or.reduceat(np.isinf(vz), starts, axis=0)
                 for g in np.flatnonzero((np.isinf(out) & finite_in).any(axis=1)).tolist():
-                    idx = members[g]
+                    idx = rows(g)
                     out[g] = _reduce("avg", vec.values[idx], vec.present[idx], count[g], None)
         elif op == "count":
             out = count.astype(np.float64)
@@ -158,12 +181,13 @@ def _grouped(op: str, vec: Vector, groups: dict[Labels, list[int]], steps: int) 
             out = red.reduceat(np.where(p, v, np.nan), starts, axis=0)
     present = count > 0
     keep = np.flatnonzero(present.any(axis=1))
+    any_drop = np.logical_or.reduceat(vec.drop_name[order], starts)
     drops = np.array(
-        [bool(vec.drop_name[members[g]].any()) and METRIC_NAME in dict(keys[g]) for g in keep],
+        [bool(any_drop[g]) and any(n == METRIC_NAME for n, _ in keys[g]) for g in keep.tolist()],
         dtype=np.bool_,
     )
     return Vector(
-        [keys[g] for g in keep],
+        [keys[g] for g in keep.tolist()],
         np.asarray(out, dtype=np.float64)[keep].reshape(-1, steps),
         present[keep].reshape(-1, steps),
         drops,

@@ -15,11 +15,11 @@ import numpy as np
 import promql_parser as pp
 
 from monitoringserver.errors import CanceledError, ExecutionError, QueryTimeoutError
-from monitoringserver.metrics.api import MetricQuerier, SeriesData
+from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.promql.packed import Packed
 from monitoringserver.promql.parser import at_ms, duration_ms, extended_mode
-from monitoringserver.promql.selectors import Loader, instant_vector, range_matrix
+from monitoringserver.promql.selectors import Loader, Selection, instant_vector, range_matrix
 from monitoringserver.promql.values import (
     I64,
     Matrix,
@@ -219,10 +219,10 @@ class Evaluator:
             from monitoringserver.promql.extended import smoothed_vector
 
             lb = self.lookback_ms
-            series = self.load(vs, int(eff.min()) - lb + 1, int(eff.max()) + lb)
-            return smoothed_vector(series, eff, lb)
-        series = self.load(vs, int(eff.min()) - self.lookback_ms + 1, int(eff.max()))
-        return instant_vector(series, eff, self.lookback_ms, want_ts)
+            sel = self.load(vs, int(eff.min()) - lb + 1, int(eff.max()) + lb)
+            return smoothed_vector(sel.series(), eff, lb)
+        sel = self.load(vs, int(eff.min()) - self.lookback_ms + 1, int(eff.max()))
+        return instant_vector(sel, eff, self.lookback_ms, want_ts)
 
     def matrix_selector(self, ms: pp.MatrixSelector, ts: I64) -> Matrix:
         vs = ms.vector_selector
@@ -233,14 +233,15 @@ class Evaluator:
             lb = self.lookback_ms
             after = lb if mode == "smoothed" else 0
             raw = self.load(vs, int(eff.min()) - rng - lb + 1, int(eff.max()) + after)
+            raw = raw.in_label_order()
             matrix = range_matrix(raw, eff, rng)
             matrix.mode = mode
-            matrix.raw = raw
+            matrix.raw = raw.series()
             return matrix
-        series = self.load(vs, int(eff.min()) - rng + 1, int(eff.max()))
-        return range_matrix(series, eff, rng)
+        sel = self.load(vs, int(eff.min()) - rng + 1, int(eff.max()))
+        return range_matrix(sel, eff, rng)
 
-    def load(self, vs: pp.VectorSelector, mint: int, maxt: int) -> list[SeriesData]:
+    def load(self, vs: pp.VectorSelector, mint: int, maxt: int) -> Selection:
         self.check()
         return self.loader.load(vs, mint, maxt)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 
 import numpy as np
 import promql_parser as pp
@@ -305,16 +306,27 @@ def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts
     keep_name = keeps_name(name)
     drops = matrix.drop_name | (not keep_name)
     vec = Vector(list(matrix.labels), values, present & nonempty, drops)
-    return vec.compact()
+    return vec.take_order(matrix.order).compact()
+
+
+def _label_order_rows(matrix: Matrix, mask: B) -> list[int]:
+    """Indices of the rows where ``mask`` holds, in the matrix's label order."""
+    rows = np.flatnonzero(mask) if matrix.order is None else matrix.order[mask[matrix.order]]
+    out: list[int] = rows.tolist()
+    return out
 
 
 def _counter_info(ev: Evaluator, matrix: Matrix, enough: B, arg: pp.Expr) -> None:
-    seen: set[str] = set()
-    for i in np.flatnonzero(enough.any(axis=1)).tolist():
-        name = metric_name(matrix.labels[i])
-        if name in seen:
-            continue
-        seen.add(name)
+    labels = matrix.labels
+    rows = _label_order_rows(matrix, any_rows(enough.T))
+    # ``__name__`` sorts first unless a label name starts with an upper-case letter; the
+    # distinct first pairs are found in C, per-series work only where that is not so.
+    firsts = dict.fromkeys(map(itemgetter(0), filter(None, map(labels.__getitem__, rows))))
+    if all(p[0] == METRIC_NAME for p in firsts):
+        names: Iterable[str] = [p[1] for p in firsts]
+    else:
+        names = dict.fromkeys(metric_name(labels[i]) for i in rows)
+    for name in names:
         if name and not name.endswith(_COUNTER_SUFFIXES):
             ev.info(
                 "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from monitoringserver.model.samples import is_stale_nan
 
-__all__ = ["Packed", "pack", "upper_bounds"]
+__all__ = ["Packed", "pack", "reorder", "upper_bounds"]
 
 Idx = NDArray[np.intp]
 
@@ -59,6 +59,16 @@ def pack(ts: Sequence[NDArray[np.int64]], values: Sequence[NDArray[np.float64]])
         np.concatenate(values).astype(np.float64, copy=False),
         offsets,
     )
+
+
+def reorder(p: Packed, order: Idx) -> Packed:
+    """The series of ``p`` in the order ``order`` (a permutation of series indices)."""
+    lengths = np.diff(p.offsets)[order]
+    offsets = np.zeros(len(order) + 1, dtype=np.intp)
+    np.cumsum(lengths, out=offsets[1:])
+    shift = np.repeat(p.offsets[:-1][order] - offsets[:-1], lengths)
+    shift += np.arange(int(offsets[-1]), dtype=np.intp)
+    return Packed(p.ts[shift], p.values[shift], offsets)
 
 
 def _upper_by_bisection(p: Packed, t: NDArray[np.int64]) -> Idx:

@@ -8,7 +8,8 @@ range windows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import promql_parser as pp
@@ -18,11 +19,45 @@ from monitoringserver.metrics.api import MetricQuerier, PackedQuerier, SeriesDat
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.model.samples import is_stale_nan
-from monitoringserver.promql.packed import pack, upper_bounds
+from monitoringserver.promql.memo import LabelsMemo
+from monitoringserver.promql.packed import Idx, Packed, pack, reorder, upper_bounds
 from monitoringserver.promql.parser import selector_matchers
 from monitoringserver.promql.values import I64, Matrix, QueryStats, Vector
 
-__all__ = ["Loader", "instant_vector", "range_matrix"]
+__all__ = ["Loader", "Selection", "instant_vector", "range_matrix"]
+
+
+@dataclass(slots=True)
+class Selection:
+    """Series selected for one selector: ``labels[i]`` owns series ``i`` of ``data``.
+
+    Series are unique and every listed series has at least one sample. They are kept
+    in the order the store returned them; ``order`` (``None`` when that order already
+    is the label order) lists them sorted by labels, the order Prometheus' storage
+    returns them in. Consumers compute on the stored order and permute their
+    ``[series, steps]`` results, which is cheaper than moving every sample.
+    """
+
+    labels: list[Labels]
+    data: Packed
+    order: Idx | None = None
+
+    def in_label_order(self) -> Selection:
+        """The same series with their samples moved into label order."""
+        if self.order is None:
+            return self
+        order = self.order
+        return Selection([self.labels[i] for i in order.tolist()], reorder(self.data, order))
+
+    def series(self) -> list[SeriesData]:
+        """One :class:`SeriesData` per series in label order, arrays are views."""
+        off = self.data.offsets.tolist()
+        ts, values = self.data.ts, self.data.values
+        rows = range(len(self.labels)) if self.order is None else self.order.tolist()
+        return [
+            SeriesData(self.labels[i], ts[off[i] : off[i + 1]], values[off[i] : off[i + 1]])
+            for i in rows
+        ]
 
 
 class Loader:
@@ -36,26 +71,25 @@ class Loader:
         self._max_samples = max_samples
         self._max_series = max_series
 
-    def load(self, vs: pp.VectorSelector, mint_ms: int, maxt_ms: int) -> list[SeriesData]:
+    def load(self, vs: pp.VectorSelector, mint_ms: int, maxt_ms: int) -> Selection:
         """Series matching ``vs`` with samples in ``[mint_ms, maxt_ms]`` (inclusive)."""
         return self._load(selector_matchers(vs), mint_ms, maxt_ms)
 
-    def load_matchers(
-        self, matchers: list[Matcher], mint_ms: int, maxt_ms: int
-    ) -> list[SeriesData]:
+    def load_matchers(self, matchers: list[Matcher], mint_ms: int, maxt_ms: int) -> Selection:
         """Like :meth:`load` for one group of already converted matchers."""
         return self._load([matchers], mint_ms, maxt_ms)
 
-    def _load(self, groups: list[list[Matcher]], mint_ms: int, maxt_ms: int) -> list[SeriesData]:
-        by_labels: dict[Labels, SeriesData] = {}
-        for group in groups:
-            if mint_ms > maxt_ms:
-                continue
-            for s in self._select(group, mint_ms, maxt_ms):
-                by_labels.setdefault(s.labels, s)
-        series = [by_labels[k] for k in sorted(by_labels)]
-        self._stats.series_loaded += len(series)
-        self._stats.samples_loaded += sum(map(len, [s.ts_ms for s in series]))
+    def _load(self, groups: list[list[Matcher]], mint_ms: int, maxt_ms: int) -> Selection:
+        parts = [self._select(g, mint_ms, maxt_ms) for g in groups if mint_ms <= maxt_ms]
+        if not parts:
+            labels: list[Labels] = []
+            data = pack([], [])
+        elif len(parts) == 1:
+            labels, data = parts[0]
+        else:
+            labels, data = _union(parts)
+        self._stats.series_loaded += len(labels)
+        self._stats.samples_loaded += len(data.ts)
         self._stats.peak_samples = max(self._stats.peak_samples, self._stats.samples_loaded)
         if self._stats.series_loaded > self._max_series:
             raise QueryLimitError(
@@ -66,33 +100,62 @@ class Loader:
                 "cannot execute query: query processing would load too many samples into "
                 f"memory in query execution (limit {self._max_samples})"
             )
-        return series
+        return Selection(labels, data, _ORDERS.get(labels, None, lambda: _sort_order(labels)))
 
-    def _select(self, matchers: list[Matcher], mint_ms: int, maxt_ms: int) -> list[SeriesData]:
-        """Through ``select_packed`` (views into one flat result) when the querier has it."""
+    def _select(
+        self, matchers: list[Matcher], mint_ms: int, maxt_ms: int
+    ) -> tuple[list[Labels], Packed]:
+        """Through ``select_packed`` (one flat result) when the querier has it."""
         if isinstance(self._querier, PackedQuerier):
-            return self._querier.select_packed(matchers, mint_ms, maxt_ms).series()
-        return self._querier.select(matchers, mint_ms, maxt_ms)
+            ps = self._querier.select_packed(matchers, mint_ms, maxt_ms)
+            offsets = np.asarray(ps.offsets, dtype=np.intp)
+            return list(ps.labels), Packed(ps.ts_ms, ps.values, offsets)
+        series = self._querier.select(matchers, mint_ms, maxt_ms)
+        return [s.labels for s in series], pack(
+            [s.ts_ms for s in series], [s.values for s in series]
+        )
 
 
-def instant_vector(
-    series: Sequence[SeriesData], eff_ms: I64, lookback_ms: int, want_ts: bool = False
-) -> Vector:
-    """Per step, the newest non-stale sample in ``(eff - lookback, eff]``.
+def _sort_order(labels: list[Labels]) -> Idx | None:
+    """The permutation sorting ``labels``, or ``None`` when they are already sorted."""
+    if all(a < b for a, b in itertools.pairwise(labels)):
+        return None
+    return np.asarray(sorted(range(len(labels)), key=labels.__getitem__), dtype=np.intp)
+
+
+_ORDERS: LabelsMemo[Idx | None] = LabelsMemo()
+
+
+def _union(parts: list[tuple[list[Labels], Packed]]) -> tuple[list[Labels], Packed]:
+    """Series of several selections, each label set once (the first selection's wins)."""
+    seen: dict[Labels, tuple[int, int]] = {}
+    for p, (labels, _) in enumerate(parts):
+        for i, lbl in enumerate(labels):
+            seen.setdefault(lbl, (p, i))
+    ts, values = [], []
+    for p, i in seen.values():
+        data = parts[p][1]
+        a, b = int(data.offsets[i]), int(data.offsets[i + 1])
+        ts.append(data.ts[a:b])
+        values.append(data.values[a:b])
+    return list(seen), pack(ts, values)
+
+
+def instant_vector(sel: Selection, eff_ms: I64, lookback_ms: int, want_ts: bool = False) -> Vector:
+    """Per step, the newest non-stale sample in ``(eff - lookback, eff]``; label order.
 
     With ``want_ts`` the value is the sample's timestamp in seconds (for ``timestamp()``).
     All series are handled at once over their packed samples.
     """
-    n, steps = len(series), len(eff_ms)
-    labels = [s.labels for s in series]
-    data = pack([s.ts_ms for s in series], [s.values for s in series])
+    data = sel.data
+    n, steps = len(sel.labels), len(eff_ms)
     if len(data.ts) == 0:
         return Vector(
-            labels,
+            list(sel.labels),
             np.zeros((n, steps)),
             np.zeros((n, steps), dtype=np.bool_),
             np.zeros(n, dtype=np.bool_),
-        )
+        ).take_order(sel.order)
     (upper,) = upper_bounds(data, eff_ms)
     idx = upper - 1
     present = idx >= data.starts()[:, None]
@@ -102,12 +165,20 @@ def instant_vector(
     present &= ts > (eff_ms - lookback_ms)[None, :]
     present &= ~is_stale_nan(vals)
     values = ts / 1000.0 if want_ts else vals
-    return Vector(labels, values, present, np.zeros(n, dtype=np.bool_))
+    vec = Vector(list(sel.labels), values, present, np.zeros(n, dtype=np.bool_))
+    return vec.take_order(sel.order)
 
 
-def range_matrix(series: Sequence[SeriesData], eff_ms: I64, range_ms: int) -> Matrix:
-    """A range vector whose windows end at ``eff_ms``; stale markers are dropped."""
-    data = pack([s.ts_ms for s in series], [s.values for s in series]).without_stale()
+def range_matrix(sel: Selection, eff_ms: I64, range_ms: int) -> Matrix:
+    """A range vector whose windows end at ``eff_ms``; stale markers are dropped.
+
+    Series stay in the selection's stored order; ``Matrix.order`` carries its label order.
+    """
     return Matrix(
-        [s.labels for s in series], data, np.zeros(len(series), dtype=np.bool_), eff_ms, range_ms
+        list(sel.labels),
+        sel.data.without_stale(),
+        np.zeros(len(sel.labels), dtype=np.bool_),
+        eff_ms,
+        range_ms,
+        order=sel.order,
     )

@@ -69,6 +69,10 @@ class Vector:
             self.drop_name[idx],
         )
 
+    def take_order(self, order: NDArray[np.intp] | None) -> Vector:
+        """Rows permuted by ``order`` (``self`` when it is ``None``)."""
+        return self if order is None else self.take(order)
+
     def compact(self) -> Vector:
         """Drop series that have no sample at any step."""
         keep = np.flatnonzero(self.present.any(axis=1))
@@ -116,6 +120,9 @@ class Matrix:
     #: the windows) for the extended range functions.
     mode: str | None = None
     raw: list[SeriesData] = field(default_factory=list)
+    #: Label order of the series when they are not stored in it (see ``Selection``):
+    #: functions permute their ``[series, steps]`` results by it.
+    order: NDArray[np.intp] | None = None
 
     @classmethod
     def of(cls, series: list[RangeSeries], eff_ms: I64, range_ms: int) -> Matrix:

@@ -32,10 +32,10 @@ from monitoringserver.errors import BadDataError, QueryTimeoutError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import Labels
 from monitoringserver.promql import Engine, Result, format_query, parse
+from monitoringserver.web.routers.prometheus_encode import encode_data
 from monitoringserver.web.routers.prometheus_params import (
     MAX_TIME_MS,
     MIN_TIME_MS,
-    encode_result,
     encode_stats,
     parse_duration_s,
     parse_limit,
@@ -57,6 +57,25 @@ def _json(data: Any, warnings: list[str] | None = None, infos: list[str] | None 
     if infos:
         body["infos"] = infos
     return Response(_encoder.encode(body), media_type="application/json")
+
+
+#: A query's result and the JSON bytes of its ``data`` object (built in the worker thread).
+_Encoded = tuple[Result, bytes]
+
+
+def _encode(result: Result) -> _Encoded:
+    return result, encode_data(result)
+
+
+def _raw_json(data: bytes, warnings: list[str], infos: list[str]) -> Response:
+    """A success response around already encoded ``data`` bytes."""
+    parts = [b'{"status":"success","data":', data]
+    if warnings:
+        parts += (b',"warnings":', _encoder.encode(warnings))
+    if infos:
+        parts += (b',"infos":', _encoder.encode(infos))
+    parts.append(b"}")
+    return Response(b"".join(parts), media_type="application/json")
 
 
 class _Params:
@@ -122,8 +141,8 @@ def create_router(
         return min(default, parse_duration_s(raw, "timeout")) if raw else default
 
     async def run(
-        call: Callable[[threading.Event, float], Result], timeout_s: float
-    ) -> tuple[Result, float]:
+        call: Callable[[threading.Event, float], _Encoded], timeout_s: float
+    ) -> tuple[_Encoded, float]:
         """Run ``call`` in a worker thread under the concurrency gate and the timeout.
 
         The gate slot is held until the thread really ends (a timed-out query keeps its
@@ -153,11 +172,12 @@ def create_router(
             cancel.set()
             raise
 
-    def respond(result: Result, params: _Params, waited: float) -> Response:
-        data = encode_result(result)
+    def respond(encoded: _Encoded, params: _Params, waited: float) -> Response:
+        result, data = encoded
         if params.get("stats") in ("all", "true", "1"):
-            data["stats"] = encode_stats(result.stats, waited)
-        return _json(data, result.warnings, result.infos)
+            stats = _encoder.encode(encode_stats(result.stats, waited))
+            data = data[:-1] + b',"stats":' + stats + b"}"
+        return _raw_json(data, result.warnings, result.infos)
 
     @router.api_route("/api/v1/query", methods=_GET_POST)
     async def query(request: Request) -> Response:
@@ -167,13 +187,14 @@ def create_router(
         timeout_s = timeout_of(params)
         lookback = _lookback(params)
 
-        def call(cancel: threading.Event, remaining: float) -> Result:
-            return engine.instant(
+        def call(cancel: threading.Event, remaining: float) -> _Encoded:
+            result = engine.instant(
                 text, at, timeout_s=remaining, cancel=cancel, lookback_delta_ms=lookback
             )
+            return _encode(_limit_result(result, params))
 
-        result, waited = await run(call, timeout_s)
-        return respond(_limit_result(result, params), params, waited)
+        encoded, waited = await run(call, timeout_s)
+        return respond(encoded, params, waited)
 
     @router.api_route("/api/v1/query_range", methods=_GET_POST)
     async def query_range(request: Request) -> Response:
@@ -195,8 +216,8 @@ def create_router(
         timeout_s = timeout_of(params)
         lookback = _lookback(params)
 
-        def call(cancel: threading.Event, remaining: float) -> Result:
-            return engine.range(
+        def call(cancel: threading.Event, remaining: float) -> _Encoded:
+            result = engine.range(
                 text,
                 start,
                 end,
@@ -205,9 +226,10 @@ def create_router(
                 cancel=cancel,
                 lookback_delta_ms=lookback,
             )
+            return _encode(_limit_result(result, params))
 
-        result, waited = await run(call, timeout_s)
-        return respond(_limit_result(result, params), params, waited)
+        encoded, waited = await run(call, timeout_s)
+        return respond(encoded, params, waited)
 
     def time_range(params: _Params) -> tuple[int, int]:
         start = parse_time_ms(params.get("start"), "start", MIN_TIME_MS)
@@ -316,8 +338,8 @@ def create_router(
     return router
 
 
-def _release(gate: asyncio.Semaphore) -> Callable[[asyncio.Future[Result]], None]:
-    def done(task: asyncio.Future[Result]) -> None:
+def _release(gate: asyncio.Semaphore) -> Callable[[asyncio.Future[_Encoded]], None]:
+    def done(task: asyncio.Future[_Encoded]) -> None:
         gate.release()
         if not task.cancelled():
             task.exception()  # retrieved here so an abandoned query's error is not logged

@@ -138,3 +138,38 @@ async def test_export_sends_to_sink_and_survives_sink_errors() -> None:
     assert await agg2.export() == 0
     assert agg2.get_stats().export_errors == 1
     assert len(LogAggregator().snapshot()) == 0
+
+
+_UUID1 = "3f2a9c1e-0b4d-4e5f-8a6b-7c8d9e0f1a2b"
+_UUID2 = "00000000-aaaa-bbbb-cccc-dddddddddddd"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        (f"req {_UUID1} failed", f"req {_UUID2} failed", True),
+        ("t=4bf92f3577b34da6a3ce929d0e0e4736", "t=aaaabbbbccccdddd0000111122223333", True),
+        ("pid 1234 killed (java)", "pid 98 killed (java)", True),
+        ("GET /api/v1/items/17 500", "GET /api/v1/items/90210 500", True),
+        ("cache miss for user", "cache hit for user", False),
+        ("disk full on /var", "disk full on /tmp", False),
+        ("héllo wörld 1", "héllo wörld 2", True),
+    ],
+)  # fmt: skip
+def test_lines_differing_only_in_ids_and_numbers_share_a_pattern(
+    first: str, second: str, shared: bool
+) -> None:
+    agg = LogAggregator()
+    agg.aggregate(_batch(("h", "error", "app", first), ("h", "error", "app", second)))
+    patterns = agg.top_patterns(10)
+    assert (len(patterns) == 1) is shared
+    assert sum(p.count for p in patterns) == 2
+
+
+def test_shape_cache_keeps_templates_of_distinct_messages() -> None:
+    agg = LogAggregator()
+    lines = [("h", "warning", "app", f"user {i} logged in from 10.0.0.{i}") for i in range(50)]
+    lines += [("h", "warning", "app", f"user {i} logged out") for i in range(50)]
+    agg.aggregate(_batch(*lines))
+    templates = sorted(p.template for p in agg.top_patterns(10))
+    assert templates == ["user <num> logged in from <ip>", "user <num> logged out"]

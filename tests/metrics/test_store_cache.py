@@ -8,6 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
+from monitoringserver.metrics.api import Resolution
 from monitoringserver.metrics.store import EmbeddedMetricStore
 from monitoringserver.model.matchers import Matcher, MatchOp
 from tests.pipeline.storehelp import DAY_MS, T0_MS, grid, open_store, series
@@ -93,3 +94,18 @@ async def test_files_have_no_bloom_filters(data_dir: Path) -> None:
             [path],
         ).fetchall()
     assert rows == [(0,)]
+
+
+async def test_rollup_selects_see_head_commits_between_them(data_dir: Path) -> None:
+    async with open_store(data_dir, now_ms=T0_MS + DAY_MS // 2) as h:
+        store = h.handle.store
+        h0 = [Matcher.eq("host", "h0")]
+        await h.handle.appender.append(grid(HOSTS[:1], T0_MS, 30, STEP, np.ones(30)))
+        await h.handle.flush_now()
+        [before] = store.select_rollup(h0, *ALL, Resolution.M5)
+        assert before.count.tolist() == [30]
+        assert store.select_rollup(h0, *ALL, Resolution.M5)[0].count.tolist() == [30]
+        await h.handle.appender.append(grid(HOSTS[:1], T0_MS + 30 * STEP, 5, STEP, np.ones(5)))
+        await h.handle.writer.commit_pending()
+        [after] = store.select_rollup(h0, *ALL, Resolution.M5)
+        assert after.count.tolist() == [30, 5]

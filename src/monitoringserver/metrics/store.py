@@ -70,6 +70,7 @@ class EmbeddedMetricStore:
         manifest.on_remove(self._cache.drop_files)
         # (database commits when read, head extent); replaced whole, so no lock needed.
         self._extent: tuple[int, tuple[int, int, int, int] | None] | None = None
+        self._head_parts: tuple[int, int, frozenset[int]] | None = None  # (commits, pms, ...)
 
     # -- raw ---------------------------------------------------------------------------
 
@@ -284,12 +285,20 @@ class EmbeddedMetricStore:
         ]
 
     def _head_partitions(self, pms: int) -> set[int]:
-        rows = (
-            self._db.cursor()
-            .execute("SELECT DISTINCT ts - ts % ? FROM metric_head", [pms])
-            .fetchall()
-        )
-        return {int(r[0]) for r in rows}
+        """Starts of the raw partitions the head has rows in; cached until the next
+        database commit, like the head's extent."""
+        version = self._db.commits
+        cached = self._head_parts
+        if cached is not None and cached[:2] == (version, pms):
+            return set(cached[2])
+        cur = self._db.cursor()
+        if self._head_extent(cur) is None:
+            parts: frozenset[int] = frozenset()
+        else:
+            rows = cur.execute("SELECT DISTINCT ts - ts % ? FROM metric_head", [pms]).fetchall()
+            parts = frozenset(int(r[0]) for r in rows)
+        self._head_parts = (version, pms, parts)
+        return set(parts)
 
     # -- metadata ----------------------------------------------------------------------
 

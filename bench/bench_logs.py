@@ -12,8 +12,14 @@ subprocess on 127.0.0.1:0; (2) seed-002 JSON ingest over HTTP, 1000 lines per re
 (merge, zstd-9), stored bytes per line vs zstd-3 over 1 MiB frames of the same lines;
 (4) needle search (one request id, last 24 h) and the newest 100 error lines of one host;
 (5) tail latency: lines posted one per request, time until they arrive on a Loki tail
-WebSocket. Results: ``bench/results/logs.json``.
-Usage: ``python -m bench.bench_logs [--lines N]``.
+WebSocket; (6) a fresh server takes the same corpus over gRPC ``StreamLogs`` the way
+agents ship it (:mod:`bench.logs_grpc_client`, a client in its own process).
+Ingest rates count until the last request is acknowledged (WAL written); the time
+until every line is committed to DuckDB is reported beside them, and so are the
+refusals (429 / RESOURCE_EXHAUSTED) the clients retried after the server's hint.
+Results: ``bench/results/logs.json`` (``--out PATH`` elsewhere).
+Usage: ``python -m bench.bench_logs [--lines N] [--out PATH] [--profile DIR]``;
+``--profile`` samples the server with py-spy (on PATH) during each ingest phase.
 """
 
 from __future__ import annotations
@@ -22,9 +28,7 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +37,9 @@ from pathlib import Path
 
 import httpx
 import zstandard
+
+from bench.logs_grpc_client import BATCH_RECORDS, BATCHES_PER_CALL, STREAMS, write_calls
+from bench.logs_server import LogBenchServer, load_average
 
 RESULTS = Path(__file__).parent / "results" / "logs.json"
 LINES_PER_REQUEST = 1000
@@ -111,55 +118,12 @@ def zstd_frames_bytes(lines: list[str], level: int = 3, frame: int = 1 << 20) ->
 # -- the server side (a subprocess) -------------------------------------------------------
 
 
-def serve(data_dir: Path, port_file: Path) -> None:
-    import uvicorn
-    from fastapi import FastAPI
-
-    from monitoringserver.logs.store import LogStoreOptions
-    from monitoringserver.pipeline.log_pipeline import open_log_pipeline
-    from monitoringserver.pipeline.log_writer import LogWriterOptions
-    from monitoringserver.storage.db import Database
-    from monitoringserver.web.errors import install_error_handlers
-    from monitoringserver.web.routers.logs import LogsWeb, logs_router
-    from monitoringserver.web.routers.loki import loki_router
-
-    db = Database(data_dir / "db.duckdb", threads=2)
-    pipeline = open_log_pipeline(
-        db,
-        data_dir / "logs",
-        store_options=LogStoreOptions(flush_lines=250_000, retention_s=None),
-        writer_options=LogWriterOptions(batch_interval_s=0.5, maintenance_interval_s=1.0),
-        wal_fsync="interval",
-    )
-    web = LogsWeb(pipeline.writer, pipeline.querier, pipeline.store, pipeline.compressor,
-                  pipeline.aggregator, pipeline.bus, pipeline.parser.stats)  # fmt: skip
-    app = FastAPI()
-    install_error_handlers(app)
-    app.state.auth_enabled = False
-    app.include_router(logs_router(web))
-    app.include_router(loki_router(web))
-
-    async def main() -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        server = uvicorn.Server(config)
-        runner = asyncio.create_task(pipeline.run())
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        port_file.write_text(str(port))
-        await serving
-        await pipeline.aclose()
-        runner.cancel()
-
-    asyncio.run(main())
-    db.close()
-
-
 # -- the client side ------------------------------------------------------------------
 
 
-async def _sender(port: int, queue: list[bytes], latencies: list[float]) -> None:
+async def _sender(
+    port: int, queue: list[bytes], latencies: list[float], refused: list[int]
+) -> None:
     """One keep-alive connection speaking just enough HTTP/1.1 (the load generator shares
     the two cores with the server, so it must be cheap)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -180,6 +144,7 @@ async def _sender(port: int, queue: list[bytes], latencies: list[float]) -> None
                     retry = float(value)
             await reader.readexactly(size)
             if b" 429 " in status:
+                refused[0] += 1
                 queue.append(body)
                 await asyncio.sleep(retry or 1.0)
                 continue
@@ -191,17 +156,13 @@ async def _sender(port: int, queue: list[bytes], latencies: list[float]) -> None
         await writer.wait_closed()
 
 
-async def _ingest(port: int, bodies: list[bytes]) -> tuple[float, list[float]]:
+async def _ingest(port: int, bodies: list[bytes]) -> tuple[float, list[float], int]:
     queue = list(reversed(bodies))
     latencies: list[float] = []
+    refused = [0]
     started = time.perf_counter()
-    await asyncio.gather(*(_sender(port, queue, latencies) for _ in range(CLIENTS)))
-    return time.perf_counter() - started, latencies
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    await asyncio.gather(*(_sender(port, queue, latencies, refused) for _ in range(CLIENTS)))
+    return time.perf_counter() - started, latencies, refused[0]
 
 
 async def _timed_get(
@@ -253,7 +214,7 @@ async def _tail_latency(base: str, port: int, n: int = 200) -> dict[str, object]
     }
 
 
-async def _wait_committed(client: httpx.AsyncClient, total: int, deadline_s: float = 120) -> None:
+async def _wait_committed(client: httpx.AsyncClient, total: int, deadline_s: float = 600) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         st = (await client.get("/api/v1/logs/stats")).json()["data"]["store"]
@@ -263,7 +224,110 @@ async def _wait_committed(client: httpx.AsyncClient, total: int, deadline_s: flo
     raise TimeoutError("lines were not committed in time")
 
 
-async def run(lines: int) -> dict[str, object]:
+async def _http_phase(
+    tmp: Path, bodies: list[bytes], lines: int, needle: str, now_ms: int, profile: Path | None
+) -> dict[str, object]:
+    async with LogBenchServer(tmp, profile) as srv:
+        base = f"http://127.0.0.1:{srv.port}"
+        load0 = load_average()
+        cpu0 = srv.cpu_seconds()
+        srv.start_profile("http_ingest")
+        t0 = time.perf_counter()
+        elapsed, lat, refused = await _ingest(srv.port, bodies)
+        ingest_cpu = srv.cpu_seconds() - cpu0
+        lat.sort()
+        async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+            await _wait_committed(client, lines)
+            committed_s = time.perf_counter() - t0
+            commit_cpu = srv.cpu_seconds() - cpu0
+            srv.stop_profile()
+            load1 = load_average()
+            r = await client.post("/api/v1/logs/rotate", params={"flush": "true"})
+            r.raise_for_status()
+            fresh = (await client.get("/api/v1/logs/stats")).json()["data"]["store"]
+            t_c = time.perf_counter()
+            r = await client.post("/api/v1/logs/rotate", params={"compact": "true"})
+            r.raise_for_status()
+            compact_s = time.perf_counter() - t_c
+            stats = (await client.get("/api/v1/logs/stats")).json()["data"]
+            needle_res = await _timed_get(
+                client, {"q": needle, "start_time": str(now_ms - 86_400_000)}
+            )
+            top_res = await _timed_get(
+                client, {"server_id": "web-03", "level": "error", "limit": "100"}
+            )
+        tail = await _tail_latency(base, srv.port)
+    return {
+        "ingest": {
+            "lines_per_s": round(lines / elapsed),
+            "lines_per_server_cpu_s": round(lines / ingest_cpu) if ingest_cpu else None,
+            "server_cpu_s": round(ingest_cpu, 1),
+            "seconds": round(elapsed, 2),
+            "clients": CLIENTS,
+            "lines_per_request": LINES_PER_REQUEST,
+            "request_p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+            "request_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1),
+            "refused_429_retried": refused,
+            "committed_to_duckdb_after_s": round(committed_s, 2),
+            "server_cpu_s_until_committed": round(commit_cpu, 1),
+            "load_average_before_after": [load0, load1],
+        },
+        "fresh": fresh,
+        "stats": stats,
+        "compact_s": compact_s,
+        "needle": needle_res,
+        "top": top_res,
+        "tail": tail,
+    }
+
+
+async def _grpc_phase(
+    tmp: Path, calls_file: Path, lines: int, profile: Path | None
+) -> dict[str, object]:
+    async with LogBenchServer(tmp, profile) as srv:
+        load0 = load_average()
+        cpu0 = srv.cpu_seconds()
+        srv.start_profile("grpc_ingest")
+        t0 = time.perf_counter()
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.logs_grpc_client", "--send",
+            f"127.0.0.1:{srv.grpc_port}", str(calls_file),
+            cwd=Path(__file__).parent.parent, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await client.communicate()
+        if client.returncode != 0:
+            raise RuntimeError(f"the gRPC client failed with status {client.returncode}")
+        sent = json.loads(out)
+        ingest_cpu = srv.cpu_seconds() - cpu0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.port}") as http:
+            await _wait_committed(http, lines)
+            committed_s = time.perf_counter() - t0
+            commit_cpu = srv.cpu_seconds() - cpu0
+            srv.stop_profile()
+            store = (await http.get("/api/v1/logs/stats")).json()["data"]["store"]
+        stored = store["head_lines"] + store["archived_lines"]
+        if stored != lines:
+            raise RuntimeError(f"gRPC ingest stored {stored} lines, sent {lines}")
+        elapsed = float(sent["seconds"])
+        return {
+            "lines_per_s": round(lines / elapsed),
+            "lines_per_server_cpu_s": round(lines / ingest_cpu) if ingest_cpu else None,
+            "server_cpu_s": round(ingest_cpu, 1),
+            "seconds": round(elapsed, 2),
+            "streams": STREAMS,
+            "agents": 25,
+            "records_per_batch": BATCH_RECORDS,
+            "batches_per_call": BATCHES_PER_CALL,
+            "call_p50_ms": sent["call_p50_ms"],
+            "call_p99_ms": sent["call_p99_ms"],
+            "refused_retried": sent["retries"],
+            "committed_to_duckdb_after_s": round(committed_s, 2),
+            "server_cpu_s_until_committed": round(commit_cpu, 1),
+            "load_average_before_after": [load0, load_average()],
+        }
+
+
+async def run(lines: int, profile: Path | None = None) -> dict[str, object]:
     now_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     # 40 minutes of lines, or 20 hours for large corpora (one line per ms would otherwise
@@ -279,94 +343,52 @@ async def run(lines: int) -> dict[str, object]:
         json.dumps(docs[i : i + LINES_PER_REQUEST], separators=(",", ":")).encode()
         for i in range(0, lines, LINES_PER_REQUEST)
     ]
-    del docs
     with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "port"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_logs", "--serve", tmp, str(port_file)],
-            cwd=Path(__file__).parent.parent,
-        )
-        try:
-            end = time.monotonic() + 60
-            while not port_file.exists() or not port_file.read_text():
-                if time.monotonic() > end or proc.poll() is not None:
-                    raise RuntimeError("the bench server did not start")
-                await asyncio.sleep(0.05)
-            port = int(port_file.read_text())
-            base = f"http://127.0.0.1:{port}"
-            cpu0 = _cpu_seconds(proc.pid)
-            elapsed, lat = await _ingest(port, bodies)
-            ingest_cpu = _cpu_seconds(proc.pid) - cpu0
-            lat.sort()
-            async with httpx.AsyncClient(base_url=base, timeout=300) as client:
-                await _wait_committed(client, lines)
-                committed_s = time.perf_counter() - t0 - gen_s
-                r = await client.post("/api/v1/logs/rotate", params={"flush": "true"})
-                r.raise_for_status()
-                fresh = (await client.get("/api/v1/logs/stats")).json()["data"]["store"]
-                t_c = time.perf_counter()
-                r = await client.post("/api/v1/logs/rotate", params={"compact": "true"})
-                r.raise_for_status()
-                compact_s = time.perf_counter() - t_c
-                stats = (await client.get("/api/v1/logs/stats")).json()["data"]
-                needle_res = await _timed_get(
-                    client, {"q": needle, "start_time": str(now_ms - 86_400_000)}
-                )
-                top_res = await _timed_get(
-                    client, {"server_id": "web-03", "level": "error", "limit": "100"}
-                )
-            tail = await _tail_latency(base, port)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        calls_file = Path(tmp) / "grpc_calls.bin"
+        write_calls(docs, calls_file)
+        del docs
+        (Path(tmp) / "http").mkdir()
+        (Path(tmp) / "grpc").mkdir()
+        http = await _http_phase(Path(tmp) / "http", bodies, lines, needle, now_ms, profile)
+        del bodies
+        grpc_res = await _grpc_phase(Path(tmp) / "grpc", calls_file, lines, profile)
+    fresh = http["fresh"]
+    stats = http["stats"]
+    assert isinstance(fresh, dict)
+    assert isinstance(stats, dict)
     store = stats["store"]
     return {
         "corpus": {
             "lines": lines,
             "scaled_from": 10_000_000,
-            "why": "bounded to ~5 minutes on a shared 2-core machine",
             "message_bytes_per_line": round(raw_msg, 1),
             "generation_s": round(gen_s, 1),
         },
-        "ingest_http_json": {
-            "lines_per_s": round(lines / elapsed),
-            "lines_per_server_cpu_s": round(lines / ingest_cpu) if ingest_cpu else None,
-            "server_cpu_s": round(ingest_cpu, 1),
-            "seconds": round(elapsed, 2),
-            "clients": CLIENTS,
-            "lines_per_request": LINES_PER_REQUEST,
-            "request_p50_ms": round(lat[len(lat) // 2] * 1000, 1),
-            "request_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1),
-            "committed_to_duckdb_after_s": round(committed_s, 2),
-        },
+        "ingest_http_json": http["ingest"],
+        "ingest_grpc_stream": grpc_res,
         "storage": {
             "archives": store["archives"],
             "archived_lines": store["archived_lines"],
             "fresh_archives_zstd3_bytes_per_line": round(fresh["stored_bytes"] / lines, 2),
             "after_compaction_zstd9_bytes_per_line": round(store["stored_bytes"] / lines, 2),
-            "compaction_s": round(compact_s, 1),
+            "compaction_s": round(float(str(http["compact_s"])), 1),
             "bloom_index_bytes_per_line": round(store["index_bytes"] / lines, 2),
             "zstd3_1MiB_frames_bytes_per_line": round(frames / lines, 2),
             "raw_message_bytes_per_line": round(store["raw_bytes"] / lines, 1),
         },
-        "needle_search_last_24h": needle_res,
-        "newest_100_errors_one_host": top_res,
-        "tail_latency": tail,
+        "needle_search_last_24h": http["needle"],
+        "newest_100_errors_one_host": http["top"],
+        "tail_latency": http["tail"],
     }
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--serve"]:
-        serve(Path(argv[1]), Path(argv[2]))
-        return 0
     lines = int(argv[argv.index("--lines") + 1]) if "--lines" in argv else 1_000_000
-    result = asyncio.run(run(lines))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else RESULTS
+    profile = Path(argv[argv.index("--profile") + 1]) if "--profile" in argv else None
+    result = asyncio.run(run(lines, profile))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

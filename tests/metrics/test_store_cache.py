@@ -49,6 +49,11 @@ async def test_repeated_selects_hit_the_cache_and_equal_uncached(
             assert after.hits == before.hits + 1
             assert after.misses == before.misses
             assert 0 < after.bytes <= cache_bytes
+            reg = h.registry
+            assert reg.get_sample_value("monitoring_store_read_cache_hits_total") == after.hits
+            misses = reg.get_sample_value("monitoring_store_read_cache_misses_total")
+            assert misses == after.misses
+            assert reg.get_sample_value("monitoring_store_read_cache_bytes") == after.bytes
         else:
             assert after.entries == 0
             assert after.hits == 0

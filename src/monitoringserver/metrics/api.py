@@ -142,6 +142,11 @@ class StoreStats:
     wal_bytes: int
     last_compaction_ms: int | None
     last_compaction_duration_s: float | None
+    #: Read cache of the embedded store: lookups served from memory, lookups that read
+    #: files, and bytes held now (0 for stores without one).
+    read_cache_hits: int = 0
+    read_cache_misses: int = 0
+    read_cache_bytes: int = 0
 
 
 class MetricAppender(Protocol):

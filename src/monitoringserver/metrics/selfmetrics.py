@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from monitoringserver.metrics.api import StoreStats
 
@@ -15,6 +17,7 @@ class StoreMetrics:
     """Counters the writer and compactor update; gauges read from ``stats`` on scrape."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self.appended = Counter(
             "monitoring_store_samples_appended_total",
             "Samples acknowledged into the metric store.",
@@ -72,3 +75,27 @@ class StoreMetrics:
             self._bytes.labels(res).set_function(
                 lambda r=res: float(stats().resolutions[r].bytes)  # type: ignore[misc]
             )
+        self._registry.register(_ReadCacheCollector(stats))
+
+
+class _ReadCacheCollector(Collector):
+    """``monitoring_store_read_cache_{hits,misses}_total`` and ``..._bytes``, read from
+    the store's stats at scrape time."""
+
+    def __init__(self, stats: Callable[[], StoreStats]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []  # values come from the live store; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats()
+        prefix = "monitoring_store_read_cache"
+        help_ = "Lookups of decoded Parquet rows in the read cache that {} (read_cache_bytes)."
+        yield CounterMetricFamily(f"{prefix}_hits", help_.format("found them"), s.read_cache_hits)
+        yield CounterMetricFamily(
+            f"{prefix}_misses", help_.format("had to read files"), s.read_cache_misses
+        )
+        yield GaugeMetricFamily(
+            f"{prefix}_bytes", "Bytes held by the read cache.", s.read_cache_bytes
+        )

@@ -335,6 +335,7 @@ class EmbeddedMetricStore:
                 newest_ms=max((f.max_ts for f in mine), default=None),
             )
         when, seconds = self._compaction()
+        cache = self._cache.stats()
         return StoreStats(
             series=len(self._index),
             head_samples=self.head_samples(),
@@ -342,6 +343,9 @@ class EmbeddedMetricStore:
             wal_bytes=self._wal_bytes(),
             last_compaction_ms=when,
             last_compaction_duration_s=seconds,
+            read_cache_hits=cache.hits,
+            read_cache_misses=cache.misses,
+            read_cache_bytes=cache.bytes,
         )
 
     def cache_stats(self) -> CacheStats:

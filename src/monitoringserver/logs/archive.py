@@ -1,13 +1,23 @@
 """Archive files of the log store: options, manifest rows, and writing one archive.
 
-An archive is a Parquet file (zstd, Parquet V2, sorted by host, source, logger, time) of
-lines moved out of the head table, with a token bloom filter kept in the manifest.
+An archive is a Parquet file (zstd, Parquet V2) of lines moved out of the head table,
+with a token bloom filter kept in the manifest. Three file layouts exist, told apart
+by the manifest's ``hash_version`` (:func:`layout_of`):
+
+* ``plain``: ``HEAD_COLUMNS`` as they are (the oldest archives);
+* ``idcols``: ids in 16-byte columns (:mod:`.idcols`), sorted by host, source, logger,
+  time; what a flush writes (cheap to encode);
+* ``tmpl``: template + typed variables (:mod:`.templates`), sorted by host, source,
+  logger, template, time; what compaction writes (smallest, ~5x the encoding CPU).
+
+Readers go through :func:`files_source`, which rebuilds the messages of every layout.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +26,22 @@ import duckdb
 import numpy as np
 
 from monitoringserver.errors import BadDataError
+from monitoringserver.logs import idcols, templates
 from monitoringserver.logs.api import ArchiveInfo
 from monitoringserver.logs.bloom import TokenBloom
-from monitoringserver.logs.idcols import IDCOLS_SUFFIX, restored_relation, split_relation
+from monitoringserver.logs.idcols import IDCOLS_SUFFIX
 from monitoringserver.logs.patterns import IDS_SQL, PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS
+from monitoringserver.logs.templates import TEMPLATES_SUFFIX
 
 __all__ = [
     "ARCHIVE_COLS",
     "IDCOLS_SUFFIX",
     "IDS_SUFFIX",
+    "LAYOUTS",
     "PAIRS_SUFFIX",
+    "PREFILTER_COLUMNS",
+    "TEMPLATES_SUFFIX",
     "ArchiveEntry",
     "LogStoreOptions",
     "archive_info",
@@ -34,6 +49,7 @@ __all__ = [
     "files_source",
     "fsync_path",
     "head_source",
+    "layout_of",
     "sql_path",
 ]
 
@@ -41,6 +57,15 @@ PAIRS_SUFFIX = "+pairs"
 #: In ``hash_version``: the filter also holds the id keys of ``IDS_SQL`` (archives
 #: written before those existed lack the suffix and are never pruned by id keys).
 IDS_SUFFIX = "+ids"
+#: File layouts, oldest first (see the module docstring).
+LAYOUTS = ("plain", "idcols", "tmpl")
+#: Stored columns :func:`.templates.needle_prefilter` conditions use; :func:`files_source`
+#: provides them for every layout (``prefilter=True``).
+PREFILTER_COLUMNS = ("tmpl", "verbatim", "uuids", "hexids", "glued")
+_NO_PREFILTER = (
+    "message AS tmpl, true AS verbatim, NULL::UUID[] AS uuids, NULL::UUID[] AS hexids, "
+    "true AS glued"
+)
 ARCHIVE_COLS = (
     "id, path, min_ts, max_ts, hosts, attr_keys, lines, raw_bytes, stored_bytes, created_ms, "
     "bloom, hash_version"
@@ -92,6 +117,15 @@ class ArchiveEntry:
     pairs_indexed: bool = False
     ids_indexed: bool = False
     id_columns: bool = False
+    layout: str = "plain"
+
+
+def layout_of(hash_version: str) -> str:
+    """The file layout of an archive from its manifest ``hash_version``."""
+    flags = {"+" + f for f in hash_version.split("+")[1:]}
+    if TEMPLATES_SUFFIX in flags:
+        return "tmpl"
+    return "idcols" if IDCOLS_SUFFIX in flags else "plain"
 
 
 def fsync_path(path: Path) -> None:
@@ -119,9 +153,29 @@ def head_source(cutoff: int) -> str:
     return f"(SELECT {', '.join(HEAD_COLUMNS)} FROM log_head WHERE batch <= {int(cutoff)})"  # noqa: S608
 
 
-def files_source(files: list[tuple[Path, bool]]) -> str:
-    """Archive files (path, whether it has the id columns) with their lines rebuilt."""
-    return restored_relation(files)
+def files_source(files: Sequence[tuple[Path, str]], *, prefilter: bool = False) -> str:
+    """Archive files as one relation of ``HEAD_COLUMNS`` with their lines rebuilt.
+    ``files``: (path, layout); layouts may be mixed. ``prefilter``: also the
+    :data:`PREFILTER_COLUMNS` (stand-ins that keep every row for layouts without them)."""
+    parts: list[str] = []
+    cols = ", ".join(HEAD_COLUMNS)
+    for layout in LAYOUTS:
+        paths = [p for p, lay in files if lay == layout]
+        if not paths:
+            continue
+        if layout == "tmpl":
+            rel = templates.restored_relation(paths, PREFILTER_COLUMNS if prefilter else ())
+            parts.append(f"SELECT * FROM {rel}")  # noqa: S608 -- quoted paths
+            continue
+        if layout == "idcols":
+            rel = idcols.restored_relation([(p, True) for p in paths])
+        else:
+            rel = f"read_parquet([{', '.join(sql_path(p) for p in paths)}])"
+        more = f", {_NO_PREFILTER}" if prefilter else ""
+        parts.append(f"SELECT {cols}{more} FROM {rel}")  # noqa: S608
+    if not parts:
+        raise ValueError("files_source needs at least one file")
+    return "(" + " UNION ALL ".join(parts) + ")"
 
 
 def build_archive(
@@ -132,11 +186,21 @@ def build_archive(
     created: int,
     *,
     level: int,
+    layout: str = "idcols",
 ) -> tuple[ArchiveInfo, Path, list[object]] | None:
     """Write the rows of relation ``src`` (:func:`head_source` or :func:`files_source`)
-    to a new archive file at zstd ``level`` (temporary name, fsync, rename) and compute
-    its manifest row; None when there are none. Runs on a read cursor: the caller
-    publishes the row (and removes the sources) on the writer."""
+    to a new archive file in ``layout`` (``"idcols"`` or ``"tmpl"``) at zstd ``level``
+    (temporary name, fsync, rename) and compute its manifest row; None when there are
+    none. Runs on a read cursor: the caller publishes the row (and removes the
+    sources) on the writer."""
+    if layout == "tmpl":
+        encoded = templates.encoded_relation(src)
+        order = "server_id, source, logger, tmpl, ts"
+    elif layout == "idcols":
+        encoded = idcols.split_relation(src)
+        order = "server_id, source, logger, ts"
+    else:
+        raise ValueError(f"cannot write archive layout {layout!r}")
     row = cur.execute(
         f"SELECT count(*), min(ts), max(ts), coalesce(sum(strlen(message)), 0) FROM {src}"  # noqa: S608
     ).fetchall()[0]
@@ -151,8 +215,7 @@ def build_archive(
         # and compression need the file in exactly this order.
         cur.execute("SET SESSION preserve_insertion_order = true")
         cur.execute(
-            f"COPY (SELECT * FROM {split_relation(src)} "  # noqa: S608
-            "ORDER BY server_id, source, logger, ts) "
+            f"COPY (SELECT * FROM {encoded} ORDER BY {order}) "  # noqa: S608
             f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
             f"COMPRESSION_LEVEL {int(level)}, PARQUET_VERSION V2, "
             f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
@@ -170,7 +233,7 @@ def build_archive(
         )
         key_sql = f"{TOKENS_SQL} UNION ALL {IDS_SQL}"
         key_sql += f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else ""
-        tokens = key_sql.replace("{src}", restored_relation([(tmp, True)]))
+        tokens = key_sql.replace("{src}", files_source([(tmp, layout)]))
         sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
         hashes = cur.execute(sql).fetchnumpy()["h"]
         bloom = TokenBloom.build(
@@ -197,7 +260,7 @@ def build_archive(
         bloom.to_bytes(),
         duckdb.__version__
         + IDS_SUFFIX
-        + IDCOLS_SUFFIX
+        + (TEMPLATES_SUFFIX if layout == "tmpl" else IDCOLS_SUFFIX)
         + (PAIRS_SUFFIX if opts.index_pairs else ""),
     ]
     info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom))

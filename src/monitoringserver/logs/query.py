@@ -33,9 +33,10 @@ from monitoringserver.logs.api import (
     LogStoreStats,
     SeriesCounts,
 )
-from monitoringserver.logs.archive import files_source
+from monitoringserver.logs.archive import PREFILTER_COLUMNS, files_source
 from monitoringserver.logs.patterns import needle_id_tokens, needle_tokens
 from monitoringserver.logs.store import ArchiveEntry, LogStore
+from monitoringserver.logs.templates import needle_prefilter
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import MatchOp
 
@@ -47,6 +48,11 @@ WriterCounters = Callable[[], tuple[int, dict[str, int], dict[str, int]]]
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _SELECT = "ts, server_id, level, logger, source, message, attrs"
 _MAX_LIMIT = 10_000
+# The head has no template columns: stand-ins under which every needle condition holds.
+_HEAD_PREFILTER = (
+    "message AS tmpl, true AS verbatim, NULL::UUID[] AS uuids, NULL::UUID[] AS hexids, "
+    "true AS glued"
+)
 _RETRIES = 4
 
 
@@ -119,6 +125,10 @@ def _conditions(q: LogQuery, sql: _Sql) -> None:
             sql.add(f"NOT regexp_full_match({expr}, ?)", m.value)
     for f in q.filters:
         if f.op is LineOp.CONTAINS:
+            # Cheap conditions on the stored template columns first, so archives in
+            # the template layout rebuild only the lines that may match.
+            for cond, params in needle_prefilter(f.value):
+                sql.add(cond, *params)
             sql.add("contains(message, ?)", f.value)
         elif f.op is LineOp.NOT_CONTAINS:
             sql.add("NOT contains(message, ?)", f.value)
@@ -196,13 +206,14 @@ class LogQueryEngine:
         return keep, total - len(keep)
 
     def _source(self, entries: Sequence[ArchiveEntry]) -> str:
+        """The head and the archives as one relation: ``_SELECT`` plus the
+        ``PREFILTER_COLUMNS`` the needle conditions use."""
+        head = f"SELECT {_SELECT}, {_HEAD_PREFILTER} FROM log_head"  # noqa: S608
         if not entries:
-            return "log_head"
-        files = files_source([(e.path, e.id_columns) for e in entries])
-        return (
-            f"(SELECT {_SELECT} FROM log_head UNION ALL "  # noqa: S608 -- quoted paths
-            f"SELECT {_SELECT} FROM {files})"
-        )
+            return f"({head})"
+        files = files_source([(e.path, e.layout) for e in entries], prefilter=True)
+        more = ", ".join(PREFILTER_COLUMNS)
+        return f"({head} UNION ALL SELECT {_SELECT}, {more} FROM {files})"  # noqa: S608
 
     def _run(
         self, q: LogQuery, build: Callable[[str, _Sql], tuple[str, list[Any]]]

@@ -3,7 +3,9 @@
 Lines enter with :meth:`LogStore.insert` (on the database writer thread, in the
 transaction that also records the WAL position and the dedup state). :meth:`flush`
 moves the whole head into one archive: written by DuckDB ``COPY`` under a temporary
-name (zstd at the configured level, sorted by host, source, logger, time), fsynced,
+name (zstd at the configured level, ids in binary columns, sorted by host, source,
+logger, time; :meth:`compact` later rewrites fresh archives as templates + typed
+variables, see :mod:`.templates`), fsynced,
 renamed, then listed in ``log_archives`` in the same transaction that empties the
 head. Files the manifest does not list are crash leftovers and are removed when the
 store opens. Each archive carries its time range, hosts, attrs keys, line count, raw
@@ -40,6 +42,7 @@ from monitoringserver.logs.archive import (
     build_archive,
     files_source,
     head_source,
+    layout_of,
 )
 from monitoringserver.logs.bloom import TokenBloom
 from monitoringserver.logs.schema import create_schema
@@ -196,16 +199,15 @@ class LogStore:
         opts = self.options
         with self._flush_lock:
             fresh = [
-                (str(r[0]), str(r[1]), int(r[2]), bool(r[3]))
+                (str(r[0]), str(r[1]), int(r[2]), layout_of(str(r[3])))
                 for r in self.db.read(
-                    "SELECT id, path, lines, contains(hash_version, ?) FROM log_archives "
-                    "WHERE NOT compacted ORDER BY min_ts, id",
-                    [IDCOLS_SUFFIX],
+                    "SELECT id, path, lines, hash_version FROM log_archives "
+                    "WHERE NOT compacted ORDER BY min_ts, id"
                 )
             ]
             if len(fresh) < (2 if force else opts.compact_min_archives):
                 return None
-            chosen: list[tuple[str, str, int, bool]] = []
+            chosen: list[tuple[str, str, int, str]] = []
             total = 0
             for item in fresh:
                 if chosen and total + item[2] > opts.compact_max_lines:
@@ -219,9 +221,10 @@ class LogStore:
                 self.db.cursor(),
                 self.directory,
                 opts,
-                files_source([(self.directory / p, split) for _, p, _, split in chosen]),
+                files_source([(self.directory / p, lay) for _, p, _, lay in chosen]),
                 int(self._clock() * 1000),
                 level=opts.compaction_level,
+                layout="tmpl",
             )
             if built is None:
                 return None
@@ -316,6 +319,7 @@ class LogStore:
                     PAIRS_SUFFIX in flags,
                     IDS_SUFFIX in flags,
                     IDCOLS_SUFFIX in flags,
+                    layout_of(str(r[11])),
                 )
             )
         return out

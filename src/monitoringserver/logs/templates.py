@@ -1,0 +1,207 @@
+"""Messages as template + typed variables in archive files (the idea behind CLP).
+
+Archive files written with this layout (manifest ``hash_version`` holding
+:data:`TEMPLATES_SUFFIX`) store each message as columns instead of text:
+
+* ``tmpl``: the message with its variable parts replaced by one control byte each:
+  ``chr(1)`` a lower-case UUID, ``chr(2)`` a run of 32 lower-case hex digits,
+  ``chr(4)`` a hex word (8+ hex digits with a letter, any case), ``chr(3)`` a decimal
+  integer (a digit run of at most 18 digits not glued to a letter on its left; its
+  leading zeros stay in ``tmpl``). Few distinct values: dictionary-encoded.
+* ``i1`` … ``i24`` (``BIGINT``) the integers by position, ``irest`` (``BIGINT[]``) the
+  ones after the 24th; ``uuids`` / ``hexids`` (``UUID[]``, 16 bytes each) and ``hexw``
+  (``VARCHAR[]``) the other variables in order (NULL when none);
+* ``verbatim``: true when the message already held one of the control bytes; ``tmpl``
+  is then the message itself and every variable column is NULL.
+
+The variables are taken out in four passes (UUIDs, hex ids, hex words, integers), each
+a ``regexp_extract_all`` and a ``regexp_replace`` with the same pattern over the text
+of the previous pass, so each pass's list holds exactly the spans its marker replaced;
+an integer is kept only in a form whose decimal text is the span (no leading zero).
+:func:`restored_relation` puts the values back (the markers are distinct bytes, so the
+order of the passes does not matter on the way back): the exact original text.
+Rows are sorted by host, source, logger, template, time: rows of one template sit
+together, so each ``i<k>`` column holds one field in long runs (delta and dictionary
+encodings then work).
+
+:func:`needle_prefilter` gives cheap conditions over these columns that every line
+holding a needle satisfies, so a substring search rebuilds only the candidate lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitoringserver.logs.schema import HEAD_COLUMNS
+
+__all__ = [
+    "INT_SLOTS",
+    "TEMPLATES_SUFFIX",
+    "encoded_relation",
+    "literal_segments",
+    "needle_prefilter",
+    "restored_relation",
+]
+
+TEMPLATES_SUFFIX = "+tmpl"
+#: Integer variables stored in their own column by position; the rest go to ``irest``.
+INT_SLOTS = 24
+
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_HEX32 = "[0-9a-f]{32}"
+# A run of 8+ hex digits with at least one letter (as two alternatives: the first
+# letter has 7+ hex digits after it, or the last letter has 7+ before it).
+_HEXW = "[0-9]*[a-fA-F][0-9a-fA-F]{7,}|[0-9a-fA-F]{7,}[a-fA-F][0-9]*"
+# Group 1: the character before (not a letter/digit/underscore), 2: leading zeros
+# (kept in the template), 3: the integer.
+_INT = "(^|[^0-9A-Za-z_])(0*)([0-9]{1,18})"
+_OTHER = ", ".join(c for c in HEAD_COLUMNS if c != "message")
+_MARKED = "regexp_matches(message, '[\\x01-\\x04]')"
+# An id marker next to a hex digit, a dash or another marker (see :func:`id_prefilter`).
+_GLUED = "[0-9a-fA-F\\x01-\\x04-][\\x01\\x02]|[\\x01\\x02][0-9a-fA-F\\x01-\\x04-]"
+_HEXISH = frozenset("0123456789abcdefABCDEF-")
+_MIN_SEGMENT = 3
+
+
+def _q(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _ids(found: str, cast: str) -> str:
+    return f"CASE WHEN len({found}) = 0 THEN NULL ELSE {found}::{cast}[] END"
+
+
+def encoded_relation(src: str) -> str:
+    """The rows of relation ``src`` (``HEAD_COLUMNS``) in the template layout: every
+    column but ``message``, then ``tmpl``, ``verbatim``, ``i1..i24``, ``irest``,
+    ``uuids``, ``hexids``, ``hexw``, ``glued``."""
+    p1 = (
+        f"SELECT {_OTHER}, {_MARKED} AS verbatim, message, "  # noqa: S608 -- constants
+        f"regexp_extract_all(message, '{_UUID}') AS ua, "
+        f"regexp_replace(message, '{_UUID}', chr(1), 'g') AS t1 FROM {src}"
+    )
+    p2 = (
+        f"SELECT *, regexp_extract_all(t1, '{_HEX32}') AS ha, "  # noqa: S608
+        f"regexp_replace(t1, '{_HEX32}', chr(2), 'g') AS t2 FROM ({p1})"
+    )
+    p3 = (
+        f"SELECT *, regexp_extract_all(t2, '{_HEXW}') AS wa, "  # noqa: S608
+        f"regexp_replace(t2, '{_HEXW}', chr(4), 'g') AS t3 FROM ({p2})"
+    )
+    p4 = (
+        f"SELECT *, regexp_extract_all(t3, '{_INT}', 3)::BIGINT[] AS na, "  # noqa: S608
+        f"regexp_replace(t3, '{_INT}', '\\1\\2' || chr(3), 'g') AS t4 FROM ({p3})"
+    )
+    ints = ", ".join(
+        f"CASE WHEN NOT verbatim THEN na[{k}] END AS i{k}" for k in range(1, INT_SLOTS + 1)
+    )
+    return (
+        f"(SELECT {_OTHER}, CASE WHEN verbatim THEN message ELSE t4 END AS tmpl, "  # noqa: S608
+        f"verbatim, {ints}, CASE WHEN NOT verbatim AND len(na) > {INT_SLOTS} "
+        f"THEN na[{INT_SLOTS + 1}:] END AS irest, "
+        f"CASE WHEN NOT verbatim THEN {_ids('ua', 'UUID')} END AS uuids, "
+        f"CASE WHEN NOT verbatim THEN {_ids('ha', 'UUID')} END AS hexids, "
+        f"CASE WHEN NOT verbatim THEN {_ids('wa', 'VARCHAR')} END AS hexw, "
+        f"NOT verbatim AND regexp_matches(t4, '{_GLUED}') AS glued FROM ({p4}))"
+    )
+
+
+def _back(text: str, values: str, marker: int, render: str) -> str:
+    """``text`` with its ``chr(marker)`` bytes replaced by the rendered ``values``
+    (``render`` uses ``v`` for one value); a single value takes the cheap path."""
+    one = render.replace("v", f"{values}[1]")
+    many = render.replace("v", "p[2]")
+    return (
+        f"CASE WHEN {values} IS NULL THEN {text} "
+        f"WHEN len({values}) = 1 THEN replace({text}, chr({marker}), {one}) "
+        f"ELSE array_to_string(list_transform(list_zip(string_split({text}, chr({marker})), "
+        f"{values}), lambda p: p[1] || coalesce({many}, '')), '') END"
+    )
+
+
+def restored_relation(files: Sequence[Path], extra: Sequence[str] = ()) -> str:
+    """``HEAD_COLUMNS`` of template-layout archive files, messages rebuilt, followed
+    by the stored columns named in ``extra`` (e.g. those :func:`needle_prefilter` uses)."""
+    paths = ", ".join(_q(p) for p in files)
+    text = _back("tmpl", "hexw", 4, "v")
+    text = _back(text, "hexids", 2, "replace(v::VARCHAR, '-', '')")
+    text = _back(text, "uuids", 1, "v::VARCHAR")
+    # The integers go back last, by position: split once, then one concat.
+    inner = (
+        f"SELECT *, CASE WHEN verbatim THEN NULL ELSE {text} END AS t, "  # noqa: S608
+        f"CASE WHEN i1 IS NULL THEN NULL ELSE string_split(t, chr(3)) END AS s "
+        f"FROM read_parquet([{paths}])"
+    )
+    parts = ", ".join(f"s[{k}], i{k}::VARCHAR" for k in range(1, INT_SLOTS + 1))
+    tail = (
+        f"CASE WHEN irest IS NULL THEN s[{INT_SLOTS + 1}] ELSE array_to_string("
+        f"list_transform(list_zip(s[{INT_SLOTS + 1}:], irest), "
+        "lambda p: p[1] || coalesce(p[2]::VARCHAR, '')), '') END"
+    )
+    message = f"CASE WHEN verbatim THEN tmpl WHEN s IS NULL THEN t ELSE concat({parts}, {tail}) END"
+    cols = ", ".join(c if c != "message" else f"{message} AS message" for c in HEAD_COLUMNS)
+    more = "".join(f", {c}" for c in extra)
+    return f"(SELECT {cols}{more} FROM ({inner}))"  # noqa: S608 -- constants, quoted paths
+
+
+def literal_segments(needle: str) -> list[str]:
+    """Pieces of ``needle`` that stay literal text in ``tmpl`` wherever the needle
+    occurs in a message, so ``contains(tmpl, piece)`` holds for every matching line.
+
+    Variables consist of hex digits and dashes only (``[0-9a-fA-F-]``). A character
+    outside that set is always literal; so is a run of that set with other characters
+    on both sides inside the needle when it is shorter than 8 and holds no decimal
+    digit (the same run then stands alone in the line, too short for any variable).
+    Pieces shorter than 3 characters are dropped (they prune little)."""
+    safe = [c not in _HEXISH for c in needle]
+    i = 0
+    while i < len(needle):
+        if needle[i] not in _HEXISH:
+            i += 1
+            continue
+        j = i
+        while j < len(needle) and needle[j] in _HEXISH:
+            j += 1
+        run = needle[i:j]
+        inner = i > 0 and j < len(needle)
+        if inner and len(run) < 8 and not any(c.isdigit() for c in run):
+            safe[i:j] = [True] * (j - i)
+        i = j
+    pieces: list[str] = []
+    start = None
+    for k, ok in enumerate([*safe, False]):
+        if ok and start is None:
+            start = k
+        elif not ok and start is not None:
+            pieces.append(needle[start:k])
+            start = None
+    return [p for p in pieces if len(p) >= _MIN_SEGMENT]
+
+
+def needle_prefilter(needle: str) -> list[tuple[str, list[object]]]:
+    """SQL conditions (with their parameters) over ``tmpl``, ``verbatim``, ``uuids``,
+    ``hexids`` and ``glued`` that every line containing ``needle`` satisfies: cheap
+    supersets, to be AND-ed with the exact test on the rebuilt message.
+
+    * each :func:`literal_segments` piece is in ``tmpl`` (``tmpl`` is the message
+      itself for verbatim lines);
+    * a lower-case UUID (or 32-hex id) inside the needle is in ``uuids`` (``hexids``).
+      A pass finds every occurrence of its pattern that no earlier match overlaps; two
+      id-shaped windows overlap only inside a longer run of hex digits and dashes, and
+      then the marker of the id taken out stands next to a hex digit, a dash or
+      another marker in ``tmpl``: such lines are flagged ``glued`` and always kept.
+
+    Relations without these columns (the head, older archive layouts) provide
+    ``tmpl = message``, ``verbatim = true``, so every condition holds there."""
+    out: list[tuple[str, list[object]]] = [
+        ("contains(tmpl, ?)", [piece]) for piece in literal_segments(needle)
+    ]
+    m = re.search(_UUID, needle)
+    if m is not None:
+        out.append(("(verbatim OR glued OR list_contains(uuids, ?::UUID))", [m.group()]))
+    m = re.search(_HEX32, needle)
+    if m is not None:
+        out.append(("(verbatim OR glued OR list_contains(hexids, ?::UUID))", [m.group()]))
+    return out

@@ -101,6 +101,10 @@ QUERIES = [
     "topk(3, cpu_total)",
     "last_over_time(cpu_total[1m])",
     "sum(rate(cpu_total[1m]))",
+    'cpu_total{cpu="0" or instance="h001"}',
+    "increase(cpu_total[1m] anchored)",
+    "cpu_total smoothed",
+    "rate(cpu_total[1m] smoothed)",
 ]
 
 
@@ -191,3 +195,50 @@ def test_memo_evicts_by_entries_and_series() -> None:
     memo.get(medium, None, lambda: 5)
     assert len(memo) == 2  # the series bound evicted the oldest entry
     assert memo.get(lists[2], None, lambda: 42) == 42
+
+
+def _gauges(n: int, extra: dict[str, str]) -> list[SeriesData]:
+    ts = T0 + np.arange(10, dtype=np.int64) * 10_000
+    return [
+        SeriesData(
+            make_labels({"__name__": name, "i": f"{name}{i:04d}", **extra}),
+            ts,
+            np.arange(10, dtype=np.float64),
+        )
+        for name in ("b_gauge", "a_gauge", "c_total")
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("n", [3, 150])  # below and above the memo threshold
+@pytest.mark.parametrize("extra", [{}, {"Upper": "x"}])  # "Upper" sorts before __name__
+def test_counter_info_once_per_name_in_name_order(n: int, extra: dict[str, str]) -> None:
+    querier = PackedShuffledQuerier(_gauges(n, extra), 5)
+    for _ in range(2):  # the second run answers from the memo
+        res = Engine(querier).instant('rate({__name__=~".+_gauge|c_total"}[1m])', T0 + 90_000)
+        assert [i.split(": ")[-1].split(" (")[0] for i in res.infos] == ['"a_gauge"', '"b_gauge"']
+        assert all("might not be a counter" in i for i in res.infos)
+        assert len(res.series) == 3 * n
+
+
+def test_empty_time_range_selects_nothing() -> None:
+    from monitoringserver.model.matchers import MatchOp
+    from monitoringserver.promql.selectors import Loader
+    from monitoringserver.promql.values import QueryStats
+
+    loader = Loader(PackedShuffledQuerier(_workload(2), 0), QueryStats(), 10**6, 10**6)
+    sel = loader.load_matchers([Matcher("__name__", MatchOp.EQ, "cpu_total")], 10, 5)
+    assert sel.labels == []
+    assert sel.series() == []
+    assert sel.in_label_order() is sel
+
+
+def test_name_codes_need_the_name_first() -> None:
+    from monitoringserver.promql.functions import _name_codes
+
+    assert _name_codes([(), (("__name__", "a"),)]) is None
+    assert _name_codes([(("A", "x"), ("__name__", "a"))]) is None
+    coded = _name_codes([(("__name__", "b"),), (("__name__", "a"),)])
+    assert coded is not None
+    assert coded[0] == ["a", "b"]
+    assert coded[1].tolist() == [1, 0]

@@ -104,3 +104,11 @@ def test_shared_timestamps_and_extra_keys() -> None:
 )
 def test_other_result_types(result: Result) -> None:
     assert msgspec.json.decode(encode_data(result)) == _reference(result)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_format_values_across_magnitudes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = 10 ** rng.uniform(-8, 20, 5000) * rng.choice([1.0, -1.0], 5000)
+    values = np.concatenate([values, np.round(values), np.round(values, 2), [1e-4, 1e16]])
+    assert format_values(values) == [format_sample_value(v) for v in values.tolist()]

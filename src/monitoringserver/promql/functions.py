@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from operator import itemgetter
 
 import numpy as np
 import promql_parser as pp
+from numpy.typing import NDArray
 
 from monitoringserver.errors import ExecutionError
 from monitoringserver.model.labels import METRIC_NAME, Labels, metric_name
@@ -14,6 +14,7 @@ from monitoringserver.model.matchers import MatchOp
 from monitoringserver.promql import labelfuncs
 from monitoringserver.promql.evaluator import Evaluator
 from monitoringserver.promql.histograms import histogram_fraction, histogram_quantile
+from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.parser import selector_matchers, unwrap_parens
 from monitoringserver.promql.rangefuncs import RANGE_FUNCTIONS, RangeArgs, keeps_name
 from monitoringserver.promql.values import (
@@ -309,23 +310,39 @@ def _range_call(ev: Evaluator, node: pp.Call, name: str, args: list[pp.Expr], ts
     return vec.take_order(matrix.order).compact()
 
 
-def _label_order_rows(matrix: Matrix, mask: B) -> list[int]:
-    """Indices of the rows where ``mask`` holds, in the matrix's label order."""
-    rows = np.flatnonzero(mask) if matrix.order is None else matrix.order[mask[matrix.order]]
-    out: list[int] = rows.tolist()
-    return out
+def _name_codes(labels: list[Labels]) -> tuple[list[str], NDArray[np.intp]] | None:
+    """Sorted distinct metric names and each series' index into them.
+
+    ``None`` unless every label set starts with ``__name__`` (it sorts first unless a
+    label name starts with an upper-case letter).
+    """
+    try:
+        firsts = [lbl[0] for lbl in labels]
+    except IndexError:
+        return None
+    if not all(p[0] == METRIC_NAME for p in dict.fromkeys(firsts)):
+        return None
+    names = sorted({p[1] for p in firsts})
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.fromiter((index[p[1]] for p in firsts), dtype=np.intp, count=len(firsts))
+    return names, codes
+
+
+_NAME_CODES: LabelsMemo[tuple[list[str], NDArray[np.intp]] | None] = LabelsMemo()
 
 
 def _counter_info(ev: Evaluator, matrix: Matrix, enough: B, arg: pp.Expr) -> None:
+    """The "might not be a counter" info, once per metric name, names in label order."""
     labels = matrix.labels
-    rows = _label_order_rows(matrix, any_rows(enough.T))
-    # ``__name__`` sorts first unless a label name starts with an upper-case letter; the
-    # distinct first pairs are found in C, per-series work only where that is not so.
-    firsts = dict.fromkeys(map(itemgetter(0), filter(None, map(labels.__getitem__, rows))))
-    if all(p[0] == METRIC_NAME for p in firsts):
-        names: Iterable[str] = [p[1] for p in firsts]
+    rows = any_rows(enough.T)
+    coded = _NAME_CODES.get(labels, None, lambda: _name_codes(labels))
+    names: Iterable[str]
+    if coded is not None:
+        # Every label set starts with its name, so label order is name order.
+        names = [coded[0][c] for c in np.unique(coded[1][rows]).tolist()]
     else:
-        names = dict.fromkeys(metric_name(labels[i]) for i in rows)
+        order = np.arange(len(labels)) if matrix.order is None else matrix.order
+        names = dict.fromkeys(metric_name(labels[i]) for i in order[rows[order]].tolist())
     for name in names:
         if name and not name.endswith(_COUNTER_SUFFIXES):
             ev.info(

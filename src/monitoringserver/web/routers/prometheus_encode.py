@@ -3,11 +3,10 @@
 ``encode_data(result)`` returns the bytes of the ``data`` object of a ``/api/v1/query``
 or ``/api/v1/query_range`` response, identical in content to
 ``msgspec.json.encode(encode_result(result))`` but built from whole columns: sample
-values are formatted per series with ``float.__repr__`` (Python's shortest round-trip
-digits, the same digits Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` chooses) and only
-the few values whose ``repr`` differs from Go's positional form (exponents, ``nan``,
-``inf``) go through the slow formatter. Timestamps shared by several series (every
-fully present series of a range result shares one array) are formatted once.
+values of all series are formatted in one call (shortest round-trip digits, the same
+digits Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` chooses) and only the few values
+outside the positional range or not finite go through the slow formatter; each
+distinct timestamp is formatted once.
 """
 
 from __future__ import annotations
@@ -33,15 +32,17 @@ _POSITIONAL_MAX = 1e16
 def format_values(values: NDArray[np.float64]) -> list[str]:
     """Each value as Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` (``NaN``, ``+Inf``, ...).
 
-    ``repr`` of the whole list runs in C; whole numbers lose their ``.0`` there too
-    (only an integer-valued float's shortest ``repr`` ends in ``.0``).
+    msgspec writes the whole list in C with the shortest round-trip digits (as Python's
+    ``repr`` and Go do); in ``[1e-4, 1e16)`` that is Go's positional text except that
+    whole numbers keep a ``.0``, removed here. Values outside that range and
+    non-finite ones are formatted one by one.
     """
     if not len(values):
         return []
-    text = repr(values.tolist())[1:-1].replace(".0, ", ", ")
+    text = _encoder.encode(values.tolist()).decode()[1:-1].replace(".0,", ",")
     if text.endswith(".0"):
         text = text[:-2]
-    out = text.split(", ")
+    out = text.split(",")
     with np.errstate(invalid="ignore"):
         mag = np.abs(values)
         odd = ~((mag < _POSITIONAL_MAX) & ((mag >= _POSITIONAL_MIN) | (mag == 0)))
@@ -51,19 +52,18 @@ def format_values(values: NDArray[np.float64]) -> list[str]:
 
 
 def format_times(ts_ms: NDArray[np.int64]) -> list[str]:
-    """Unix seconds as JSON numbers: integers when whole, else the shortest float."""
+    """Unix seconds as JSON numbers: integers when whole, else the shortest float.
+
+    Each distinct timestamp is formatted once (a range result repeats its step grid).
+    """
     if not len(ts_ms):
         return []
-    whole = ts_ms % 1000 == 0
-    if whole.all():
-        return repr((ts_ms // 1000).tolist())[1:-1].split(", ")
-    out = repr((ts_ms / 1000).tolist())[1:-1].split(", ")
-    for i in np.flatnonzero(whole).tolist():
-        out[i] = str(int(ts_ms[i]) // 1000)
-    for i in np.flatnonzero(~whole).tolist():
-        if "e" in out[i]:
-            out[i] = _encoder.encode(float(ts_ms[i]) / 1000).decode()
-    return out
+    uniq, inverse = np.unique(ts_ms, return_inverse=True)
+    text = [
+        str(t // 1000) if t % 1000 == 0 else _encoder.encode(t / 1000).decode()
+        for t in uniq.tolist()
+    ]
+    return [text[i] for i in inverse.tolist()]
 
 
 def _points(series: list[ResultSeries]) -> list[str]:

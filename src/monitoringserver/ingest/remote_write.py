@@ -18,9 +18,10 @@ Contract (what the ``/api/v1/write`` route relies on):
 * any problem raises :class:`BadDataError` ``cannot parse remote write body: <cause>``
   and nothing of the request is stored.
 
-Per-series work is done once per request (label tuples); samples are decoded all at
-once with numpy from their wire bytes (a decode-only ``TimeSeriesRaw`` view keeps them
-as byte strings); an unusual sample layout falls back to the protobuf runtime.
+Per-series work is one dictionary lookup by the series' encoded label fields; samples
+are found and decoded all at once with numpy (:mod:`.rw_wire`). A layout other than
+Prometheus' falls back to a per-series split (a decode-only ``TimeSeriesRaw`` view
+keeps samples as byte strings, decoded together), then to the protobuf runtime.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, PayloadTooLargeError
+from monitoringserver.ingest.rw_wire import WireSplit, split_write_request
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto.prompb import remote_pb2, write_v2_pb2
@@ -164,6 +166,8 @@ class RemoteWriteDecoder:
     def __init__(self, max_series: int = 1_000_000) -> None:
         self.max_series = max_series
         self._cache: dict[tuple[bytes, ...], Labels] = {}
+        self._prefix_cache: dict[bytes, Labels] = {}  # encoded label fields -> labels
+        self._shared_pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._v2_cache: dict[tuple[str, ...], Labels] = {}
         # One object per distinct label pair (and its strings), so 100 series of a host
         # share their instance pair and the store's index can adopt them without copies.
@@ -228,10 +232,54 @@ class RemoteWriteDecoder:
         """Decode one remote-write body (snappy unless ``compressed`` is false)."""
         raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
         try:
-            fast = self._fast(raw)
+            split = split_write_request(raw)
+            batch = self._from_split(split) if split is not None else None
+            if batch is None:
+                batch = self._fast(raw)
         except DecodeError as exc:
             raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
-        return fast if fast is not None else _decode_slow(raw)
+        return batch if batch is not None else _decode_slow(raw)
+
+    def _from_split(self, split: WireSplit) -> SampleBatch | None:
+        """The batch of a vectorised split: one dictionary lookup per series by its
+        encoded label fields; ``None`` when a prefix is not purely label fields."""
+        numbers: dict[bytes, int] = {}
+        idx = [numbers.setdefault(p, len(numbers)) for p in split.prefixes]
+        cache = self._prefix_cache
+        series: list[Labels] = []
+        for prefix in numbers:
+            found = cache.get(prefix)
+            if found is None:
+                found = self._prefix_labels(prefix)
+                if found is None:
+                    return None
+                if len(cache) >= self.max_series:
+                    cache.clear()
+                    self._shared_pairs.clear()
+                cache[prefix] = found
+            series.append(found)
+        series_idx = np.repeat(np.asarray(idx, dtype=np.uint32), split.counts)
+        return SampleBatch(series, series_idx, split.ts_ms, split.values)
+
+    def _prefix_labels(self, prefix: bytes) -> Labels | None:
+        """The label set of a series' leading bytes, or ``None`` unless they are
+        complete fields without samples (then the split is not trusted)."""
+        try:
+            series = remote_pb2.TimeSeries.FromString(prefix)
+        except DecodeError:
+            return None
+        if series.samples:
+            return None
+        pairs = []
+        for label in series.labels:
+            name = label.name
+            if name not in self._valid_names:
+                if not _LABEL_NAME_RE.fullmatch(name):
+                    raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
+                self._valid_names.add(name)
+            pair = (sys.intern(name), label.value)
+            pairs.append(self._shared_pairs.setdefault(pair, pair))
+        return _checked(pairs, names_checked=True)
 
     # -- remote write 2.0 ---------------------------------------------------------------
 

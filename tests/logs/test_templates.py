@@ -112,7 +112,7 @@ _ALPHABET = st.sampled_from(
 _MESSAGES = st.lists(
     st.one_of(
         st.lists(_ALPHABET, max_size=25).map("".join),
-        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00")),
     ),
     min_size=1,
     max_size=30,

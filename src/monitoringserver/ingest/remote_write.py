@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 
 import cramjam
 import numpy as np
@@ -167,7 +168,6 @@ class RemoteWriteDecoder:
         self.max_series = max_series
         self._cache: dict[tuple[bytes, ...], Labels] = {}
         self._prefix_cache: dict[bytes, Labels] = {}  # encoded label fields -> labels
-        self._shared_pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._v2_cache: dict[tuple[str, ...], Labels] = {}
         # One object per distinct label pair (and its strings), so 100 series of a host
         # share their instance pair and the store's index can adopt them without copies.
@@ -181,6 +181,12 @@ class RemoteWriteDecoder:
         if len(self._cache) >= self.max_series:
             self._cache = {}
             self._pairs = {}
+        found = self._labels_of(encoded)
+        self._cache[encoded] = found
+        return found
+
+    def _labels_of(self, encoded: Sequence[bytes]) -> Labels:
+        """The label set of encoded ``Label`` messages (pairs shared through ``_pairs``)."""
         pairs = []
         shared = self._pairs
         for item in encoded:
@@ -194,9 +200,7 @@ class RemoteWriteDecoder:
                     self._valid_names.add(name)
                 pair = shared[item] = (sys.intern(name), label.value)
             pairs.append(pair)
-        found = _checked(pairs, names_checked=True)
-        self._cache[encoded] = found
-        return found
+        return _checked(pairs, names_checked=True)
 
     def _fast(self, raw: bytes) -> SampleBatch | None:
         request = remote_pb2.WriteRequestRaw()
@@ -255,7 +259,7 @@ class RemoteWriteDecoder:
                     return None
                 if len(cache) >= self.max_series:
                     cache.clear()
-                    self._shared_pairs.clear()
+                    self._pairs = {}
                 cache[prefix] = found
             series.append(found)
         series_idx = np.repeat(np.asarray(idx, dtype=np.uint32), split.counts)
@@ -265,21 +269,12 @@ class RemoteWriteDecoder:
         """The label set of a series' leading bytes, or ``None`` unless they are
         complete fields without samples (then the split is not trusted)."""
         try:
-            series = remote_pb2.TimeSeries.FromString(prefix)
+            fields = remote_pb2.TimeSeriesRaw.FromString(prefix)
         except DecodeError:
             return None
-        if series.samples:
+        if fields.samples:
             return None
-        pairs = []
-        for label in series.labels:
-            name = label.name
-            if name not in self._valid_names:
-                if not _LABEL_NAME_RE.fullmatch(name):
-                    raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
-                self._valid_names.add(name)
-            pair = (sys.intern(name), label.value)
-            pairs.append(self._shared_pairs.setdefault(pair, pair))
-        return _checked(pairs, names_checked=True)
+        return self._labels_of(fields.labels)
 
     # -- remote write 2.0 ---------------------------------------------------------------
 

@@ -184,17 +184,14 @@ class SeriesIndex:
     def resolve(self, series: Sequence[Labels], source: str) -> tuple[IdArray, list[NewSeries]]:
         """Ids for ``series`` (in order), creating unknown ones within the limits."""
         with self._lock:
-            out = np.empty(len(series), dtype=np.uint64)
-            unknown: dict[Labels, int] = {}
-            for i, labels in enumerate(series):
-                sid = self._ids.get(labels)
-                if sid is None:
-                    unknown.setdefault(labels, i)
-                    out[i] = 0
-                else:
-                    out[i] = sid
-            if not unknown:
-                return out, []
+            get = self._ids.get
+            found = [get(labels) for labels in series]
+            if None not in found:
+                return np.array(found, dtype=np.uint64), []
+            unknown = dict.fromkeys(
+                labels for labels, sid in zip(series, found, strict=True) if sid is None
+            )
+            out = np.array([0 if sid is None else sid for sid in found], dtype=np.uint64)
             for labels in unknown:
                 _validate(labels, self._valid_names)
             self._check_limits_locked(list(unknown), source)
@@ -205,9 +202,9 @@ class SeriesIndex:
                 self._add_locked(sid, labels, source)
                 positions[labels] = sid
                 created.append(NewSeries(sid, self._labels[sid], source))
-            for i, labels in enumerate(series):
-                if labels in positions:
-                    out[i] = positions[labels]
+            for i, sid in enumerate(found):
+                if sid is None:
+                    out[i] = positions[series[i]]
             return out, created
 
     def _check_limits_locked(self, new: list[Labels], source: str) -> None:

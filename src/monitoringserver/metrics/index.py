@@ -202,8 +202,8 @@ class SeriesIndex:
                 self._add_locked(sid, labels, source)
                 positions[labels] = sid
                 created.append(NewSeries(sid, self._labels[sid], source))
-            for i, sid in enumerate(found):
-                if sid is None:
+            for i, known in enumerate(found):
+                if known is None:
                     out[i] = positions[series[i]]
             return out, created
 

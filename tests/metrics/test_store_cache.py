@@ -67,7 +67,7 @@ async def test_repeated_selects_hit_the_cache_and_equal_uncached(
         assert len([f for f in store._manifest.files() if f.resolution == "raw"]) == 1
         assert _dump(store, odd)[0][2] == [*vals[1].tolist(), -1.0]
         live = {f.id for f in store._manifest.files()}
-        assert all(set(k[0]) <= live for k in store._cache._entries)
+        assert all(set(k[0]) <= live for k in store._files.cache._entries)
 
 
 async def test_head_only_and_empty_ranges(data_dir: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -78,3 +79,25 @@ def test_non_decimal_samples_keep_raw_bits_between_decimal_ones() -> None:
 def test_segment_starts() -> None:
     sid = np.array([1, 1, 2, 5, 5, 5], dtype=np.uint64)
     assert codec.segment_starts(sid).tolist() == [0, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("sids", "expected"),
+    [
+        ([], []),
+        ([1, 1, 2], [1, 1, 2]),  # already in order: returned as is
+        ([5, 5, 2, 9, 9, 9, 3], [2, 3, 5, 5, 9, 9, 9]),
+    ],
+)
+def test_series_order_moves_whole_series(sids: list[int], expected: list[int]) -> None:
+    sid = np.array(sids, dtype=np.uint64)
+    ts = np.arange(len(sids), dtype=np.int64)
+    values = ts.astype(np.float64) * 2
+    s, t, v = codec.series_order(sid, ts, values)
+    assert s.tolist() == expected
+    # Rows of each series keep their relative order and stay paired with their values.
+    assert v.tolist() == (t * 2).astype(np.float64).tolist()
+    for x in set(sids):
+        assert t[s == x].tolist() == ts[sid == x].tolist()
+    if sids == expected:
+        assert s is sid

@@ -148,6 +148,8 @@ def read_raw(
         np.asarray(got["m"])[order],
         np.asarray(got["enc"])[order],
     )
+    # Files clustered by metric (see ``layout``) hold series out of id order.
+    sid, ts, values = codec.series_order(sid, ts, values)
     return {"series_id": sid, "ts": ts, "value": values}
 
 
@@ -200,8 +202,8 @@ def read_raw_many(
     out: list[Columns] = []
     for i in range(len(paths)):
         a, b = int(bounds[i]), int(bounds[i + 1])
-        sid, ts, values = codec.decode(
-            cols["series_id"][a:b], cols["ts"][a:b], cols["m"][a:b], cols["enc"][a:b]
+        sid, ts, values = codec.series_order(
+            *codec.decode(cols["series_id"][a:b], cols["ts"][a:b], cols["m"][a:b], cols["enc"][a:b])
         )
         out.append({"series_id": sid, "ts": ts, "value": values})
     return out

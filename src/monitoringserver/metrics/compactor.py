@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from monitoringserver.metrics import blocks
+from monitoringserver.metrics import blocks, layout
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import (
     BLOCK_LEVEL,
@@ -84,6 +84,7 @@ class Compactor:
         self.last_job_wall_ms: int | None = None
         self.last_job_seconds: float | None = None
         self._stopped = threading.Event()
+        self._hashes = layout.MetricHasher(index)
 
     def stop(self) -> None:
         """Refuse new jobs, abort a running merge between chunks, and wait for it."""
@@ -119,6 +120,7 @@ class Compactor:
             max_file_rows=self._opt.max_file_rows,
             zstd_level=self._opt.zstd_level,
             max_decimal_digits=self._opt.max_decimal_digits,
+            metric_hashes=self._hashes,
         )
 
     def _publish(
@@ -303,7 +305,8 @@ class Compactor:
         span = (partition, partition + self._opt.partition_ms(res) - 1) if kept else None
         paths = [str(self._manifest.root / f.path) for f in inputs]
         counts = cur.execute(
-            "SELECT series_id, count(*) AS n FROM read_parquet(?) GROUP BY 1 ORDER BY 1",
+            "SELECT series_id, count(*) AS n FROM read_parquet(?, union_by_name = true) "
+            "GROUP BY 1 ORDER BY 1",
             [paths],
         ).fetchnumpy()
         roll = res == "raw" and level == FINAL_LEVEL

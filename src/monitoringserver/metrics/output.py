@@ -11,13 +11,15 @@ one transaction, or calls :meth:`FileOutput.discard` to remove everything it wro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
+from numpy.typing import NDArray
 
-from monitoringserver.metrics import blocks
+from monitoringserver.metrics import blocks, layout
 from monitoringserver.metrics.manifest import FileEntry, publish_file
 from monitoringserver.storage import codec
 
@@ -61,6 +63,9 @@ class FileOutput:
     max_file_rows: int
     zstd_level: int
     max_decimal_digits: int
+    #: Metric hash (``layout.metric_hash``) of each given series id; when set, raw
+    #: chunks are clustered by metric (``layout.cluster_by_metric``).
+    metric_hashes: Callable[[NDArray[np.uint64]], NDArray[np.uint32]] | None = None
     entries: list[FileEntry] = field(default_factory=list)
     _chunks: list[_Chunk] = field(default_factory=list)
 
@@ -84,6 +89,9 @@ class FileOutput:
                 np.asarray(cols["value"], dtype=np.float64),
                 max_digits=self.max_decimal_digits,
             )
+            if self.metric_hashes is not None:
+                heads = sid[codec.segment_starts(sid)]
+                data = layout.cluster_by_metric(data, self.metric_hashes(heads))
         else:
             data = blocks.encode_rollup(cols, max_digits=self.max_decimal_digits)
         path = self._dir() / f".tmp-{self.ids.take()}.parquet"

@@ -29,9 +29,10 @@ from monitoringserver.metrics.api import (
     SeriesData,
     StoreStats,
 )
+from monitoringserver.metrics.filereader import FileReader
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
-from monitoringserver.metrics.partcache import CacheStats, PartCache, series_key
+from monitoringserver.metrics.partcache import CacheStats
 from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
@@ -43,7 +44,6 @@ __all__ = ["EmbeddedMetricStore"]
 _RAW_NAMES = ("series_id", "ts", "value")
 _ROLLUP_NAMES = ("series_id", "ts", *blocks.ROLLUP_FIELDS)
 _RETRIES = 5
-_MIN_MS, _MAX_MS = -(2**63), 2**63 - 1
 IdArray = NDArray[np.uint64]
 
 
@@ -66,8 +66,8 @@ class EmbeddedMetricStore:
         self._opt = options
         self._wal_bytes = wal_bytes
         self._compaction = compaction
-        self._cache = PartCache(options.read_cache_bytes)
-        manifest.on_remove(self._cache.drop_files)
+        self._files = FileReader(manifest.root, index, options.read_cache_bytes)
+        manifest.on_remove(self._files.forget)
         # (database commits when read, head extent); replaced whole, so no lock needed.
         self._extent: tuple[int, tuple[int, int, int, int] | None] | None = None
         self._head_parts: tuple[int, int, frozenset[int]] | None = None  # (commits, pms, ...)
@@ -115,38 +115,13 @@ class EmbeddedMetricStore:
         self._extent = (version, extent)
         return extent
 
-    def _file_rows(
-        self, cur: duckdb.DuckDBPyConnection, files: list[FileEntry], ids: IdArray
-    ) -> Run:
-        """Merged decoded rows of ``ids`` in raw ``files`` (sorted by ``seq``) over their
-        whole time range, through the cache: the merge of this file set, else one entry
-        per file, and one DuckDB query reads every file still missing."""
-        key = series_key(ids)
-        if len(files) > 1:
-            merged = self._cache.get(tuple(f.id for f in files), key)
-            if isinstance(merged, Run):
-                return merged
-        out: list[Run | None] = []
-        for f in files:
-            got = self._cache.get((f.id,), key)
-            out.append(got if isinstance(got, Run) else None)
-        missing = [i for i, c in enumerate(out) if c is None]
-        if missing:
-            paths = [self._manifest.root / files[i].path for i in missing]
-            for i, cols in zip(missing, blocks.read_raw_many(cur, paths, ids), strict=True):
-                out[i] = self._cache.put((files[i].id,), key, Run.from_columns(cols))
-        runs = [c for c in out if c is not None]
-        if len(runs) <= 1:
-            return runs[0] if runs else Run.empty()
-        return self._cache.put(tuple(f.id for f in files), key, merge_runs(runs))
-
     def _read_raw(self, ids: IdArray, start_ms: int, end_ms: int) -> tuple[Run, Snapshot]:
         """Merged raw rows of ``ids`` in the range, and the snapshot they came from."""
         cur = self._db.cursor()
         for attempt in range(_RETRIES):
             with self._manifest.snapshot() as snap:
                 files = _overlapping(snap.of("raw"), ids, start_ms, end_ms)
-                stored = self._file_rows(cur, files, ids)
+                stored = self._files.raw(cur, files, ids)
                 if not all(start_ms <= f.min_ts and f.max_ts <= end_ms for f in files):
                     stored = stored.in_time(start_ms, end_ms)
                 head = self._head(cur, ids, start_ms, end_ms)
@@ -221,23 +196,8 @@ class EmbeddedMetricStore:
         self, files: list[FileEntry], ids: IdArray, start_ms: int, end_ms: int
     ) -> blocks.Columns:
         chosen = _overlapping(files, ids, start_ms, end_ms)  # sorted by seq
-        key = series_key(ids)
-        got: list[blocks.Columns | None] = []
-        for f in chosen:
-            entry = self._cache.get((f.id,), key)
-            got.append(entry if isinstance(entry, dict) else None)
-        missing = [i for i, c in enumerate(got) if c is None]
-        if missing:
-            read = blocks.read_rollup_many(
-                self._db.cursor(),
-                [self._manifest.root / chosen[i].path for i in missing],
-                ids,
-                start_ms=_MIN_MS,
-                end_ms=_MAX_MS,
-            )
-            for i, cols in zip(missing, read, strict=True):
-                got[i] = self._cache.put((chosen[i].id,), key, cols)
-        parts = [_in_time(c, start_ms, end_ms) for c in got if c is not None]
+        got = self._files.rollups(self._db.cursor(), chosen, ids)
+        parts = [_in_time(c, start_ms, end_ms) for c in got]
         if not parts:
             return _empty_rollup()
         return blocks.dedup_last(parts)
@@ -335,7 +295,7 @@ class EmbeddedMetricStore:
                 newest_ms=max((f.max_ts for f in mine), default=None),
             )
         when, seconds = self._compaction()
-        cache = self._cache.stats()
+        cache = self._files.stats()
         return StoreStats(
             series=len(self._index),
             head_samples=self.head_samples(),
@@ -350,7 +310,7 @@ class EmbeddedMetricStore:
 
     def cache_stats(self) -> CacheStats:
         """Hits, misses and size of the decoded-part cache (``read_cache_bytes``)."""
-        return self._cache.stats()
+        return self._files.stats()
 
     @property
     def root(self) -> Path:

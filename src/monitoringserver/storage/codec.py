@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["RAW", "decode", "encode", "segment_starts"]
+__all__ = ["RAW", "decode", "encode", "segment_gather", "segment_starts", "series_order"]
 
 RAW = np.int8(-1)
 _SECOND_ORDER = 16
@@ -39,6 +39,33 @@ def segment_starts(series_id: NDArray[np.uint64]) -> NDArray[np.intp]:
         return np.empty(0, dtype=np.intp)
     change = np.flatnonzero(series_id[1:] != series_id[:-1]) + 1
     return np.concatenate(([0], change)).astype(np.intp)
+
+
+def segment_gather(
+    starts: NDArray[np.intp], lengths: NDArray[np.int64], order: NDArray[np.intp]
+) -> NDArray[np.int64]:
+    """Row indices that take whole segments (``starts``, ``lengths``) in ``order``."""
+    lens = lengths[order]
+    first = np.cumsum(lens) - lens
+    rows: NDArray[np.int64] = np.repeat(starts[order] - first, lens) + np.arange(
+        int(lens.sum()), dtype=np.int64
+    )
+    return rows
+
+
+def series_order(
+    sid: NDArray[np.uint64], ts: NDArray[np.int64], values: NDArray[np.float64]
+) -> tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]:
+    """Rows whose series are contiguous (in any order) rearranged so the series come in
+    ascending id order; each series' rows keep their order. Returns the inputs
+    themselves when they already are."""
+    starts = segment_starts(sid)
+    heads = sid[starts]
+    if len(heads) < 2 or bool(np.all(heads[1:] > heads[:-1])):
+        return sid, ts, values
+    lengths = np.diff(np.append(starts, len(sid)))
+    rows = segment_gather(starts, lengths, np.argsort(heads, kind="stable"))
+    return sid[rows], ts[rows], values[rows]
 
 
 def _segmented_diff(x: NDArray[np.int64], starts: NDArray[np.intp]) -> NDArray[np.int64]:

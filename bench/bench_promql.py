@@ -12,8 +12,10 @@ Workload (``bench.common.workload``): ``--hosts`` (1000) × 100 node-exporter-li
 Queries: one series (``node_load1{instance=...}``), ``sum by (instance) (rate(
 node_cpu_seconds_total[5m]))`` and ``sum(rate(node_network_receive_bytes_total[5m]))``, as
 range queries over the whole range at a 15 s step and as instant queries at its end.
-Warm medians of wall time; for our engine split into store ``select`` and evaluation,
-plus the process CPU time (``cpu_ms``: robust when other work shares the cores); for
+Warm medians of wall time; for our engine split into store ``select``, evaluation
+and the JSON encoding of the response body (what ``/api/v1/query_range`` sends, so the
+total compares with VictoriaMetrics' HTTP figure less the local round trip), plus the
+process CPU time (``cpu_ms``: robust when other work shares the cores); for
 VictoriaMetrics the server process' CPU time per query (``server_cpu_ms``, clock ticks
 of 10 ms, so small values read 0 or 10).
 
@@ -48,6 +50,7 @@ from monitoringserver.model.labels import Labels, make_labels
 from monitoringserver.pipeline.metric_store import open_metric_store
 from monitoringserver.promql import Engine, Result
 from monitoringserver.storage.options import StorageOptions
+from monitoringserver.web.routers.prometheus_encode import encode_data
 
 RESULTS = Path(__file__).parent / "results" / "promql.json"
 DAY_MS = 86_400_000
@@ -90,20 +93,26 @@ def _time_engine(
                 return engine.instant(q, end)
 
             series = len(run().series)
-            totals, selects, cpus = [], [], []
+            totals, selects, encodes, cpus = [], [], [], []
             for _ in range(repeat):
                 timer.select_s = 0.0
                 c0, t0 = time.process_time(), time.perf_counter()
-                run()
-                totals.append(time.perf_counter() - t0)
+                result = run()
+                t1 = time.perf_counter()
+                encode_data(result)
+                t2 = time.perf_counter()
+                totals.append(t2 - t0)
+                encodes.append(t2 - t1)
                 cpus.append(time.process_time() - c0)
                 selects.append(timer.select_s)
             total = statistics.median(totals)
             sel = statistics.median(selects)
+            enc = statistics.median(encodes)
             out[f"{name}.{kind}"] = {
                 "total_ms": round(total * 1000, 1),
                 "select_ms": round(sel * 1000, 1),
-                "eval_ms": round((total - sel) * 1000, 1),
+                "eval_ms": round((total - sel - enc) * 1000, 1),
+                "encode_ms": round(enc * 1000, 1),
                 "cpu_ms": round(statistics.median(cpus) * 1000, 1),
                 "result_series": series,
             }

@@ -58,18 +58,24 @@ _IPV4_RE = "[0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}"
 #: every UUID-shaped and every 32-hex-digit window of each maximal ``[0-9a-f-]`` run of
 #: 32+ characters (in practice one window per id), and each maximal ``[0-9.]`` run that
 #: is exactly an IPv4 address. See :func:`needle_id_tokens` for the probe side.
+#: One regex pass finds the maximal ``[0-9a-f.-]`` runs of 7+ characters of the
+#: lower-cased line; the ``[0-9a-f-]`` runs are their pieces between dots and the
+#: ``[0-9.]`` runs their pieces between ``[a-f-]`` characters (lower-casing never makes
+#: or removes a digit or a dot), which costs about a third less than a pass per shape.
 IDS_SQL = (
+    "SELECT tok FROM (WITH runs AS MATERIALIZED (SELECT unnest(regexp_extract_all("
+    "lower(message), '[0-9a-f.-]{7,}')) AS big FROM {src}), "
+    "hexruns AS (SELECT unnest(string_split(big, '.')) AS r FROM runs WHERE length(big) >= 32), "
+    "dotruns AS (SELECT unnest(regexp_split_to_array(big, '[a-f-]')) AS r FROM runs) "
     "SELECT unnest(list_filter(list_transform(range(1, length(r) - 34), "
     "lambda i: substr(r, i, 36)), lambda w: regexp_full_match(w, "
-    "'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'))) "
-    "AS tok FROM (SELECT unnest(regexp_extract_all(lower(message), '[0-9a-f-]{36,}')) AS r "
-    "FROM {src}) UNION ALL "
+    "'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'))) AS tok "
+    "FROM hexruns WHERE length(r) >= 36 UNION ALL "
     "SELECT unnest(list_filter(list_transform(range(1, length(r) - 30), "
-    "lambda i: substr(r, i, 32)), lambda w: regexp_full_match(w, '[0-9a-f]{32}'))) "
-    "AS tok FROM (SELECT unnest(regexp_extract_all(lower(message), '[0-9a-f-]{32,}')) AS r "
-    "FROM {src}) UNION ALL "
-    "SELECT r AS tok FROM (SELECT unnest(regexp_extract_all(message, '[0-9.]{7,}')) AS r "
-    "FROM {src}) WHERE regexp_full_match(r, '[0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}')"
+    "lambda i: substr(r, i, 32)), lambda w: regexp_full_match(w, '[0-9a-f]{32}'))) AS tok "
+    "FROM hexruns WHERE length(r) >= 32 UNION ALL "
+    "SELECT r AS tok FROM dotruns WHERE length(r) >= 7 AND "
+    "regexp_full_match(r, '[0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}'))"
 )
 _NEEDLE_UUID = re.compile(_UUID_RE)
 _NEEDLE_HEX32 = re.compile("[0-9a-f]{32}")

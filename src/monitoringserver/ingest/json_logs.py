@@ -79,6 +79,8 @@ def _attr(v: _Scalar) -> str:
 def _epoch_ms(t: NDArray[np.int64]) -> NDArray[np.int64]:
     """Epoch s/ms/us/ns (by magnitude, like ``epoch_to_ms``) to ms, vectorised."""
     a = np.abs(t)
+    if a.min() >= 10**11 and a.max() < 10**14:  # all milliseconds already: the usual case
+        return t
     out: NDArray[np.int64] = np.where(
         a < 10**11,
         t * 1000,
@@ -124,7 +126,9 @@ def decode_json_logs(body: bytes, *, now_ms: int, source: str = "http") -> Decod
                 ms = now_ms
             ts[i] = ms
     given = list(map(_get_level, items))
-    if not all(given):
+    if not any(given):  # seed 002 names it ``type``
+        given = list(map(_get_type, items))
+    elif not all(given):
         given = [lv or ty for lv, ty in zip(given, map(_get_type, items), strict=True)]
     # Few distinct spellings per request: normalise each once, then map in C.
     names = {raw: normalize_level(raw) if raw else "" for raw in set(given)}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -142,6 +143,23 @@ def decode_frame(payload: bytes) -> tuple[LogBatch, DedupKey | None]:
         f.attrs,
     )
     return batch, (DedupKey(f.agent_id, f.batch_seq) if f.agent_id else None)
+
+
+def _concat(batches: list[LogBatch]) -> LogBatch:
+    """``LogBatch.concat`` with the columns joined in C (``itertools.chain``): the batcher
+    runs it on the event loop for every commit, over about 100 k lines."""
+    if len(batches) == 1:
+        return batches[0]
+    chain = itertools.chain.from_iterable
+    return LogBatch(
+        np.concatenate([b.ts_ms for b in batches]) if batches else np.empty(0, np.int64),
+        list(chain(b.server_id for b in batches)),
+        list(chain(b.level for b in batches)),
+        list(chain(b.logger for b in batches)),
+        list(chain(b.source for b in batches)),
+        list(chain(b.message for b in batches)),
+        list(chain(b.attrs for b in batches)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +347,7 @@ class LogWriter:
             taken, self._queue = self._queue, []
             if not taken:
                 return 0
-            batch = LogBatch.concat([q.batch for q in taken])
+            batch = _concat([q.batch for q in taken])
             dedups = [q.dedup for q in taken if q.dedup is not None]
             try:
                 await self._store.ainsert(batch, lsn=taken[-1].lsn, dedup=dedups)
@@ -377,14 +395,14 @@ class LogWriter:
             chunk.append(batch)
             last = lsn
             if sum(len(b) for b in chunk) >= self._opt.batch_lines:
-                merged = LogBatch.concat(chunk)
+                merged = _concat(chunk)
                 self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
                 if self._aggregator is not None:
                     self._aggregator.aggregate(merged)
                 total += len(merged)
                 chunk, dedups = [], {}
         if chunk or dedups:
-            merged = LogBatch.concat(chunk)
+            merged = _concat(chunk)
             self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
             if self._aggregator is not None:
                 self._aggregator.aggregate(merged)

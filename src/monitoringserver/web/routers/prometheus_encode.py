@@ -11,6 +11,7 @@ distinct timestamp is formatted once.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -71,7 +72,16 @@ def _points(series: list[ResultSeries]) -> list[str]:
     if not series:
         return []
     lengths = [len(s.values) for s in series]
-    times = format_times(np.concatenate([s.ts_ms for s in series]))
+    # Series sharing one timestamp array (fully present rows of a range result) have it
+    # formatted once.
+    distinct = {id(s.ts_ms): s.ts_ms for s in series}
+    text = format_times(np.concatenate(list(distinct.values())))
+    by_id: dict[int, list[str]] = {}
+    at = 0
+    for key, ts in distinct.items():
+        by_id[key] = text[at : at + len(ts)]
+        at += len(ts)
+    times = list(chain.from_iterable(by_id[id(s.ts_ms)] for s in series))
     values = format_values(np.concatenate([s.values for s in series]))
     pairs = [f'[{t},"{v}"]' for t, v in zip(times, values, strict=True)]
     out = []

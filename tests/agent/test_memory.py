@@ -149,3 +149,26 @@ async def test_own_process_agent_releases_memory_after_each_cycle(
         await agent.aclose()
     assert agent.cycles >= 1
     assert gc.get_freeze_count() == 0  # the fake froze nothing in the test process
+
+
+@pytest.mark.parametrize(("env", "applied"), [({}, True), ({"MALLOC_ARENA_MAX": "4"}, False)])
+def test_limit_malloc_arenas_unless_the_environment_says(
+    env: dict[str, str], applied: bool
+) -> None:
+    import os
+    import platform
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from monitoringserver.agent import memory; print(memory.limit_malloc_arenas())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env,
+    )
+    assert done.stdout.strip() == str(applied and glibc)

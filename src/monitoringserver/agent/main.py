@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             return _status(cfg, args.json)
         if container_socket(cfg) is None:
             memory.keep_ssl_out()
+        memory.limit_malloc_arenas()
         import asyncio
 
         asyncio.run(_run(cfg, own_process=True))

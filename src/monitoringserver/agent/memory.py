@@ -10,6 +10,9 @@ built-in local agent, whose heap belongs to the server.
   container collector), so :func:`allow_ssl` lifts the block before httpx is imported.
 * :func:`release_memory` returns freed heap pages to the kernel (start-up and each
   collection cycle allocate and free a few MiB; glibc keeps them otherwise).
+* :func:`limit_malloc_arenas` caps glibc's per-thread malloc arenas (the agent runs
+  a few gRPC threads; each arena it would create keeps its own free pages), unless
+  ``MALLOC_ARENA_MAX`` is set in the environment, which wins.
 * :func:`freeze_startup_objects` moves everything allocated during start-up into the
   garbage collector's permanent generation, so later collections do not walk it.
 """
@@ -19,10 +22,18 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import os
 import sys
-from collections.abc import Callable
 
-__all__ = ["allow_ssl", "freeze_startup_objects", "keep_ssl_out", "release_memory"]
+__all__ = [
+    "allow_ssl",
+    "freeze_startup_objects",
+    "keep_ssl_out",
+    "limit_malloc_arenas",
+    "release_memory",
+]
+
+_M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
 def keep_ssl_out() -> bool:
@@ -45,15 +56,26 @@ def allow_ssl() -> None:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (musl has neither malloc_trim nor mallopt)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         # The interpreter's own symbol table includes the C library it runs on.
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim  # noqa: B018 (probe: raises AttributeError off glibc)
+    except (OSError, AttributeError):
         return None
-    return trim
+    return libc
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """``mallopt(M_ARENA_MAX, arenas)`` unless ``MALLOC_ARENA_MAX`` is set; call it
+    before threads start. Returns whether the limit was applied."""
+    libc = _libc()
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 def release_memory() -> bool:
@@ -63,10 +85,10 @@ def release_memory() -> bool:
     millisecond per call with the start-up objects frozen.
     """
     gc.collect()
-    trim = _malloc_trim()
-    if trim is None:
+    libc = _libc()
+    if libc is None:
         return False
-    trim(0)
+    libc.malloc_trim(0)
     return True
 
 

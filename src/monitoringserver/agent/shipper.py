@@ -10,6 +10,11 @@ Failures: ``NOT_FOUND`` (session unknown after a server restart) re-registers an
 retries once; ``INVALID_ARGUMENT`` drops the batch (it can never succeed);
 ``RESOURCE_EXHAUSTED`` waits the server's ``retry-after-ms``; anything else backs off
 exponentially (1 s doubling to 60 s, ±50 % jitter). Loop-affine (one event loop).
+
+Spool file I/O (each record is fsynced twice) runs in a worker thread, one operation
+at a time per spool (``_spool_lock``), so a slow disk never stalls the event loop:
+the control stream, the exposition and, in one process with many agents (the
+outage bench), every other agent keep running while a record is written.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -35,6 +41,7 @@ __all__ = ["DeliveryError", "Shipper", "ShipperOptions"]
 
 _log = logging.getLogger(__name__)
 _RETRY_KEY = "retry-after-ms"
+_T = TypeVar("_T")
 
 
 class DeliveryError(Exception):
@@ -97,6 +104,7 @@ class Shipper:
         self._session = ""
         self._known: set[int] = set()
         self._session_lock = asyncio.Lock()
+        self._spool_lock = asyncio.Lock()
         self._failures = 0
         self._retry_at = 0.0
         self.wake = asyncio.Event()
@@ -231,14 +239,20 @@ class Shipper:
                 self._note_success()
                 return "ok"
         msg = self._series.message(batch, agent_id=self.agent_id, known=None)
-        self.spool.put(msg.SerializeToString())
+        data = msg.SerializeToString()
+        await self._spool_io(lambda: self.spool.put(data))
         self.wake.set()
         return "spooled"
+
+    async def _spool_io(self, op: Callable[[], _T]) -> _T:
+        """Run one spool operation in a worker thread, one at a time."""
+        async with self._spool_lock:
+            return await asyncio.to_thread(op)
 
     async def drain(self) -> int:
         """Send spooled batches oldest first until empty or a failure; returns how many."""
         sent = 0
-        while (data := self.spool.peek()) is not None:
+        while (data := await self._spool_io(self.spool.peek)) is not None:
             msg = pb.MetricsBatch.FromString(data)
             try:
                 await self._send(msg)
@@ -251,7 +265,7 @@ class Shipper:
             else:
                 self._note_success()
                 sent += 1
-            self.spool.pop()
+            await self._spool_io(self.spool.pop)
         return sent
 
     async def _channel_ready(self) -> None:

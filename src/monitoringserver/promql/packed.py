@@ -107,17 +107,19 @@ def _points_before(ts: NDArray[np.int64], grids: list[tuple[int, int]], gap: int
     Each grid is ``(start, count)``: the points ``start + k * gap`` for ``0 <= k < count``.
     Computed by ceiling division, in blocks.
     """
-    out = np.zeros(len(ts), dtype=np.intp)
+    out = np.empty(len(ts), dtype=np.intp)
+    tmp = np.empty(min(len(ts), _BLOCK), dtype=np.intp)
     for b in range(0, len(ts), _BLOCK):
         chunk = ts[b : b + _BLOCK]
         acc = out[b : b + _BLOCK]
-        for start, count in grids:
-            k = chunk - start
-            k += gap - 1
+        for g, (start, count) in enumerate(grids):
+            k = acc if g == 0 else tmp[: len(chunk)]
+            # ceil((t - start) / gap) as floor((t - start + gap - 1) / gap), clipped.
+            np.subtract(chunk, start - gap + 1, out=k)
             k //= gap
-            np.maximum(k, 0, out=k)
-            np.minimum(k, count, out=k)
-            acc += k
+            np.clip(k, 0, count, out=k)
+            if g:
+                acc += k
     return out
 
 
@@ -198,5 +200,10 @@ def upper_bounds(p: Packed, *times: NDArray[np.int64]) -> list[Idx]:
         bounds = _upper_by_histogram(p, _union_positions(p, grids, union), len(union))
         for k in counted:
             cols = np.searchsorted(union, arrays[k])
-            out[k] = bounds if len(cols) == len(union) else bounds[:, cols]
+            if len(cols) == len(union):
+                out[k] = bounds
+            elif len(cols) and bool(np.all(np.diff(cols) == 1)):
+                out[k] = bounds[:, int(cols[0]) : int(cols[-1]) + 1]  # a view, no copy
+            else:
+                out[k] = bounds[:, cols]
     return [b for b in out if b is not None]

@@ -74,17 +74,22 @@ def decompress_snappy(body: bytes, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
 def _checked(pairs: list[tuple[str, str]], *, names_checked: bool = False) -> Labels:
     """The sorted label set without empty values; ``names_checked`` when the caller has
     validated every name already. The pair objects are kept as they are."""
-    seen: set[str] = set()
-    for name, _value in pairs:
-        if not names_checked and name != METRIC_NAME and not _LABEL_NAME_RE.fullmatch(name):
-            raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
-        if name in seen:
-            raise BadDataError(f"{_PREFIX}: duplicate label name {name!r}")
-        seen.add(name)
+    if not names_checked:
+        for name, _value in pairs:
+            if name != METRIC_NAME and not _LABEL_NAME_RE.fullmatch(name):
+                raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
     found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _value in pairs:
+            if name in seen:
+                raise BadDataError(f"{_PREFIX}: duplicate label name {name!r}")
+            seen.add(name)
     if not found.get(METRIC_NAME):
         raise BadDataError(f"{_PREFIX}: series without a metric name: {found}")
-    return tuple(sorted(pair for pair in pairs if pair[1] != ""))
+    if "" in found.values():
+        return tuple(sorted(pair for pair in pairs if pair[1] != ""))
+    return tuple(sorted(pairs))
 
 
 def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels]) -> Labels:

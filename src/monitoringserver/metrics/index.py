@@ -18,6 +18,7 @@ queries read from worker threads.
 
 from __future__ import annotations
 
+import operator
 import threading
 from array import array
 from collections.abc import Iterable, Sequence
@@ -92,6 +93,8 @@ class SeriesIndex:
         that interns its own label sets then holds no second copy)."""
         table = self._interned
         get = table.get
+        if type(labels) is tuple and all(map(operator.is_, map(get, labels), labels)):
+            return labels  # every pair is the shared one already (C-level check)
         pairs = []
         adopted = True
         for pair in labels:

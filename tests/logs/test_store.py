@@ -367,14 +367,22 @@ def test_ids_stored_as_binary_columns_round_trip(
         store.insert(LogBatch.from_records(recs))
         store.flush()
     assert all(e.id_columns for e in store.entries())
-    assert store.compact() is not None
-    page = engine.query(LogQuery(limit=100))
-    assert sorted(page.batch.message) == sorted(_ID_LINES)
+    fresh = ", ".join(f"'{e.path}'" for e in store.entries())
     raw = db.read(
-        f"SELECT count(*) FROM read_parquet('{store.entries()[0].path}') "
+        f"SELECT count(*) FROM read_parquet([{fresh}]) "
         "WHERE uuids IS NOT NULL OR hexids IS NOT NULL"
     )
     assert raw[0][0] == 5  # the upper-case, marker and id-less lines stay text
+    assert store.compact() is not None
+    assert [e.layout for e in store.entries()] == ["tmpl"]
+    page = engine.query(LogQuery(limit=100))
+    assert sorted(page.batch.message) == sorted(_ID_LINES)
+    raw = db.read(
+        f"SELECT count(*) FILTER (WHERE verbatim), count(*) FILTER (WHERE len(uuids) > 0 "
+        f"OR len(hexids) > 0) FROM read_parquet('{store.entries()[0].path}')"
+    )
+    # Ids glued to hex text (sha256/overlap/two) and the marker line are kept verbatim.
+    assert raw[0] == (4, 2)
     needle = "1b2c-4d3e-8f90-0123456789ab done"
     hits = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, needle),)))
     assert hits.batch.message == [_ID_LINES[0]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from monitoringserver.logs.templates import (
     restored_relation,
 )
 from monitoringserver.model.logs import LogBatch, LogRecord
+from monitoringserver.model.matchers import Matcher
 from monitoringserver.storage.db import Database
 
 from .conftest import FakeClock
@@ -92,7 +94,7 @@ def test_corpus_shapes_round_trip(con: duckdb.DuckDBPyConnection, tmp_path: Path
     _write(con, path, SHAPES)
     assert _rebuilt(con, path) == SHAPES
     rows = con.execute(
-        f"SELECT tmpl, verbatim, i1, irest, uuids, hexids, hexw, glued FROM '{path}' ORDER BY ts"
+        f"SELECT tmpl, verbatim, i1, irest, uuids, hexids, hexw FROM '{path}' ORDER BY ts"
     ).fetchall()
     nginx, sshd, app = rows[0], rows[1], rows[2]
     assert nginx[0].startswith("\x03.\x03.\x03.\x03 - - [\x03/Jan/\x03:\x03:0\x03:\x03 +000\x03]")
@@ -100,10 +102,11 @@ def test_corpus_shapes_round_trip(con: duckdb.DuckDBPyConnection, tmp_path: Path
     assert sshd[6] == ["3f2a9c1e1b2c4d3e8f9001"]  # a hex word, kept as text
     assert (str(app[4][0]), app[5][0].hex) == (U1, H1)
     assert rows[8][3] == list(range(INT_SLOTS, INT_SLOTS + 7))  # past the slots
-    assert rows[9][1]
-    assert rows[9][0] == SHAPES[9]
-    assert rows[10][7]  # glued ids
-    assert not any(r[7] for r in rows[:10])
+    for verbatim in (rows[9], rows[10]):  # control bytes; ids glued to hex text
+        assert verbatim[1]
+        assert verbatim[0] == SHAPES[rows.index(verbatim)]
+        assert verbatim[4] == verbatim[5] == []
+    assert not any(r[1] for r in rows[:9])
 
 
 _ALPHABET = st.sampled_from(
@@ -162,8 +165,8 @@ def test_literal_segments(needle: str, pieces: list[str]) -> None:
 def test_needle_prefilter_uses_id_columns() -> None:
     conds = needle_prefilter(f"id={U1} t={H1}")
     assert [c for c, _ in conds][-2:] == [
-        "(verbatim OR glued OR list_contains(uuids, ?::UUID))",
-        "(verbatim OR glued OR list_contains(hexids, ?::UUID))",
+        "coalesce(len(uuids) = 0 OR list_contains(uuids, ?::UUID), false)",
+        "coalesce(len(hexids) = 0 OR list_contains(hexids, ?::UUID), false)",
     ]
     assert conds[-2][1] == [U1]
     assert conds[-1][1] == [H1]
@@ -232,3 +235,27 @@ def test_compaction_writes_templates_and_search_sees_original_lines(
     )
     assert counts[0].lines == [201]
     assert counts[0].bytes == [sum(len(r.message) for r in records if "GET" not in r.message) + 12]
+
+
+def test_listing_without_line_filters_opens_only_the_archives_holding_the_page(
+    db: Database, tmp_path: Path, clock: FakeClock
+) -> None:
+    store = LogStore(db, tmp_path / "n", LogStoreOptions(retention_s=None), clock=clock)
+    engine = LogQueryEngine(store)
+    records = _corpus(300, 1_000)
+    for part in (records[:100], records[100:200], records[200:]):
+        store.insert(LogBatch.from_records(part))
+        store.flush()
+    newest = [r for r in reversed(records) if r.level == "error" and r.server_id == "h0"]
+    q = LogQuery(matchers=(Matcher.eq("server_id", "h0"), Matcher.eq("level", "error")), limit=3)
+    page = engine.query(q)
+    assert page.batch.message == [r.message for r in newest[:3]]
+    assert (page.archives_scanned, page.archives_pruned) == (1, 2)
+    seen = list(page.batch.message)
+    while page.next_cursor is not None:
+        page = engine.query(dataclasses.replace(q, cursor=page.next_cursor))
+        seen += page.batch.message
+    assert seen == [r.message for r in newest]
+    forward = engine.query(dataclasses.replace(q, direction="forward", limit=3))
+    assert forward.batch.message == [r.message for r in newest[::-1][:3]]
+    assert forward.archives_scanned == 1

@@ -13,6 +13,7 @@ with that ``ts`` were returned, so the next page resumes exactly after them.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from monitoringserver.logs.api import (
     LogStoreStats,
     SeriesCounts,
 )
-from monitoringserver.logs.archive import PREFILTER_COLUMNS, files_source
+from monitoringserver.logs.archive import NO_PREFILTER, PREFILTER_COLUMNS, files_source
 from monitoringserver.logs.patterns import needle_id_tokens, needle_tokens
 from monitoringserver.logs.store import ArchiveEntry, LogStore
 from monitoringserver.logs.templates import needle_prefilter
@@ -48,11 +49,7 @@ WriterCounters = Callable[[], tuple[int, dict[str, int], dict[str, int]]]
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _SELECT = "ts, server_id, level, logger, source, message, attrs"
 _MAX_LIMIT = 10_000
-# The head has no template columns: stand-ins under which every needle condition holds.
-_HEAD_PREFILTER = (
-    "message AS tmpl, true AS verbatim, NULL::UUID[] AS uuids, NULL::UUID[] AS hexids, "
-    "true AS glued"
-)
+
 _RETRIES = 4
 
 
@@ -208,31 +205,69 @@ class LogQueryEngine:
     def _source(self, entries: Sequence[ArchiveEntry]) -> str:
         """The head and the archives as one relation: ``_SELECT`` plus the
         ``PREFILTER_COLUMNS`` the needle conditions use."""
-        head = f"SELECT {_SELECT}, {_HEAD_PREFILTER} FROM log_head"  # noqa: S608
+        head = f"SELECT {_SELECT}, {NO_PREFILTER} FROM log_head"  # noqa: S608
         if not entries:
             return f"({head})"
         files = files_source([(e.path, e.layout) for e in entries], prefilter=True)
         more = ", ".join(PREFILTER_COLUMNS)
         return f"({head} UNION ALL SELECT {_SELECT}, {more} FROM {files})"  # noqa: S608
 
+    def _execute(self, text: str, params: list[Any]) -> list[tuple[Any, ...]] | None:
+        """Rows of one statement; None when an archive went away under it."""
+        try:
+            return self._store.db.cursor().execute(text, params).fetchall()
+        except duckdb.IOException:
+            return None
+        except (duckdb.InvalidInputException, duckdb.BinderException) as exc:
+            raise BadDataError(f"cannot run log query: {exc}") from exc
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot run log query: {exc}") from exc
+
+    def _narrowed(self, q: LogQuery, n: int, backward: bool) -> LogQuery | None:
+        """``q`` with its time range cut at the ``n``-th matching line in ``direction``
+        order (every one of the first ``n`` lines has a ``ts`` at least that far), so
+        the full query opens fewer archives and row groups. Reads only ``ts`` and the
+        columns of the conditions, never rebuilds a message: only for queries without
+        line filters or parsers. None when an archive went away."""
+        entries, _ = self._candidates(q)
+        sql = _Sql()
+        _conditions(q, sql)
+        text = (
+            f"SELECT ts FROM {self._source(entries)} WHERE {sql.where()} "  # noqa: S608
+            f"ORDER BY ts {'DESC' if backward else 'ASC'} LIMIT 1 OFFSET ?"
+        )
+        rows = self._execute(text, [*sql.params, n - 1])
+        if rows is None:
+            return None
+        if not rows:
+            return q
+        t = int(rows[0][0])
+        if backward:
+            return dataclasses.replace(q, start_ms=t if q.start_ms is None else max(q.start_ms, t))
+        return dataclasses.replace(q, end_ms=t if q.end_ms is None else min(q.end_ms, t))
+
     def _run(
-        self, q: LogQuery, build: Callable[[str, _Sql], tuple[str, list[Any]]]
+        self,
+        q: LogQuery,
+        build: Callable[[str, _Sql], tuple[str, list[Any]]],
+        *,
+        first: tuple[int, bool] | None = None,
     ) -> tuple[list[tuple[Any, ...]], int, int]:
-        """Run a query over a consistent head + archive set; retries when it changed."""
+        """Run a query over a consistent head + archive set; retries when it changed.
+        ``first``: (n, backward) when only the first ``n`` lines in that order are
+        wanted (see :meth:`_narrowed`)."""
         for _ in range(_RETRIES):
             token = self._store.generation()
-            entries, pruned = self._candidates(q)
-            sql = _Sql()
-            _conditions(q, sql)
-            text, params = build(self._source(entries), sql)
-            try:
-                rows = self._store.db.cursor().execute(text, params).fetchall()
-            except duckdb.IOException:
-                rows = None  # an archive went away under us: retry with a fresh list
-            except (duckdb.InvalidInputException, duckdb.BinderException) as exc:
-                raise BadDataError(f"cannot run log query: {exc}") from exc
-            except duckdb.Error as exc:
-                raise StorageError(f"cannot run log query: {exc}") from exc
+            eff: LogQuery | None = q
+            if first is not None:
+                eff = self._narrowed(q, *first)
+            rows = None
+            if eff is not None:
+                entries, pruned = self._candidates(eff)
+                sql = _Sql()
+                _conditions(eff, sql)
+                text, params = build(self._source(entries), sql)
+                rows = self._execute(text, params)
             if rows is not None and token is not None and token == self._store.generation():
                 self.last_pruning = (len(entries), pruned)
                 return rows, len(entries), pruned
@@ -250,18 +285,27 @@ class LogQueryEngine:
         cursor_ts: int | None = None
         if query.cursor:
             cursor_ts, skip = _decode_cursor(query.cursor)
+            # Resuming at the cursor is a bound on the time range.
+            if backward:
+                end = cursor_ts if query.end_ms is None else min(query.end_ms, cursor_ts)
+                query = dataclasses.replace(query, end_ms=end)
+            else:
+                start = cursor_ts if query.start_ms is None else max(query.start_ms, cursor_ts)
+                query = dataclasses.replace(query, start_ms=start)
         order = "ts DESC" if backward else "ts ASC"
 
         def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
-            if cursor_ts is not None:
-                sql.add("ts <= ?" if backward else "ts >= ?", cursor_ts)
             text = (
                 f"SELECT {_SELECT} FROM {src} WHERE {sql.where()} "  # noqa: S608
                 f"ORDER BY {order}, server_id, source, logger, message LIMIT ?"
             )
             return text, [*sql.params, limit + skip]
 
-        rows, scanned, pruned = self._run(query, build)
+        # Without message conditions the time bound is found on a few small columns;
+        # then only the archives (and row groups) holding the page are rebuilt.
+        cheap = not query.filters and not query.parsers
+        first = (limit + skip, backward) if cheap else None
+        rows, scanned, pruned = self._run(query, build, first=first)
         rows = rows[skip:]
         next_cursor = None
         if len(rows) == limit:

@@ -11,8 +11,9 @@ Archive files written with this layout (manifest ``hash_version`` holding
 * ``i1`` … ``i24`` (``BIGINT``) the integers by position, ``irest`` (``BIGINT[]``) the
   ones after the 24th; ``uuids`` / ``hexids`` (``UUID[]``, 16 bytes each) and ``hexw``
   (``VARCHAR[]``) the other variables in order (NULL when none);
-* ``verbatim``: true when the message already held one of the control bytes; ``tmpl``
-  is then the message itself and every variable column is NULL.
+* ``verbatim``: true when the message already held one of the control bytes (or an
+  id glued to hex text, see :func:`needle_prefilter`); ``tmpl`` is then the message
+  itself, ``uuids`` and ``hexids`` are empty lists, the other variables NULL.
 
 The variables are taken out in four passes (UUIDs, hex ids, hex words, integers), each
 a ``regexp_extract_all`` and a ``regexp_replace`` with the same pattern over the text
@@ -59,7 +60,7 @@ _HEXW = "[0-9]*[a-fA-F][0-9a-fA-F]{7,}|[0-9a-fA-F]{7,}[a-fA-F][0-9]*"
 _INT = "(^|[^0-9A-Za-z_])(0*)([0-9]{1,18})"
 _OTHER = ", ".join(c for c in HEAD_COLUMNS if c != "message")
 _MARKED = "regexp_matches(message, '[\\x01-\\x04]')"
-# An id marker next to a hex digit, a dash or another marker (see :func:`id_prefilter`).
+# An id marker next to a hex digit, a dash or another marker (see needle_prefilter).
 _GLUED = "[0-9a-fA-F\\x01-\\x04-][\\x01\\x02]|[\\x01\\x02][0-9a-fA-F\\x01-\\x04-]"
 _HEXISH = frozenset("0123456789abcdefABCDEF-")
 _MIN_SEGMENT = 3
@@ -76,7 +77,7 @@ def _ids(found: str, cast: str) -> str:
 def encoded_relation(src: str) -> str:
     """The rows of relation ``src`` (``HEAD_COLUMNS``) in the template layout: every
     column but ``message``, then ``tmpl``, ``verbatim``, ``i1..i24``, ``irest``,
-    ``uuids``, ``hexids``, ``hexw``, ``glued``."""
+    ``uuids``, ``hexids``, ``hexw``."""
     p1 = (
         f"SELECT {_OTHER}, {_MARKED} AS verbatim, message, "  # noqa: S608 -- constants
         f"regexp_extract_all(message, '{_UUID}') AS ua, "
@@ -94,17 +95,20 @@ def encoded_relation(src: str) -> str:
         f"SELECT *, regexp_extract_all(t3, '{_INT}', 3)::BIGINT[] AS na, "  # noqa: S608
         f"regexp_replace(t3, '{_INT}', '\\1\\2' || chr(3), 'g') AS t4 FROM ({p3})"
     )
-    ints = ", ".join(
-        f"CASE WHEN NOT verbatim THEN na[{k}] END AS i{k}" for k in range(1, INT_SLOTS + 1)
+    # Lines with an id marker glued to hex text are kept verbatim too (rare), so that
+    # ``uuids`` / ``hexids`` alone decide the id prefilters (see needle_prefilter).
+    p5 = (
+        f"SELECT *, verbatim OR CASE WHEN len(ua) = 0 AND len(ha) = 0 THEN false "  # noqa: S608
+        f"ELSE regexp_matches(t4, '{_GLUED}') END AS v FROM ({p4})"
     )
+    ints = ", ".join(f"CASE WHEN NOT v THEN na[{k}] END AS i{k}" for k in range(1, INT_SLOTS + 1))
     return (
-        f"(SELECT {_OTHER}, CASE WHEN verbatim THEN message ELSE t4 END AS tmpl, "  # noqa: S608
-        f"verbatim, {ints}, CASE WHEN NOT verbatim AND len(na) > {INT_SLOTS} "
+        f"(SELECT {_OTHER}, CASE WHEN v THEN message ELSE t4 END AS tmpl, "  # noqa: S608
+        f"v AS verbatim, {ints}, CASE WHEN NOT v AND len(na) > {INT_SLOTS} "
         f"THEN na[{INT_SLOTS + 1}:] END AS irest, "
-        f"CASE WHEN NOT verbatim THEN {_ids('ua', 'UUID')} END AS uuids, "
-        f"CASE WHEN NOT verbatim THEN {_ids('ha', 'UUID')} END AS hexids, "
-        f"CASE WHEN NOT verbatim THEN {_ids('wa', 'VARCHAR')} END AS hexw, "
-        f"NOT verbatim AND regexp_matches(t4, '{_GLUED}') AS glued FROM ({p4}))"
+        f"CASE WHEN v THEN []::UUID[] ELSE {_ids('ua', 'UUID')} END AS uuids, "
+        f"CASE WHEN v THEN []::UUID[] ELSE {_ids('ha', 'UUID')} END AS hexids, "
+        f"CASE WHEN NOT v THEN {_ids('wa', 'VARCHAR')} END AS hexw FROM ({p5}))"
     )
 
 
@@ -181,27 +185,28 @@ def literal_segments(needle: str) -> list[str]:
 
 
 def needle_prefilter(needle: str) -> list[tuple[str, list[object]]]:
-    """SQL conditions (with their parameters) over ``tmpl``, ``verbatim``, ``uuids``,
-    ``hexids`` and ``glued`` that every line containing ``needle`` satisfies: cheap
-    supersets, to be AND-ed with the exact test on the rebuilt message.
+    """SQL conditions (with their parameters) over ``tmpl``, ``uuids`` and ``hexids``
+    that every line containing ``needle`` satisfies: cheap supersets, to be AND-ed
+    with the exact test on the rebuilt message. Each reads one column, so DuckDB
+    evaluates it inside the Parquet scan and decodes the other columns only for the
+    rows that pass.
 
     * each :func:`literal_segments` piece is in ``tmpl`` (``tmpl`` is the message
       itself for verbatim lines);
-    * a lower-case UUID (or 32-hex id) inside the needle is in ``uuids`` (``hexids``).
-      A pass finds every occurrence of its pattern that no earlier match overlaps; two
-      id-shaped windows overlap only inside a longer run of hex digits and dashes, and
-      then the marker of the id taken out stands next to a hex digit, a dash or
-      another marker in ``tmpl``: such lines are flagged ``glued`` and always kept.
+    * a lower-case UUID (or 32-hex id) inside the needle is in ``uuids`` (``hexids``),
+      or the list is empty (verbatim lines). A pass finds every occurrence of its
+      pattern that no earlier match overlaps; two id-shaped windows overlap only inside
+      a longer run of hex digits and dashes, and then the marker of the id taken out
+      stands next to a hex digit, a dash or another marker: such lines are verbatim.
 
     Relations without these columns (the head, older archive layouts) provide
-    ``tmpl = message``, ``verbatim = true``, so every condition holds there."""
+    ``tmpl = message`` and empty id lists, so every condition holds there."""
     out: list[tuple[str, list[object]]] = [
         ("contains(tmpl, ?)", [piece]) for piece in literal_segments(needle)
     ]
-    m = re.search(_UUID, needle)
-    if m is not None:
-        out.append(("(verbatim OR glued OR list_contains(uuids, ?::UUID))", [m.group()]))
-    m = re.search(_HEX32, needle)
-    if m is not None:
-        out.append(("(verbatim OR glued OR list_contains(hexids, ?::UUID))", [m.group()]))
+    for col, pattern in (("uuids", _UUID), ("hexids", _HEX32)):
+        m = re.search(pattern, needle)
+        if m is not None:
+            cond = f"coalesce(len({col}) = 0 OR list_contains({col}, ?::UUID), false)"
+            out.append((cond, [m.group()]))
     return out

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitoringserver.promql import Result, ResultSeries
-from monitoringserver.web.routers.prometheus_encode import encode_data, format_values
+from monitoringserver.web.routers.prometheus_encode import encode_data, format_times, format_values
 from monitoringserver.web.routers.prometheus_params import encode_result, format_sample_value
 
 
@@ -112,3 +112,21 @@ def test_format_values_across_magnitudes(seed: int) -> None:
     values = 10 ** rng.uniform(-8, 20, 5000) * rng.choice([1.0, -1.0], 5000)
     values = np.concatenate([values, np.round(values), np.round(values, 2), [1e-4, 1e16]])
     assert format_values(values) == [format_sample_value(v) for v in values.tolist()]
+
+
+@pytest.mark.parametrize("size", [1, 7, 256, 257])  # both sides of the small-input path
+def test_format_values_small_and_large_paths(size: int) -> None:
+    rng = np.random.default_rng(size)
+    values = 10 ** rng.uniform(-8, 20, size) * rng.choice([1.0, -1.0], size)
+    values[::5] = np.round(values[::5])
+    values[1::7] = np.nan
+    values[2::11] = np.inf
+    assert format_values(values) == [format_sample_value(v) for v in values.tolist()]
+
+
+@pytest.mark.parametrize("size", [3, 300])
+def test_format_times_small_and_large_paths(size: int) -> None:
+    ts = np.arange(size, dtype=np.int64) * 1_500 - 10_000
+    assert format_times(ts) == [
+        str(t // 1000) if t % 1000 == 0 else str(t / 1000) for t in ts.tolist()
+    ]

@@ -182,11 +182,12 @@ def upper_bounds(p: Packed, *times: NDArray[np.int64]) -> list[Idx]:
     out: list[Idx | None] = [None] * len(arrays)
     counted: list[int] = []
     for k, t in enumerate(arrays):
-        # Rough costs in nanoseconds of the three ways (measured on numpy 2, x86-64).
+        # Rough costs in nanoseconds of the three ways (measured on numpy 2, x86-64),
+        # including the fixed cost of their numpy calls, which decides small inputs.
         cells = p.count * len(t)
-        bisect = cells * depth * 12
+        bisect = depth * 12_000 + cells * depth * 12
         per_series = p.count * 2500 + cells * depth * 2
-        count = len(p.ts) * 12 + cells * 4
+        count = 80_000 + len(p.ts) * 12 + cells * 4
         ascending = len(t) < 2 or bool(np.all(t[1:] >= t[:-1]))
         if per_series < min(bisect, count):
             out[k] = _upper_by_series(p, t)

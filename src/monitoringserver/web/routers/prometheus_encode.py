@@ -21,13 +21,15 @@ from numpy.typing import NDArray
 from monitoringserver.promql import Result, ResultSeries
 from monitoringserver.web.routers.prometheus_params import encode_result, format_sample_value
 
-__all__ = ["encode_data", "format_values"]
+__all__ = ["encode_data", "format_times", "format_values"]
 
 _encoder = msgspec.json.Encoder()
 
 #: ``repr`` switches to an exponent outside ``[1e-4, 1e16)``; Go's 'f' format never does.
 _POSITIONAL_MIN = 1e-4
 _POSITIONAL_MAX = 1e16
+#: Up to this many values are checked in Python rather than with numpy masks.
+_SMALL = 256
 
 
 def format_values(values: NDArray[np.float64]) -> list[str]:
@@ -44,6 +46,14 @@ def format_values(values: NDArray[np.float64]) -> list[str]:
     if text.endswith(".0"):
         text = text[:-2]
     out = text.split(",")
+    if len(out) <= _SMALL:
+        # Few values: finding the odd ones in the text beats a dozen numpy calls. msgspec
+        # writes non-finite values as ``null`` and uses an exponent only where Go's
+        # positional text would differ from its own.
+        for i, v in enumerate(out):
+            if "e" in v or v == "null":
+                out[i] = format_sample_value(float(values[i]))
+        return out
     with np.errstate(invalid="ignore"):
         mag = np.abs(values)
         odd = ~((mag < _POSITIONAL_MAX) & ((mag >= _POSITIONAL_MIN) | (mag == 0)))
@@ -57,8 +67,11 @@ def format_times(ts_ms: NDArray[np.int64]) -> list[str]:
 
     Each distinct timestamp is formatted once (a range result repeats its step grid).
     """
-    if not len(ts_ms):
-        return []
+    if len(ts_ms) <= _SMALL:
+        return [
+            str(t // 1000) if t % 1000 == 0 else _encoder.encode(t / 1000).decode()
+            for t in ts_ms.tolist()
+        ]
     uniq, inverse = np.unique(ts_ms, return_inverse=True)
     text = [
         str(t // 1000) if t % 1000 == 0 else _encoder.encode(t / 1000).decode()

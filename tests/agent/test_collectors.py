@@ -162,7 +162,14 @@ def engine_socket(tmp_path: Path) -> Iterator[Path]:
 
 def test_containers_over_unix_socket(engine_socket: Path) -> None:
     out = Emitter(BASE)
-    ContainerCollector(engine_socket).collect(out)
+    collector = ContainerCollector(engine_socket)
+    try:
+        collector.collect(out)
+        again = Emitter(BASE)
+        collector.collect(again)  # the kept client serves the next cycle too
+    finally:
+        collector.close()
+    assert len(again) == len(out)
     web = {"name": "web", "id": "abcdef012345", "image": "nginx:1"}
     assert out.value("container_up", **web) == 1.0
     assert out.value("container_up", name="old") == 0.0
@@ -174,6 +181,29 @@ def test_containers_over_unix_socket(engine_socket: Path) -> None:
     assert out.value("container_fs_reads_bytes_total", **web) == 100
     assert out.value("container_fs_writes_bytes_total", **web) == 50
     assert out.value("container_cpu_usage_seconds_total", name="old") is None
+
+
+def test_containers_reconnect_after_an_engine_error(tmp_path: Path) -> None:
+    import httpx
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.ConnectError("engine restarting", request=request)
+        return httpx.Response(200, json=[])
+
+    collector = ContainerCollector(None, transport=httpx.MockTransport(handler))
+    with pytest.raises(httpx.ConnectError):
+        collector.collect(Emitter(BASE))
+    assert collector._http is None  # dropped: the next cycle opens a new client
+    out = Emitter(BASE)
+    collector.collect(out)
+    collector.close()
+    collector.close()  # idempotent
+    assert calls["n"] == 2
+    assert len(out) == 0
 
 
 def test_containers_absent_socket(tmp_path: Path) -> None:

@@ -240,3 +240,40 @@ async def test_every_append_path_writes_the_wal_before_ack(
     assert again.replayed_lines == n
     await again.aclose()
     db.close()
+
+
+async def test_compaction_waits_while_ingest_is_busy_up_to_a_bound(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    db = Database(tmp_path / "db", threads=1)
+    p = open_log_pipeline(
+        db,
+        tmp_path / "logs",
+        store_options=LogStoreOptions(retention_s=3600, compact_min_archives=2),
+        writer_options=LogWriterOptions(compact_busy_lines_per_s=100, compact_max_deferred=3),
+        wal_fsync="never",
+        clock=clock,
+    )
+    counts = []
+    for lines in (500, 500, 500):  # 500 lines/s: busy
+        clock.t += 1
+        await p.writer.append(_batch(lines))
+        await p.writer.maintain(force_flush=True)
+        counts.append(p.store.archive_count())
+    # Two fresh archives wait; the third reaches the bound and the backlog is merged.
+    assert counts == [1, 2, 1]
+    for _ in range(2):  # 2 lines/s: idle, so the two fresh archives merge at once
+        clock.t += 10
+        await p.writer.append(_batch(20))
+        await p.writer.maintain(force_flush=True)
+    assert p.store.archive_count() == 2
+    assert p.querier.stats().archived_lines == 1540
+    await p.aclose()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"compact_busy_lines_per_s": -1.0}, {"compact_max_deferred": 0}]
+)
+def test_bad_compaction_options(kwargs: dict[str, float]) -> None:
+    with pytest.raises(BadDataError):
+        LogWriterOptions(**kwargs)  # type: ignore[arg-type]

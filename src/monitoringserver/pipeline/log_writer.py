@@ -23,13 +23,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 
 from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
@@ -39,6 +37,7 @@ from monitoringserver.logs.parser import LogParser
 from monitoringserver.logs.store import LogStore
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.pipeline.bus import Bus
+from monitoringserver.pipeline.log_frame import concat_batches, decode_frame, encode_frame
 from monitoringserver.pipeline.wal import Wal
 
 __all__ = ["LogWriter", "LogWriterOptions", "RateLimiter"]
@@ -56,7 +55,12 @@ class LogWriterOptions:
     ``max_pending_lines``: acknowledged lines not yet in DuckDB; beyond it appends get
     ``OverloadedError`` (429). ``rate_lines_per_s`` / ``rate_burst_lines``: per-source
     token bucket (None = unlimited). ``maintenance_interval_s``: how often to check
-    whether the head should become an archive and old archives should go."""
+    whether the head should become an archive and old archives should go.
+    ``compact_busy_lines_per_s``: while lines arrive faster than this (measured between
+    two maintenance steps), merging fresh archives waits, because it competes with
+    ingest for the CPU (a merge re-reads, re-sorts and re-compresses every line), until
+    ``compact_max_deferred`` archives were written since merging last caught up; then
+    the whole backlog is merged at once. 0 = merge whenever enough archives exist."""
 
     batch_lines: int = 100_000
     batch_interval_s: float = 1.0
@@ -66,10 +70,17 @@ class LogWriterOptions:
     max_sources: int = 100_000
     maintenance_interval_s: float = 10.0
     shutdown_timeout_s: float = 30.0
+    compact_busy_lines_per_s: float = 20_000.0
+    compact_max_deferred: int = 16
 
     def __post_init__(self) -> None:
         if self.batch_lines < 1 or self.max_pending_lines < 1 or self.batch_interval_s <= 0:
             raise BadDataError("cannot configure log writer: limits must be positive")
+        if self.compact_busy_lines_per_s < 0 or self.compact_max_deferred < 1:
+            raise BadDataError(
+                "cannot configure log writer: compact_busy_lines_per_s must not be negative "
+                "and compact_max_deferred must be positive"
+            )
 
 
 class RateLimiter:
@@ -101,65 +112,6 @@ class RateLimiter:
         self._buckets[source] = (tokens - n, now)
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
-
-
-class _Frame(msgspec.Struct, array_like=True):
-    ts: bytes
-    server_id: list[str]
-    level: list[str]
-    logger: list[str]
-    source: list[str]
-    message: list[str]
-    attrs: list[dict[str, str]]
-    agent_id: str
-    batch_seq: int
-
-
-def encode_frame(batch: LogBatch, dedup: DedupKey | None) -> bytes:
-    return msgspec.msgpack.encode(
-        _Frame(
-            np.ascontiguousarray(batch.ts_ms, dtype="<i8").tobytes(),
-            batch.server_id,
-            batch.level,
-            batch.logger,
-            batch.source,
-            batch.message,
-            batch.attrs,
-            dedup.agent_id if dedup else "",
-            dedup.batch_seq if dedup else -1,
-        )
-    )
-
-
-def decode_frame(payload: bytes) -> tuple[LogBatch, DedupKey | None]:
-    f = msgspec.msgpack.decode(payload, type=_Frame)
-    batch = LogBatch(
-        np.frombuffer(f.ts, dtype="<i8").astype(np.int64),
-        f.server_id,
-        f.level,
-        f.logger,
-        f.source,
-        f.message,
-        f.attrs,
-    )
-    return batch, (DedupKey(f.agent_id, f.batch_seq) if f.agent_id else None)
-
-
-def _concat(batches: list[LogBatch]) -> LogBatch:
-    """``LogBatch.concat`` with the columns joined in C (``itertools.chain``): the batcher
-    runs it on the event loop for every commit, over about 100 k lines."""
-    if len(batches) == 1:
-        return batches[0]
-    chain = itertools.chain.from_iterable
-    return LogBatch(
-        np.concatenate([b.ts_ms for b in batches]) if batches else np.empty(0, np.int64),
-        list(chain(b.server_id for b in batches)),
-        list(chain(b.level for b in batches)),
-        list(chain(b.logger for b in batches)),
-        list(chain(b.source for b in batches)),
-        list(chain(b.message for b in batches)),
-        list(chain(b.attrs for b in batches)),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +160,9 @@ class LogWriter:
         self._rejected: dict[str, int] = {}
         self._last_maintenance = clock()
         self._maintenance: asyncio.Task[None] | None = None
+        self._appended = 0  # lines accepted since start
+        self._rate_mark = (clock(), 0)  # (time, _appended) at the last maintenance step
+        self._unmerged = 0  # archives written since merging last caught up
 
     # -- counters -----------------------------------------------------------------------
 
@@ -259,6 +214,7 @@ class LogWriter:
                 self._queued_lines += len(kept)
                 if self._queued_lines >= self._opt.batch_lines:
                     self._wake.set()
+        self._appended += len(kept)
         for reason, count in rejected.items():
             self._rejected[reason] = self._rejected.get(reason, 0) + count
         if len(kept) and self._bus is not None:
@@ -347,7 +303,7 @@ class LogWriter:
             taken, self._queue = self._queue, []
             if not taken:
                 return 0
-            batch = _concat([q.batch for q in taken])
+            batch = concat_batches([q.batch for q in taken])
             dedups = [q.dedup for q in taken if q.dedup is not None]
             try:
                 await self._store.ainsert(batch, lsn=taken[-1].lsn, dedup=dedups)
@@ -366,13 +322,26 @@ class LogWriter:
         self._wal.truncate_before(lsn)
 
     async def maintain(self, *, force_flush: bool = False) -> None:
-        """Archive the head when due (or ``force_flush``), merge small archives, then
-        rotate by age and size."""
-        self._last_maintenance = self._clock()
+        """Archive the head when due (or ``force_flush``), merge fresh archives unless
+        ingest is busy (see ``compact_busy_lines_per_s``), then rotate by age and size."""
+        now = self._clock()
+        self._last_maintenance = now
+        since, appended = self._rate_mark
+        self._rate_mark = (now, self._appended)
+        rate = (self._appended - appended) / (now - since) if now > since else 0.0
         if force_flush or await asyncio.to_thread(self._store.needs_flush):
             await self.commit_pending()
-            await asyncio.to_thread(self._store.flush)
-        await asyncio.to_thread(self._store.compact)
+            if await asyncio.to_thread(self._store.flush) is not None:
+                self._unmerged += 1
+        limit = self._opt.compact_busy_lines_per_s
+        busy = limit > 0 and rate > limit
+        if not busy or self._unmerged >= self._opt.compact_max_deferred:
+            merged = await asyncio.to_thread(self._store.compact)
+            # Past the bound while busy: catch up on the whole backlog now.
+            while busy and merged is not None:
+                merged = await asyncio.to_thread(self._store.compact)
+            if merged is None:
+                self._unmerged = 0
         opts = self._store.options
         if opts.retention_s is not None or opts.max_total_bytes is not None:
             await asyncio.to_thread(self._store.rotate)
@@ -395,14 +364,14 @@ class LogWriter:
             chunk.append(batch)
             last = lsn
             if sum(len(b) for b in chunk) >= self._opt.batch_lines:
-                merged = _concat(chunk)
+                merged = concat_batches(chunk)
                 self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
                 if self._aggregator is not None:
                     self._aggregator.aggregate(merged)
                 total += len(merged)
                 chunk, dedups = [], {}
         if chunk or dedups:
-            merged = _concat(chunk)
+            merged = concat_batches(chunk)
             self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
             if self._aggregator is not None:
                 self._aggregator.aggregate(merged)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from monitoringserver.metrics.api import (
+    PackedSeries,
     Resolution,
     RollupSeries,
     SeriesData,
@@ -17,7 +18,7 @@ from monitoringserver.model.matchers import Matcher, matches_all
 
 
 class MemoryQuerier:
-    """Holds series as sorted numpy arrays.
+    """Holds series as sorted numpy arrays; ``select_packed`` returns creation order.
 
     ``flagged`` maps series to a reason they cannot be fully represented here (native
     histogram samples, start timestamps: such data is not stored). ``touched`` collects the
@@ -75,6 +76,27 @@ class MemoryQuerier:
             if hi > lo:
                 out.append(SeriesData(labels, s.ts_ms[lo:hi], s.values[lo:hi]))
         return out
+
+    def select_packed(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> PackedSeries:
+        """The same series as :meth:`select`, packed, in creation order like a store's
+        series ids (not label order: the engine must sort them itself)."""
+        wanted = set(self._matching(matchers))
+        created = [*self._data, *(k for k in self.flagged if k not in self._data)]
+        got = self.select(matchers, start_ms, end_ms)
+        by_labels = {s.labels: s for s in got}
+        ordered = [by_labels[k] for k in created if k in wanted and k in by_labels]
+        offsets = np.zeros(len(ordered) + 1, dtype=np.int64)
+        np.cumsum([len(s.ts_ms) for s in ordered], out=offsets[1:])
+        if not ordered:
+            return PackedSeries.empty()
+        return PackedSeries(
+            [s.labels for s in ordered],
+            offsets,
+            np.concatenate([s.ts_ms for s in ordered]),
+            np.concatenate([s.values for s in ordered]),
+        )
 
     def select_rollup(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution: Resolution

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import promql_parser as pp
+from numpy.typing import NDArray
 
 from monitoringserver.errors import QueryLimitError
 from monitoringserver.metrics.api import MetricQuerier, PackedSeries, SeriesData
@@ -25,6 +27,8 @@ from monitoringserver.promql.parser import selector_matchers
 from monitoringserver.promql.values import I64, Matrix, QueryStats, Vector
 
 __all__ = ["Loader", "Selection", "instant_vector", "range_matrix"]
+
+T = TypeVar("T", bound=np.generic)
 
 
 @dataclass(slots=True)
@@ -112,11 +116,19 @@ class Loader:
         if select_packed is not None:
             ps: PackedSeries = select_packed(matchers, mint_ms, maxt_ms)
             offsets = np.asarray(ps.offsets, dtype=np.intp)
-            return list(ps.labels), Packed(ps.ts_ms, ps.values, offsets)
+            # The store may hand out arrays it caches: the engine reads them through
+            # read-only views, so a stray in-place write fails instead of corrupting them.
+            return list(ps.labels), Packed(_read_only(ps.ts_ms), _read_only(ps.values), offsets)
         series = self._querier.select(matchers, mint_ms, maxt_ms)
         return [s.labels for s in series], pack(
             [s.ts_ms for s in series], [s.values for s in series]
         )
+
+
+def _read_only(a: NDArray[T]) -> NDArray[T]:
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def _sort_order(labels: list[Labels]) -> Idx | None:

@@ -23,6 +23,7 @@ import array
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -350,9 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         out.append(await _run_fleet(fleet_agents))
         return out
 
+    load_before = os.getloadavg()[0]
     runs = asyncio.run(all_runs())
     doc = {
         "benchmark": "grpc_ingest",
+        "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "agents": agents,
         "series_per_agent": SERIES,
         "timed_rounds": rounds - 1,

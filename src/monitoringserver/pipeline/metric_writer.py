@@ -298,13 +298,12 @@ class MetricWriter:
             return rows
 
     def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], int]:
-        """The head transaction for ``taken``: everything is prepared here (on the loop)
-        as columns, so the writer thread runs four set-based statements."""
+        """The head transaction for ``taken``: four set-based statements over numpy
+        columns (the samples concatenated here, the series rows on the writer thread)."""
         self._batch += 1
         batch = self._batch
         frames = [q.frame for q in taken]
         lsn = taken[-1].lsn
-        new_series = _series_columns([s for f in frames for s in f.new_series])
         seqs = {f.agent_id: f.batch_seq for f in frames if f.agent_id}
         dedup_rows = {
             "agent_id": np.array(list(seqs), dtype=object),
@@ -318,9 +317,11 @@ class MetricWriter:
         }
 
         def commit(con: duckdb.DuckDBPyConnection) -> int:
-            # DuckDB scans the numpy columns by their local variable names.
-            if new_series is not None:
-                defs = new_series
+            # DuckDB scans the numpy columns by their local variable names. The series rows
+            # are encoded here, on the writer thread: a round that defines a million
+            # series must not stall the event loop for the second it takes.
+            defs = _series_columns([s for f in frames for s in f.new_series])
+            if defs is not None:
                 con.execute(
                     "INSERT OR IGNORE INTO metric_series "
                     "SELECT id, labels, source, NULL, NULL FROM defs"

@@ -206,7 +206,8 @@ class MetricQuerier(Protocol):
         """Raw samples with ``start_ms <= ts <= end_ms`` of every matching series.
 
         Where raw data has aged out, the ``last`` value of the finest remaining rollup
-        stands in, so long ranges still answer.
+        stands in, so long ranges still answer. The arrays may be shared with a cache
+        and read-only: copy before writing into them.
         """
         ...
 
@@ -241,5 +242,6 @@ class PackedQuerier(Protocol):
     def select_packed(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
     ) -> PackedSeries:
-        """Same samples and series as ``select`` (same order), packed flat."""
+        """Same samples and series as ``select`` (same order), packed flat; the arrays
+        may be read-only, as there."""
         ...

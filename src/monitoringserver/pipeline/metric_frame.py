@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from monitoringserver.errors import StorageError
 from monitoringserver.metrics.index import NewSeries
 
-__all__ = ["MetricFrame", "decode_frame", "encode_frame"]
+__all__ = ["MetricFrame", "decode_frame", "encode_frame", "labels_json"]
 
 _VERSION = 1
 _SID32 = 1
@@ -36,6 +36,22 @@ class MetricFrame:
     new_series: tuple[NewSeries, ...] = ()
     agent_id: str = ""
     batch_seq: int = -1
+    #: JSON text of each new series' labels (``[[name, value], ...]``); computed once when
+    #: the frame is built, used by the WAL record and the ``metric_series`` rows.
+    labels_json: tuple[str, ...] = ()
+
+    def new_labels_json(self) -> tuple[str, ...]:
+        """``labels_json``, or computed from ``new_series`` when it was not given."""
+        if len(self.labels_json) == len(self.new_series):
+            return self.labels_json
+        return labels_json(self.new_series)
+
+
+def labels_json(series: tuple[NewSeries, ...]) -> tuple[str, ...]:
+    """The JSON text of each series' labels, as the WAL record and ``metric_series``
+    store them."""
+    encode = _JSON.encode
+    return tuple(encode(s.labels).decode() for s in series)
 
 
 def encode_frame(frame: MetricFrame) -> bytes:
@@ -50,7 +66,12 @@ def encode_frame(frame: MetricFrame) -> bytes:
     agent = frame.agent_id.encode()
     # Label tuples serialise as JSON arrays as they are: no per-label conversion.
     defs = (
-        _JSON.encode([(s.series_id, s.source, s.labels) for s in frame.new_series])
+        _JSON.encode(
+            [
+                (s.series_id, s.source, msgspec.Raw(text))
+                for s, text in zip(frame.new_series, frame.new_labels_json(), strict=True)
+            ]
+        )
         if frame.new_series
         else b"[]"
     )

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
@@ -34,7 +33,12 @@ from monitoringserver.metrics.schema import get_state, set_state
 from monitoringserver.metrics.selfmetrics import StoreMetrics
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.samples import SampleBatch
-from monitoringserver.pipeline.metric_frame import MetricFrame, decode_frame, encode_frame
+from monitoringserver.pipeline.metric_frame import (
+    MetricFrame,
+    decode_frame,
+    encode_frame,
+    labels_json,
+)
 from monitoringserver.pipeline.wal import Wal
 from monitoringserver.storage.db import Database
 from monitoringserver.storage.options import StorageOptions
@@ -191,7 +195,13 @@ class MetricWriter:
         queue it; call under the append lock. ``batch`` builds what subscribers get."""
         new, self._new_series = tuple(self._new_series), []
         frame = MetricFrame(
-            sids, ts, values, new, dedup.agent_id if dedup else "", dedup.batch_seq if dedup else -1
+            sids,
+            ts,
+            values,
+            new,
+            dedup.agent_id if dedup else "",
+            dedup.batch_seq if dedup else -1,
+            labels_json(new) if new else (),
         )
         try:
             payload = encode_frame(frame)
@@ -320,7 +330,7 @@ class MetricWriter:
             # DuckDB scans the numpy columns by their local variable names. The series rows
             # are encoded here, on the writer thread: a round that defines a million
             # series must not stall the event loop for the second it takes.
-            defs = _series_columns([s for f in frames for s in f.new_series])
+            defs = _series_columns(frames)
             if defs is not None:
                 con.execute(
                     "INSERT OR IGNORE INTO metric_series "
@@ -383,16 +393,19 @@ class MetricWriter:
                 await self.commit_pending()
 
 
-_JSON = msgspec.json.Encoder()
-
-
-def _series_columns(new: list[NewSeries]) -> dict[str, NDArray[Any]] | None:
-    """``metric_series`` rows (labels as JSON pairs) as columns; ``None`` when empty.
-    A replay may carry a series twice: the insert ignores ids already present."""
-    if not new:
+def _series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
+    """``metric_series`` rows of the frames' new series as columns (``None`` when there
+    are none); the label JSON was made with each frame, so this is C-level copying only
+    (it runs on the writer thread and must not hold the GIL long). A replay may carry a
+    series twice: the insert ignores ids already present."""
+    with_new = [f for f in frames if f.new_series]
+    if not with_new:
         return None
+    n = sum(len(f.new_series) for f in with_new)
     return {
-        "id": np.fromiter((s.series_id for s in new), dtype=np.uint64, count=len(new)),
-        "labels": np.array([_JSON.encode(s.labels).decode() for s in new], dtype=object),
-        "source": np.array([s.source for s in new], dtype=object),
+        "id": np.fromiter(
+            (s.series_id for f in with_new for s in f.new_series), dtype=np.uint64, count=n
+        ),
+        "labels": np.array([text for f in with_new for text in f.new_labels_json()], dtype=object),
+        "source": np.array([s.source for f in with_new for s in f.new_series], dtype=object),
     }

@@ -100,8 +100,8 @@ def test_deleted_archive_file_is_retried(store: LogStore, engine: LogQueryEngine
     calls = {"n": 0}
     real = store.entries
 
-    def flaky(flt=None):  # type: ignore[no-untyped-def]
-        entries = real(flt)
+    def flaky(flt=None, *, blooms=True):  # type: ignore[no-untyped-def]
+        entries = real(flt, blooms=blooms)
         calls["n"] += 1
         if calls["n"] == 1 and entries:
             entries[0].path.rename(entries[0].path.with_suffix(".moved"))

@@ -194,8 +194,9 @@ def build_archive(
     sources) on the writer."""
     if layout == "tmpl":
         encoded = templates.encoded_relation(src)
-        # hash(tmpl): grouping is what matters, and an integer key sorts faster.
-        order = "server_id, source, logger, hash(tmpl), ts"
+        # By template text, not its hash: similar templates (zero-padding variants of
+        # one line shape) then sit next to each other too (~2 % smaller, sorts slower).
+        order = "server_id, source, logger, tmpl, ts"
     elif layout == "idcols":
         encoded = idcols.split_relation(src)
         order = "server_id, source, logger, ts"

@@ -170,7 +170,8 @@ class LogQueryEngine:
         return np.array([r[0] for r in rows], dtype=np.uint64)
 
     def _candidates(self, q: LogQuery) -> tuple[list[ArchiveEntry], int]:
-        entries = self._store.entries(ArchiveFilter(q.start_ms, q.end_ms))
+        needles = any(f.op is LineOp.CONTAINS for f in q.filters)
+        entries = self._store.entries(ArchiveFilter(q.start_ms, q.end_ms), blooms=needles)
         singles: list[str] = []
         pairs: list[str] = []
         ids: list[str] = []
@@ -226,10 +227,13 @@ class LogQueryEngine:
     def _narrowed(self, q: LogQuery, n: int, backward: bool) -> LogQuery | None:
         """``q`` with its time range cut at the ``n``-th matching line in ``direction``
         order (every one of the first ``n`` lines has a ``ts`` at least that far), so
-        the full query opens fewer archives and row groups. Reads only ``ts`` and the
-        columns of the conditions, never rebuilds a message: only for queries without
-        line filters or parsers. None when an archive went away."""
+        the full query opens fewer archives. Reads only ``ts`` and the columns of the
+        conditions, never rebuilds a message: only for queries without line filters or
+        parsers, and only when more than one archive is a candidate. None when an
+        archive went away."""
         entries, _ = self._candidates(q)
+        if len(entries) < 2:
+            return q  # nothing to leave out: the full query alone is cheaper
         sql = _Sql()
         _conditions(q, sql)
         text = (

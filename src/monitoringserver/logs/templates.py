@@ -127,16 +127,24 @@ def _back(text: str, values: str, marker: int, render: str) -> str:
 
 def restored_relation(files: Sequence[Path], extra: Sequence[str] = ()) -> str:
     """``HEAD_COLUMNS`` of template-layout archive files, messages rebuilt, followed
-    by the stored columns named in ``extra`` (e.g. those :func:`needle_prefilter` uses)."""
+    by the stored columns named in ``extra`` (e.g. those :func:`needle_prefilter` uses).
+
+    One subquery per kind of variable, each naming its result, keeps the expression
+    linear in size (nesting the steps would copy each one into the next three times,
+    and planning such a tree costs more than scanning a few row groups)."""
     paths = ", ".join(_q(p) for p in files)
-    text = _back("tmpl", "hexw", 4, "v")
-    text = _back(text, "hexids", 2, "replace(v::VARCHAR, '-', '')")
-    text = _back(text, "uuids", 1, "v::VARCHAR")
+    rel = f"read_parquet([{paths}])"
+    steps = (
+        ("tmpl", "hexw", 4, "v", "t1"),
+        ("t1", "hexids", 2, "replace(v::VARCHAR, '-', '')", "t2"),
+        ("t2", "uuids", 1, "v::VARCHAR", "t3"),
+    )
+    for text, values, marker, render, name in steps:
+        rel = f"(SELECT *, {_back(text, values, marker, render)} AS {name} FROM {rel})"  # noqa: S608
     # The integers go back last, by position: split once, then one concat.
-    inner = (
-        f"SELECT *, CASE WHEN verbatim THEN NULL ELSE {text} END AS t, "  # noqa: S608
-        f"CASE WHEN i1 IS NULL THEN NULL ELSE string_split(t, chr(3)) END AS s "
-        f"FROM read_parquet([{paths}])"
+    rel = (
+        "(SELECT *, CASE WHEN verbatim OR i1 IS NULL THEN NULL "  # noqa: S608
+        f"ELSE string_split(t3, chr(3)) END AS s FROM {rel})"
     )
     parts = ", ".join(f"s[{k}], i{k}::VARCHAR" for k in range(1, INT_SLOTS + 1))
     tail = (
@@ -144,10 +152,12 @@ def restored_relation(files: Sequence[Path], extra: Sequence[str] = ()) -> str:
         f"list_transform(list_zip(s[{INT_SLOTS + 1}:], irest), "
         "lambda p: p[1] || coalesce(p[2]::VARCHAR, '')), '') END"
     )
-    message = f"CASE WHEN verbatim THEN tmpl WHEN s IS NULL THEN t ELSE concat({parts}, {tail}) END"
+    message = (
+        f"CASE WHEN verbatim THEN tmpl WHEN s IS NULL THEN t3 ELSE concat({parts}, {tail}) END"
+    )
     cols = ", ".join(c if c != "message" else f"{message} AS message" for c in HEAD_COLUMNS)
     more = "".join(f", {c}" for c in extra)
-    return f"(SELECT {cols}{more} FROM ({inner}))"  # noqa: S608 -- constants, quoted paths
+    return f"(SELECT {cols}{more} FROM {rel})"  # noqa: S608 -- constants, quoted paths
 
 
 def literal_segments(needle: str) -> list[str]:

@@ -110,5 +110,5 @@ def test_deleted_archive_file_is_retried(store: LogStore, engine: LogQueryEngine
                 p.rename(p.with_suffix(".parquet"))
         return entries
 
-    store.entries = flaky  # type: ignore[method-assign,assignment]
+    store.entries = flaky  # type: ignore[method-assign]
     assert len(engine.query(LogQuery()).batch) == 4

@@ -105,7 +105,10 @@ def merge_runs(runs: Sequence[Run]) -> Run:
 
 def _concat_by_series(runs: Sequence[Run]) -> Run | None:
     """Per-series concatenation of ``runs``, or ``None`` when that is not sorted."""
-    if all(np.array_equal(r.sids, runs[0].sids) for r in runs[1:]):
+    same = all(np.array_equal(r.sids, runs[0].sids) for r in runs[1:])
+    if same and all(bool(np.all(r.lengths == r.lengths[0])) for r in runs):
+        return _concat_grid(runs)
+    if same:
         union = runs[0].sids
         slots = [np.arange(len(union))] * len(runs)
     else:
@@ -133,3 +136,15 @@ def _concat_by_series(runs: Sequence[Run]) -> Run | None:
     if not bool(rising.all()):
         return None
     return Run(union, totals, ts, values)
+
+
+def _concat_grid(runs: Sequence[Run]) -> Run | None:
+    """:func:`_concat_by_series` for runs over the same series where every series has
+    the same number of rows within a run (regular scrapes): as 2-D blocks side by side."""
+    n = len(runs[0].sids)
+    ts = np.concatenate([r.ts.reshape(n, -1) for r in runs], axis=1)
+    if ts.shape[1] > 1 and not bool(np.all(ts[:, 1:] > ts[:, :-1])):
+        return None
+    values = np.concatenate([r.values.reshape(n, -1) for r in runs], axis=1)
+    lengths = np.full(n, ts.shape[1], dtype=np.int64)
+    return Run(runs[0].sids, lengths, ts.reshape(-1), values.reshape(-1))

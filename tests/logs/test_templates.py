@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitoringserver.logs.api import LineFilter, LineOp, LogQuery
-from monitoringserver.logs.archive import files_source, layout_of
+from monitoringserver.logs.archive import build_archive, files_source, layout_of
 from monitoringserver.logs.query import LogQueryEngine
 from monitoringserver.logs.store import LogStore, LogStoreOptions
 from monitoringserver.logs.templates import (
@@ -259,3 +259,44 @@ def test_listing_without_line_filters_opens_only_the_archives_holding_the_page(
     forward = engine.query(dataclasses.replace(q, direction="forward", limit=3))
     assert forward.batch.message == [r.message for r in newest[::-1][:3]]
     assert forward.archives_scanned == 1
+
+
+def test_old_layouts_stay_readable_and_are_merged_into_templates(
+    db: Database, tmp_path: Path, clock: FakeClock
+) -> None:
+    store = LogStore(db, tmp_path / "o", LogStoreOptions(retention_s=None), clock=clock)
+    engine = LogQueryEngine(store)
+    records = _corpus(300, 1_000)
+    for part in (records[:100], records[100:200], records[200:]):
+        store.insert(LogBatch.from_records(part))
+        store.flush()
+    first = store.entries()[0]
+    # Rewrite the oldest archive in the first layout of all: the lines as plain text.
+    plain = first.path.with_suffix(".old")
+    src = files_source([(first.path, "idcols")])
+    db.cursor().execute(f"COPY (SELECT * FROM {src}) TO '{plain}' (FORMAT parquet)").fetchall()
+    plain.replace(first.path)
+    db.write(
+        lambda con: con.execute(
+            "UPDATE log_archives SET hash_version = replace(hash_version, '+idcols', '') "
+            "WHERE id = ?",
+            [first.info.id],
+        )
+    )
+    assert [e.layout for e in store.entries()] == ["plain", "idcols", "idcols"]
+    rid = str(uuid.UUID(int=1 * 7919 + 1))
+    for _ in range(2):  # before and after the merge
+        page = engine.query(LogQuery(limit=1000, direction="forward"))
+        assert list(page.batch.records()) == records
+        hits = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, rid),)))
+        assert hits.batch.message == [records[1].message]
+        assert store.compact(force=True) is None or store.entries()[0].layout == "tmpl"
+    assert [e.layout for e in store.entries()] == ["tmpl"]
+
+
+def test_unknown_layouts_are_refused(db: Database, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one file"):
+        files_source([])
+    opts = LogStoreOptions()
+    with pytest.raises(ValueError, match="layout 'plain'"):
+        build_archive(db.cursor(), tmp_path, opts, "log_head", 1, level=3, layout="plain")

@@ -277,3 +277,19 @@ def test_public_api() -> None:
     ]
     for name in promql.__all__:
         assert getattr(promql, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(10**23, 10**23), (-(10**23), 0), (0, 2**62 + 1)],
+)
+def test_times_outside_the_int64_range_are_bad_data(start: int, end: int) -> None:
+    engine = Engine(MemoryQuerier())
+
+    def run() -> object:
+        if start == end:
+            return engine.instant("0", start)
+        return engine.range("0", start, end, 10**20)
+
+    with pytest.raises(BadDataError, match="outside the supported range"):
+        run()

@@ -64,8 +64,9 @@ def group_ids(labels: list[Labels], by: bool, names: frozenset[str]) -> tuple[li
         dropped = names | {METRIC_NAME}
         keys = [tuple([p for p in lbl if p[0] not in dropped]) for lbl in labels]
     index: dict[Labels, int] = {}
-    gid = [index.setdefault(k, len(index)) for k in keys]
-    return list(index), np.asarray(gid, dtype=np.intp)
+    gid = np.asarray([index.setdefault(k, len(index)) for k in keys], dtype=np.intp)
+    gid.flags.writeable = False  # it may be shared through the memo
+    return list(index), gid
 
 
 _GROUPS: LabelsMemo[tuple[list[Labels], Idx]] = LabelsMemo()

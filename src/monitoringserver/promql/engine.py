@@ -13,13 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import promql_parser as pp
+from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, ExecutionError, MonitoringError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.promql import evaluator as ev
 from monitoringserver.promql.durations import rewrite as rewrite_durations
 from monitoringserver.promql.extended import rewrite as rewrite_extended
+from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.parser import parse
+from monitoringserver.promql.selectors import sort_order
 from monitoringserver.promql.values import (
     Matrix,
     QueryStats,
@@ -28,9 +31,14 @@ from monitoringserver.promql.values import (
     Scalar,
     String,
     Value,
+    Vector,
 )
 
 __all__ = ["Engine", "EngineOptions"]
+
+#: Query times must lie within ±2**62 ms (about ±146 million years), so that window
+#: arithmetic on int64 milliseconds cannot overflow.
+_TIME_LIMIT_MS = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,11 @@ class Engine:
         cancel: threading.Event | None,
         lookback_delta_ms: int | None,
     ) -> Result:
+        for name, at in (("start", start_ms), ("end", end_ms)):
+            if not -_TIME_LIMIT_MS <= at <= _TIME_LIMIT_MS:
+                raise BadDataError(
+                    f"cannot run query: {name} time {at} ms is outside the supported range"
+                )
         t0 = time.perf_counter()
         stats = QueryStats()
         try:
@@ -221,20 +234,39 @@ def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> R
             if vec.present[i, 0]
         ]
         return Result("vector", series=out, time_ms=int(ts[0]))
-    order = sorted(range(len(vec.labels)), key=vec.labels.__getitem__)
-    full = np.asarray(vec.present.all(axis=1), dtype=np.bool_)
-    shared_ts = ts.copy()
-    shared_ts.flags.writeable = False
-    series = []
-    for i in order:
-        if full[i]:
-            # Every step present: share the timestamps, view the value row.
-            series.append(ResultSeries(vec.labels[i], shared_ts, vec.values[i]))
-            continue
-        mask = vec.present[i]
-        if mask.any():
-            series.append(ResultSeries(vec.labels[i], ts[mask], vec.values[i][mask]))
-    return Result("matrix", series=series)
+    return Result("matrix", series=_range_series(vec, ts))
+
+
+_RESULT_ORDER: LabelsMemo[NDArray[np.intp] | None] = LabelsMemo()
+
+
+def _range_series(vec: Vector, ts: NDArray[np.int64]) -> list[ResultSeries]:
+    """The series of a range result in label order, absent steps left out.
+
+    Rows with the same presence pattern share one read-only timestamps array and take
+    their values from one gather, so the per-series work is building the result tuple.
+    """
+    present = vec.present
+    any_p = np.asarray(present.any(axis=1), dtype=np.bool_)
+    keep = np.flatnonzero(any_p)
+    if not len(keep):
+        return []
+    patterns, inverse = np.unique(np.packbits(present[keep], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    values_of = np.empty(len(present), dtype=object)
+    ts_of = np.empty(len(present), dtype=object)
+    for p in range(len(patterns)):
+        rows = keep[inverse == p]
+        mask = present[rows[0]]
+        shared = ts[mask]
+        shared.flags.writeable = False
+        vals = vec.values[rows][:, mask] if not mask.all() else vec.values[rows]
+        ts_of[rows] = [shared] * len(rows)
+        values_of[rows] = list(vals)
+    order = _RESULT_ORDER.get(vec.labels, None, lambda: sort_order(vec.labels))
+    ranked = keep if order is None else order[any_p[order]]
+    labels = vec.labels
+    return [ResultSeries(labels[i], ts_of[i], values_of[i]) for i in ranked.tolist()]
 
 
 def _matrix_series(m: Matrix) -> list[ResultSeries]:

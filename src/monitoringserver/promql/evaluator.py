@@ -17,11 +17,13 @@ import promql_parser as pp
 from monitoringserver.errors import CanceledError, ExecutionError, QueryTimeoutError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import METRIC_NAME, Labels
+from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.packed import Packed
 from monitoringserver.promql.parser import at_ms, duration_ms, extended_mode
 from monitoringserver.promql.selectors import Loader, Selection, instant_vector, range_matrix
 from monitoringserver.promql.values import (
     I64,
+    B,
     Matrix,
     QueryStats,
     Scalar,
@@ -78,15 +80,33 @@ def merge_series(vec: Vector, message: str) -> Vector:
     )
 
 
-def finalize(vec: Vector) -> Vector:
-    """Apply delayed name removal and reject duplicate label sets, as at query end."""
-    if vec.drop_name.any():
+def _final_labels(labels: list[Labels], drop: B) -> tuple[list[Labels], bool]:
+    """Labels after delayed name removal, and whether they are all distinct."""
+    if drop.any():
         labels = [
             drop_metric_name(lbl) if d else lbl
-            for lbl, d in zip(vec.labels, vec.drop_name.tolist(), strict=True)
+            for lbl, d in zip(labels, drop.tolist(), strict=True)
         ]
-        vec = Vector(labels, vec.values, vec.present, np.zeros(len(labels), dtype=np.bool_))
+    return labels, len(set(labels)) == len(labels)
+
+
+_FINAL: LabelsMemo[tuple[list[Labels], bool]] = LabelsMemo()
+
+
+def finalize(vec: Vector) -> Vector:
+    """Apply delayed name removal and reject duplicate label sets, as at query end.
+
+    The label work is remembered per series list (see :mod:`promql.memo`).
+    """
+    labels, unique = _FINAL.get(
+        vec.labels, vec.drop_name.tobytes(), lambda: _final_labels(vec.labels, vec.drop_name)
+    )
+    if labels is not vec.labels:
+        # A copy: the memo's list must never be changed through a result.
+        vec = Vector(list(labels), vec.values, vec.present, np.zeros(len(labels), dtype=np.bool_))
     vec = vec.compact()
+    if unique:
+        return vec
     return merge_series(vec, "vector cannot contain metrics with the same labelset")
 
 

@@ -325,6 +325,7 @@ def _name_codes(labels: list[Labels]) -> tuple[list[str], NDArray[np.intp]] | No
     names = sorted({p[1] for p in firsts})
     index = {name: i for i, name in enumerate(names)}
     codes = np.fromiter((index[p[1]] for p in firsts), dtype=np.intp, count=len(firsts))
+    codes.flags.writeable = False  # it may be shared through the memo
     return names, codes
 
 

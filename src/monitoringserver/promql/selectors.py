@@ -26,7 +26,7 @@ from monitoringserver.promql.packed import Idx, Packed, pack, reorder, upper_bou
 from monitoringserver.promql.parser import selector_matchers
 from monitoringserver.promql.values import I64, Matrix, QueryStats, Vector
 
-__all__ = ["Loader", "Selection", "instant_vector", "range_matrix"]
+__all__ = ["Loader", "Selection", "instant_vector", "range_matrix", "sort_order"]
 
 T = TypeVar("T", bound=np.generic)
 
@@ -104,7 +104,7 @@ class Loader:
                 "cannot execute query: query processing would load too many samples into "
                 f"memory in query execution (limit {self._max_samples})"
             )
-        return Selection(labels, data, _ORDERS.get(labels, None, lambda: _sort_order(labels)))
+        return Selection(labels, data, _ORDERS.get(labels, None, lambda: sort_order(labels)))
 
     def _select(
         self, matchers: list[Matcher], mint_ms: int, maxt_ms: int
@@ -131,11 +131,13 @@ def _read_only(a: NDArray[T]) -> NDArray[T]:
     return view
 
 
-def _sort_order(labels: list[Labels]) -> Idx | None:
+def sort_order(labels: list[Labels]) -> Idx | None:
     """The permutation sorting ``labels``, or ``None`` when they are already sorted."""
     if all(a < b for a, b in itertools.pairwise(labels)):
         return None
-    return np.asarray(sorted(range(len(labels)), key=labels.__getitem__), dtype=np.intp)
+    order = np.asarray(sorted(range(len(labels)), key=labels.__getitem__), dtype=np.intp)
+    order.flags.writeable = False  # it may be shared through the memo
+    return order
 
 
 _ORDERS: LabelsMemo[Idx | None] = LabelsMemo()

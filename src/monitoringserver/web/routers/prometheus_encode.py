@@ -11,6 +11,8 @@ distinct timestamp is formatted once.
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from itertools import chain
 from typing import Any
 
@@ -52,14 +54,24 @@ def format_values(values: NDArray[np.float64]) -> list[str]:
         # positional text would differ from its own.
         for i, v in enumerate(out):
             if "e" in v or v == "null":
-                out[i] = format_sample_value(float(values[i]))
+                out[i] = _positional(float(values[i]))
         return out
     with np.errstate(invalid="ignore"):
         mag = np.abs(values)
         odd = ~((mag < _POSITIONAL_MAX) & ((mag >= _POSITIONAL_MIN) | (mag == 0)))
     for i in np.flatnonzero(odd).tolist():
-        out[i] = format_sample_value(float(values[i]))
+        if "e" in out[i] or out[i] == "null":  # msgspec stays positional down to ~1e-5
+            out[i] = _positional(float(values[i]))
     return out
+
+
+def _positional(v: float) -> str:
+    """Go's positional text of a value whose shortest ``repr`` has an exponent (or is not
+    finite): the same digits, the decimal point moved (``Decimal`` adds no digits)."""
+    if not math.isfinite(v):
+        return format_sample_value(v)
+    text = format(Decimal(repr(v)), "f")
+    return text[:-2] if text.endswith(".0") else text
 
 
 def format_times(ts_ms: NDArray[np.int64]) -> list[str]:

@@ -61,6 +61,7 @@ class SeriesTable:
         self._holes = 0
         self._snapshot: tuple[Labels, ...] | None = None
         self._store = np.empty(0, dtype=np.uint64)  # session id -> store id or _UNRESOLVED
+        self._valid_names: set[str] = set()  # bounded by the session's series
 
     def __len__(self) -> int:
         return len(self._labels) - self._holes
@@ -73,7 +74,7 @@ class SeriesTable:
                     f"cannot define series id {d.id}: a session holds at most "
                     f"{self._max_series} series"
                 )
-            labels = _labels_of(d, self.agent_id)
+            labels = _labels_of(d, self.agent_id, self._valid_names)
             if d.help or d.unit or d.type:
                 meta[dict(labels)[METRIC_NAME]] = MetricMeta(d.type, d.unit, d.help)
             if d.id >= len(self._labels):
@@ -138,18 +139,25 @@ class SeriesTable:
         return tuple(series), inverse.astype(np.uint32, copy=False)
 
 
-def _labels_of(d: pb.SeriesDef, agent_id: str) -> Labels:
+def _labels_of(d: pb.SeriesDef, agent_id: str, valid: set[str]) -> Labels:
+    """The series' label set; ``valid`` caches the names (metric names prefixed ``=``)
+    that passed validation already, so a session's thousand series check each once."""
     pairs: dict[str, str] = {}
     for lbl in d.labels:
-        if lbl.name in pairs:
-            raise BadDataError(f"cannot define series id {d.id}: label {lbl.name!r} appears twice")
-        validate_label_name(lbl.name)
+        label = lbl.name
+        if label in pairs:
+            raise BadDataError(f"cannot define series id {d.id}: label {label!r} appears twice")
+        if label not in valid:
+            validate_label_name(label)
+            valid.add(label)
         if lbl.value:
-            pairs[lbl.name] = lbl.value
+            pairs[label] = lbl.value
     name = pairs.get(METRIC_NAME, "")
     if not name:
         raise BadDataError(f"cannot define series id {d.id}: it has no __name__ label")
-    validate_metric_name(name)
+    if "=" + name not in valid:
+        validate_metric_name(name)
+        valid.add("=" + name)
     pairs.setdefault("server_id", agent_id)
     return tuple(sorted(pairs.items()))
 

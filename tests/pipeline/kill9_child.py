@@ -1,7 +1,8 @@
 """Child process for the kill -9 test: appends batches forever, printing each ack.
 
 Usage: ``python kill9_child.py DATA_DIR NOW_MS``. Batch ``k`` holds 50 series × 20 samples
-at ``NOW_MS - 86_400_000 + k * 20_000 + j * 1000`` with value ``k * 1000 + j``.
+at ``NOW_MS - 86_400_000 + k * 20_000 + j * 1000`` with value ``k * 1000 + j``; even batches
+are appended by store series id (``append_ids``), odd ones by label set (``append``).
 """
 
 from __future__ import annotations
@@ -39,9 +40,18 @@ async def main(data_dir: Path, now_ms: int) -> None:
         data_dir, options, registry=CollectorRegistry(), clock=lambda: now_ms / 1000
     )
     runner = asyncio.create_task(handle.run())
+    # Even batches go by store id (the gRPC path): the series are created here and
+    # become durable with batch 0's WAL record.
+    ids = handle.writer.resolve_series(SERIES)
     k = 0
     while True:
-        await handle.appender.append(make_batch(k, now_ms), dedup=DedupKey("child", k))
+        batch = make_batch(k, now_ms)
+        if k % 2 == 0:
+            await handle.writer.append_ids(
+                ids[batch.series_idx], batch.ts_ms, batch.values, dedup=DedupKey("child", k)
+            )
+        else:
+            await handle.appender.append(batch, dedup=DedupKey("child", k))
         print(k, flush=True)
         k += 1
         await asyncio.sleep(0)

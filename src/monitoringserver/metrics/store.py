@@ -30,6 +30,7 @@ from monitoringserver.metrics.api import (
     StoreStats,
 )
 from monitoringserver.metrics.filereader import FileReader
+from monitoringserver.metrics.headmirror import HeadMirror
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
 from monitoringserver.metrics.partcache import CacheStats
@@ -68,6 +69,10 @@ class EmbeddedMetricStore:
         self._compaction = compaction
         self._files = FileReader(manifest.root, index, options.read_cache_bytes)
         manifest.on_remove(self._files.forget)
+        # The head mirror may hold up to half the read cache's bound (16 bytes a row).
+        self._mirror = HeadMirror(
+            lambda: db.commits, lambda: manifest.generation, options.read_cache_bytes // 32
+        )
         # (database commits when read, head extent); replaced whole, so no lock needed.
         self._extent: tuple[int, tuple[int, int, int, int] | None] | None = None
         self._head_parts: tuple[int, int, frozenset[int]] | None = None  # (commits, pms, ...)
@@ -78,8 +83,12 @@ class EmbeddedMetricStore:
         self, cur: duckdb.DuckDBPyConnection, ids: IdArray, start_ms: int, end_ms: int
     ) -> Run:
         """Head rows of ``ids`` in the range, sorted by ``(series_id, ts)``, the last
-        write of each key kept. Skips the query when the head's extent (re-read once per
+        write of each key kept: from the in-memory mirror while the head fits in it,
+        else from DuckDB, skipping the query when the head's extent (re-read once per
         database commit) cannot hold such rows."""
+        mirrored = self._mirror.rows(cur, ids, start_ms, end_ms)
+        if mirrored is not None:
+            return mirrored
         extent = self._head_extent(cur)
         if (
             extent is None

@@ -56,7 +56,7 @@ def split_write_request(raw: bytes) -> WireSplit | None:
         return None
     lengths = np.fromiter(map(len, series), dtype=np.int64, count=n)
     ends = np.cumsum(lengths)
-    joined = b"".join(series) + _PAD
+    joined = b"".join([*series, _PAD])
     buf = np.frombuffer(joined, dtype=np.uint8)
     # words[i]: the 8 bytes starting at byte i (overlapping, unaligned reads).
     words = np.ndarray(shape=(len(joined) - 7,), dtype="<u8", buffer=joined, strides=(1,))
@@ -125,11 +125,9 @@ def _decode_fixed(
     w = (w & _P2_LO) | ((w & _P2_HI) >> _U2)
     w = (w & _P3_LO) | ((w >> _U32) << _U28)
     ts = w.view(np.int64)
-    if full.all():
-        values = words.take(cand + 3).view(np.float64)
-    else:
-        values = np.zeros(len(cand), dtype=np.float64)
-        values[full] = words.take(cand[full] + 3).view(np.float64)
+    values = words.take(cand + 3).view(np.float64)
+    if not full.all():  # a field without a value holds 0.0 (its 8 bytes are not a value)
+        values = np.where(full, values, 0.0)
     return ts, values
 
 

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -248,10 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-promql-", dir=args.data_dir))
+    load_before = os.getloadavg()[0]
     try:
         result = run(args.hosts, args.points, args.repeat, not args.no_victoria, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    result["load_average_1m"] = {
+        "before": round(load_before, 2),
+        "after": round(os.getloadavg()[0], 2),
+    }
+    result["cpus"] = os.cpu_count()
     args.output.parent.mkdir(exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

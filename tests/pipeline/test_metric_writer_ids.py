@@ -22,10 +22,10 @@ MEM = series("mem", host="a")
 
 
 def cols(
-    ids: list[int], ts: list[int], values: list[float]
+    ids: list[int] | np.ndarray, ts: list[int], values: list[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (
-        np.asarray(ids, dtype=np.uint64),
+        np.asarray(ids, dtype=np.uint64) if isinstance(ids, list) else ids,
         np.asarray(ts, dtype=np.int64),
         np.asarray(values, dtype=np.float64),
     )
@@ -112,10 +112,11 @@ async def test_append_ids_dedup_window_and_subscribers(data_dir: Path) -> None:
         ([0], [T0_MS, T0_MS], [1.0], "differ in length"),
         ([0], [T0_MS], [1.0, 2.0], "differ in length"),
         ([5], [T0_MS], [1.0], "series id 5 was never issued"),
+        (np.array([-1]), [T0_MS], [1.0], "was never issued"),
     ],
 )
 async def test_append_ids_refuses_bad_input(
-    data_dir: Path, ids: list[int], ts: list[int], values: list[float], match: str
+    data_dir: Path, ids: list[int] | np.ndarray, ts: list[int], values: list[float], match: str
 ) -> None:
     async with open_store(data_dir) as h:
         h.handle.writer.resolve_series([CPU])

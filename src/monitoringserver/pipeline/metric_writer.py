@@ -149,12 +149,12 @@ class MetricWriter:
                 "cannot append samples: series_ids, ts_ms and values differ in length "
                 f"({len(series_ids)}, {n}, {len(values)})"
             )
-        if n and int(series_ids.max()) >= len(self._index):
+        sids = np.ascontiguousarray(series_ids, dtype=np.uint64)
+        if n and int(sids.max()) >= len(self._index):
             raise BadDataError(
-                f"cannot append samples: series id {int(series_ids.max())} was never issued"
+                f"cannot append samples: series id {int(sids.max())} was never issued"
             )
         self._admit(n)
-        sids = np.ascontiguousarray(series_ids, dtype=np.uint64)
         ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
         vals = np.ascontiguousarray(values, dtype=np.float64)
         async with self._append_lock:

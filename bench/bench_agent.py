@@ -322,6 +322,7 @@ async def _outage(outage_s: float) -> dict[str, Any]:
         server = listener(port)
         await server.start()
         t_up = time.monotonic()
+        load_up = _loadavg()
         # Bounded: 100 agents replay 10 batches each per outage-second well within this.
         drain_deadline_s = max(300.0, outage_s)
         next_note = t_up + 10
@@ -366,6 +367,7 @@ async def _outage(outage_s: float) -> dict[str, Any]:
         "drain_s": round(drain_s, 1),
         "drained_within_deadline": drained,
         "drain_deadline_s": drain_deadline_s,
+        "loadavg_1m_at_restart": load_up,
         "samples_expected": expected,
         "samples_stored": stored,
         "lost": expected - distinct,

@@ -42,6 +42,7 @@ from monitoringserver.metrics.manifest import (
 )
 from monitoringserver.metrics.output import FileIds, FileOutput
 from monitoringserver.metrics.retention import expired_files
+from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.metrics.schema import get_state, save_series_ranges, set_state
 from monitoringserver.storage.db import Database
 from monitoringserver.storage.memory import release_free_memory
@@ -346,7 +347,10 @@ class Compactor:
                     for f in inputs
                     if f.min_sid <= hi and f.max_sid >= lo
                 ]
-                merged = blocks.dedup_last(chunk)
+                if res == "raw":  # runs (sorted, unique per file) merge without a sort
+                    merged = merge_runs([Run.from_columns(c) for c in chunk]).to_columns()
+                else:
+                    merged = blocks.dedup_last(chunk)
                 del chunk
                 rows += len(merged["ts"])
                 out.add(merged)

@@ -172,3 +172,23 @@ def test_limit_malloc_arenas_unless_the_environment_says(
         env={k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env,
     )
     assert done.stdout.strip() == str(applied and glibc)
+
+
+def test_limit_malloc_arenas_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert memory.limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    # Generous on purpose: the test runner's threads keep the arenas they have.
+    assert memory.limit_malloc_arenas(64) is glibc
+
+
+def test_allow_ssl_lifts_a_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sys.modules["ssl"]
+    monkeypatch.setitem(sys.modules, "ssl", None)  # as keep_ssl_out leaves it
+    assert memory.keep_ssl_out() is True  # reports the block in place
+    memory.allow_ssl()
+    assert "ssl" not in sys.modules
+    monkeypatch.setitem(sys.modules, "ssl", real)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,45 @@ async def test_selects_follow_commits_overrides_and_flushes(
         part = store.select_packed([Matcher.eq("host", "h1")], T0_MS + 12 * STEP, ALL[1])
         assert part.values.tolist() == [5.0]
         assert store.select_packed([Matcher.eq("host", "zz")], *ALL).labels == []
+
+
+async def test_concurrent_selects_see_every_committed_sample_once(data_dir: Path) -> None:
+    labels = [series("s", i=str(i)) for i in range(20)]
+    async with open_store(data_dir, now_ms=T0_MS + DAY_MS // 2, merge_fan_in=2) as h:
+        committed = [0]
+        done = threading.Event()
+        problems: list[str] = []
+
+        def reader() -> None:
+            while not done.is_set():
+                before = committed[0]
+                got = h.handle.store.select_packed([Matcher.eq("__name__", "s")], *ALL)
+                for s in got.series():
+                    if len(s.ts_ms) < before:
+                        problems.append(f"missing: {len(s.ts_ms)} < {before}")
+                    if np.any(np.diff(s.ts_ms) <= 0):
+                        problems.append("duplicate or unsorted timestamps")
+                    if not np.array_equal(s.values, (s.ts_ms - T0_MS) / STEP):
+                        problems.append("wrong values")
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for step in range(40):
+                k = committed[0]
+                vals = np.tile(np.arange(k, k + 3, dtype=np.float64), (len(labels), 1))
+                await h.handle.appender.append(grid(labels, T0_MS + k * STEP, 3, STEP, vals))
+                await h.handle.writer.commit_pending()
+                committed[0] = k + 3
+                if step % 8 == 7:
+                    await h.handle.flush_now()
+                if step % 16 == 15:
+                    await h.handle.maintain_now()
+        finally:
+            done.set()
+            for t in threads:
+                t.join()
+        assert problems == []
+        final = h.handle.store.select_packed([Matcher.eq("__name__", "s")], *ALL)
+        assert len(final.ts_ms) == len(labels) * committed[0]

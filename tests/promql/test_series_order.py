@@ -105,6 +105,10 @@ QUERIES = [
     "increase(cpu_total[1m] anchored)",
     "cpu_total smoothed",
     "rate(cpu_total[1m] smoothed)",
+    "rate(cpu_total[1m]) / ignoring(cpu) group_left sum without (cpu) (rate(cpu_total[1m]))",
+    "cpu_total * on(instance, cpu, job) cpu_total",
+    "cpu_total > bool on(instance, cpu) (cpu_total offset 1m)",
+    "cpu_total + on(instance) group_left fill(0) max by (instance) (cpu_total)",
 ]
 
 

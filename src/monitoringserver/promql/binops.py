@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import promql_parser as pp
+from numpy.typing import NDArray
 
 from monitoringserver.errors import ExecutionError
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.promql.evaluator import Evaluator, merge_series
+from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.values import F64, I64, B, Scalar, Value, Vector, any_rows
 
 __all__ = ["binary", "elementwise"]
@@ -100,8 +102,8 @@ def _matching(mod: pp.BinModifier | None) -> tuple[bool, frozenset[str]]:
 
 def signature(labels: Labels, on: bool, names: frozenset[str]) -> Labels:
     if on:
-        return tuple(p for p in labels if p[0] in names)
-    return tuple(p for p in labels if p[0] not in names and p[0] != METRIC_NAME)
+        return tuple([p for p in labels if p[0] in names])
+    return tuple([p for p in labels if p[0] not in names and p[0] != METRIC_NAME])
 
 
 def _groups(sigs: list[Labels]) -> dict[Labels, list[int]]:
@@ -211,17 +213,28 @@ def _check_one_side(spec: _Spec, rhs: Vector, rgroups: dict[Labels, list[int]]) 
                 )
 
 
-def _vector_vector(
-    op: str, lhs: Vector, rhs: Vector, mod: pp.BinModifier | None, return_bool: bool
-) -> Vector:
-    spec = _spec(op, mod, return_bool)
-    if spec.swapped:
-        lhs, rhs = rhs, lhs
-    steps = lhs.values.shape[1]
-    lsig = [signature(lbl, spec.on, spec.names) for lbl in lhs.labels]
-    rsig = [signature(lbl, spec.on, spec.names) for lbl in rhs.labels]
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """The label side of a vector match: signatures, matching pairs, result labels.
+
+    Depends on the two label lists and the spec only, so it is remembered across
+    queries (see :mod:`promql.memo`); its lists and arrays are never modified.
+    """
+
+    lsig: list[Labels]
+    rsig: list[Labels]
+    rgroups: dict[Labels, list[int]]
+    li: NDArray[np.intp]
+    ri: NDArray[np.intp]
+    labels: list[Labels]
+    pair_sigs: list[Labels]
+    unique: bool
+
+
+def _match(spec: _Spec, left: list[Labels], right: list[Labels]) -> _Match:
+    lsig = [signature(lbl, spec.on, spec.names) for lbl in left]
+    rsig = [signature(lbl, spec.on, spec.names) for lbl in right]
     rgroups = _groups(rsig)
-    _check_one_side(spec, rhs, rgroups)
     pairs_l: list[int] = []
     pairs_r: list[int] = []
     for i, sig in enumerate(lsig):
@@ -230,23 +243,45 @@ def _vector_vector(
             pairs_r.append(j)
     li = np.asarray(pairs_l, dtype=np.intp)
     ri = np.asarray(pairs_r, dtype=np.intp)
+    li.flags.writeable = False
+    ri.flags.writeable = False
+    labels = [spec.result_labels(left[a], right[b]) for a, b in zip(pairs_l, pairs_r, strict=True)]
+    pair_sigs = [lsig[a] for a in pairs_l]
+    return _Match(lsig, rsig, rgroups, li, ri, labels, pair_sigs, len(set(labels)) == len(labels))
+
+
+_MATCHES: LabelsMemo[_Match] = LabelsMemo(max_entries=32)
+
+
+def _vector_vector(
+    op: str, lhs: Vector, rhs: Vector, mod: pp.BinModifier | None, return_bool: bool
+) -> Vector:
+    spec = _spec(op, mod, return_bool)
+    if spec.swapped:
+        lhs, rhs = rhs, lhs
+    steps = lhs.values.shape[1]
+    both_labels = lhs.labels + rhs.labels
+    m = _MATCHES.get(
+        both_labels, (spec, len(lhs.labels)), lambda: _match(spec, lhs.labels, rhs.labels)
+    )
+    _check_one_side(spec, rhs, m.rgroups)
+    li, ri = m.li, m.ri
     both = lhs.present[li] & rhs.present[ri]
     value, keep = spec.apply(lhs.values[li], rhs.values[ri], both)
-    labels = [
-        spec.result_labels(lhs.labels[a], rhs.labels[b])
-        for a, b in zip(pairs_l, pairs_r, strict=True)
-    ]
+    labels = list(m.labels)
     drops = lhs.drop_name[li].copy() if spec.filters else np.ones(len(labels), dtype=np.bool_)
-    _check_unique(
-        labels, both if spec.one_to_one else keep, [lsig[a] for a in pairs_l], spec.one_to_one
-    )
+    _check_unique(labels, both if spec.one_to_one else keep, m.pair_sigs, spec.one_to_one)
     parts = [Vector(labels, value.reshape(-1, steps), keep.reshape(-1, steps), drops)]
     fill = mod.fill_values if mod is not None else None
     if fill is not None and fill.rhs is not None:
-        parts.append(_fill_missing_rhs(spec, lhs, lsig, _group_presence(rhs, rgroups), fill.rhs))
+        parts.append(
+            _fill_missing_rhs(spec, lhs, m.lsig, _group_presence(rhs, m.rgroups), fill.rhs)
+        )
     if fill is not None and fill.lhs is not None:
-        lp = _group_presence(lhs, _groups(lsig))
-        parts.append(_fill_missing_lhs(spec, rhs, rsig, lp, fill.lhs))
+        lp = _group_presence(lhs, _groups(m.lsig))
+        parts.append(_fill_missing_lhs(spec, rhs, m.rsig, lp, fill.lhs))
+    if len(parts) == 1 and m.unique:
+        return parts[0]
     merged = Vector(
         [lbl for part in parts for lbl in part.labels],
         np.concatenate([p.values for p in parts]).reshape(-1, steps),

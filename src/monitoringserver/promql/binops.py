@@ -250,7 +250,7 @@ def _match(spec: _Spec, left: list[Labels], right: list[Labels]) -> _Match:
     return _Match(lsig, rsig, rgroups, li, ri, labels, pair_sigs, len(set(labels)) == len(labels))
 
 
-_MATCHES: LabelsMemo[_Match] = LabelsMemo(max_entries=32)
+_MATCHES: LabelsMemo[_Match] = LabelsMemo()
 
 
 def _vector_vector(

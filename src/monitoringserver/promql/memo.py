@@ -33,7 +33,7 @@ MIN_SERIES = 256
 class LabelsMemo(Generic[T]):
     """Caches ``compute(labels)`` per (label list identity, ``extra`` key)."""
 
-    def __init__(self, max_entries: int = 64, max_series: int = 1_000_000) -> None:
+    def __init__(self, max_entries: int = 32, max_series: int = 250_000) -> None:
         self._max_entries = max_entries
         self._max_series = max_series
         self._series = 0

@@ -7,6 +7,7 @@ evaluated once for the whole step range, producing ``[series, steps]`` arrays.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -251,22 +252,29 @@ def _range_series(vec: Vector, ts: NDArray[np.int64]) -> list[ResultSeries]:
     keep = np.flatnonzero(any_p)
     if not len(keep):
         return []
+    labels = vec.labels
+    series_of: dict[int, ResultSeries] = {}
     patterns, inverse = np.unique(np.packbits(present[keep], axis=1), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    values_of = np.empty(len(present), dtype=object)
-    ts_of = np.empty(len(present), dtype=object)
-    for p in range(len(patterns)):
-        rows = keep[inverse == p]
-        mask = present[rows[0]]
-        shared = ts[mask]
-        shared.flags.writeable = False
-        vals = vec.values[rows][:, mask] if not mask.all() else vec.values[rows]
-        ts_of[rows] = [shared] * len(rows)
-        values_of[rows] = list(vals)
+    if len(patterns) * 4 > len(keep):
+        # Mostly distinct patterns: per row is cheaper than per pattern.
+        for i in keep.tolist():
+            mask = present[i]
+            series_of[i] = ResultSeries(labels[i], ts[mask], vec.values[i][mask])
+    else:
+        by_pattern = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[by_pattern], np.arange(len(patterns) + 1)).tolist()
+        for a, b in itertools.pairwise(bounds):
+            rows = keep[by_pattern[a:b]]
+            mask = present[rows[0]]
+            shared = ts[mask]
+            shared.flags.writeable = False
+            vals = vec.values[rows][:, mask] if not mask.all() else vec.values[rows]
+            for r, v in zip(rows.tolist(), vals, strict=True):
+                series_of[r] = ResultSeries(labels[r], shared, v)
     order = _RESULT_ORDER.get(vec.labels, None, lambda: sort_order(vec.labels))
     ranked = keep if order is None else order[any_p[order]]
-    labels = vec.labels
-    return [ResultSeries(labels[i], ts_of[i], values_of[i]) for i in ranked.tolist()]
+    return [series_of[i] for i in ranked.tolist()]
 
 
 def _matrix_series(m: Matrix) -> list[ResultSeries]:

@@ -320,7 +320,7 @@ async def _grpc_phase(
             "batches_per_call": BATCHES_PER_CALL,
             "call_p50_ms": sent["call_p50_ms"],
             "call_p99_ms": sent["call_p99_ms"],
-            "refused_retried": sent["retries"],
+            "failed_calls_retried_by_status": sent["retries"],
             "committed_to_duckdb_after_s": round(committed_s, 2),
             "server_cpu_s_until_committed": round(commit_cpu, 1),
             "load_average_before_after": [load0, load_average()],

@@ -5,13 +5,14 @@ agent (``agent_id`` = host, so the server stores ``server_id`` = host), its line
 ``LogBatch`` messages of ``BATCH_RECORDS`` records with increasing ``batch_seq``, and one
 ``StreamLogs`` call carries up to ``BATCHES_PER_CALL`` batches. ``STREAMS`` calls run at
 once; an agent has at most one call in flight (so its sequence numbers arrive in
-order, as with one agent process). A refused call (``RESOURCE_EXHAUSTED``) is sent
-again whole after the server's hint; the server's dedup drops the batches it already
-applied, exactly as for a real agent's retry.
+order, as with one agent process). A failed call (``RESOURCE_EXHAUSTED`` when the
+server's write queue is full, or any other error) is sent again whole after the
+server's ``retry-after-ms`` hint (else 1 s); the server's dedup drops the batches it
+already applied, exactly as for a real agent's retry. Retries are counted by status.
 
 The messages are serialised before the clock starts (like the HTTP bodies), written to
 a file, and sent by a client in its own process (``python -m bench.logs_grpc_client
---send TARGET FILE``), which prints one JSON object: seconds, calls, retries, latencies.
+--send TARGET FILE``), which prints one JSON object: seconds, calls, retries by status, latencies.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ BATCHES_PER_CALL = 20
 STREAMS = 4
 _METHOD = "/monitoringserver.v1.NodeAgent/StreamLogs"
 _LEN = struct.Struct("<I")
+_MAX_FAILURES = 50  # consecutive failed calls of one agent before the bench gives up
 
 
 def write_calls(docs: Sequence[dict[str, object]], path: Path) -> int:
@@ -100,7 +102,8 @@ async def _send(target: str, path: Path) -> dict[str, object]:
     calls = _read_calls(path)
     ready = collections.deque(calls)
     latencies: list[float] = []
-    retries = 0
+    retries: dict[str, int] = {}
+    failures: dict[str, int] = {}
     async with grpc.aio.insecure_channel(
         target, options=[("grpc.max_send_message_length", 64 << 20)]
     ) as channel:
@@ -114,26 +117,31 @@ async def _send(target: str, path: Path) -> dict[str, object]:
                 yield b
 
         async def worker() -> None:
-            nonlocal retries
             while ready or any(calls.values()):
                 if not ready:
                     wake.clear()
                     await wake.wait()
                     continue
                 host = ready.popleft()
-                batches = calls[host][0]
                 t = time.perf_counter()
+                call = stream(gen(calls[host][0]), timeout=120)
                 try:
-                    await stream(gen(batches), timeout=120)
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    await call
+                except grpc.aio.AioRpcError:
+                    # Like the agent: resend the same batches (the server's dedup drops
+                    # those it applied). A refusal can surface as a failed send when the
+                    # server ends the call first; the call's own status tells.
+                    code = (await call.code()).name
+                    retries[code] = retries.get(code, 0) + 1
+                    failures[host] = failures.get(host, 0) + 1
+                    if failures[host] > _MAX_FAILURES:
                         raise
-                    retries += 1
-                    hint = dict(exc.trailing_metadata() or ()).get("retry-after-ms", "1000")
+                    hint = dict(await call.trailing_metadata() or ()).get("retry-after-ms")
+                    await asyncio.sleep(int(str(hint)) / 1000 if hint else 1.0)
                     ready.append(host)
                     wake.set()
-                    await asyncio.sleep(int(str(hint)) / 1000)
                     continue
+                failures[host] = 0
                 latencies.append(time.perf_counter() - t)
                 calls[host].popleft()
                 if calls[host]:

@@ -29,5 +29,8 @@ class Principal:
 
 class Authenticator(Protocol):
     def authenticate(self, credential: str) -> Principal | None:
-        """The principal for a bearer token or session value, or ``None`` if invalid."""
+        """The principal for a bearer token or session value, or ``None`` if invalid.
+
+        Called on the event loop for every request: it must be cheap and never block.
+        """
         ...

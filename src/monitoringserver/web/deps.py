@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.web.app import WebComponents
-from monitoringserver.web.security import require_scope
+from monitoringserver.web.security import check_scope
 
 __all__ = ["components", "require"]
 
@@ -17,9 +17,6 @@ def components(request: Request) -> WebComponents:
     return cast(WebComponents, request.app.state.components)
 
 
-_CHECKS = {scope: require_scope(scope) for scope in Scope}
-
-
 def require(request: Request, scope: Scope) -> Principal:
     """For plain Starlette routes: authenticate and check ``scope`` (raises 401/403 errors)."""
-    return _CHECKS[scope](request)
+    return check_scope(request, scope)

@@ -6,14 +6,15 @@ The application stores an ``Authenticator`` on ``app.state.authenticator``; when
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request
 
 from monitoringserver.auth.api import Authenticator, Principal, Scope
 from monitoringserver.errors import AuthError, ForbiddenError
 
-__all__ = ["ANONYMOUS", "authenticate_request", "require_scope"]
+__all__ = ["ANONYMOUS", "authenticate_request", "check_scope", "require_scope"]
 
 ANONYMOUS = Principal(name="anonymous", scopes=frozenset(Scope), kind="anonymous")
 
@@ -47,13 +48,23 @@ def authenticate_request(request: Request) -> Principal:
     return principal
 
 
-def require_scope(scope: Scope) -> Callable[[Request], Principal]:
-    """A FastAPI dependency that admits callers holding ``scope`` (or ``admin``)."""
+def require_scope(scope: Scope) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """A FastAPI dependency that admits callers holding ``scope`` (or ``admin``).
 
-    def dependency(request: Request) -> Principal:
-        principal = authenticate_request(request)
-        if not principal.has(scope):
-            raise ForbiddenError(f"cannot authorize request: scope {scope.value!r} is required")
-        return principal
+    It is a coroutine so FastAPI runs it on the event loop: authentication is one SHA-256
+    and a dict lookup (``Authenticator.authenticate`` must never block), and a synchronous
+    dependency would cost every request a hop through the worker thread pool.
+    """
+
+    async def dependency(request: Request) -> Principal:
+        return check_scope(request, scope)
 
     return dependency
+
+
+def check_scope(request: Request, scope: Scope) -> Principal:
+    """Authenticate ``request`` and check it holds ``scope`` (raises 401/403 errors)."""
+    principal = authenticate_request(request)
+    if not principal.has(scope):
+        raise ForbiddenError(f"cannot authorize request: scope {scope.value!r} is required")
+    return principal

@@ -190,7 +190,8 @@ class LogStore:
         )
 
     def compact(self, *, force: bool = False) -> ArchiveInfo | None:
-        """Merge the oldest fresh archives into one at ``compaction_level``.
+        """Merge the oldest fresh archives into one at ``compaction_level``, in the
+        template layout (:mod:`.templates`; fresh archives of any layout are read).
 
         Runs when at least ``compact_min_archives`` fresh archives exist (``force``: at
         least two). The merged file is built on a read cursor; the manifest swap (new

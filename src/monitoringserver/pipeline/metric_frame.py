@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -19,7 +20,7 @@ from numpy.typing import NDArray
 from monitoringserver.errors import StorageError
 from monitoringserver.metrics.index import NewSeries
 
-__all__ = ["MetricFrame", "decode_frame", "encode_frame", "labels_json"]
+__all__ = ["MetricFrame", "decode_frame", "encode_frame", "labels_json", "series_columns"]
 
 _VERSION = 1
 _SID32 = 1
@@ -128,3 +129,21 @@ def decode_frame(payload: bytes) -> MetricFrame:
         for i, src, lbls in defs
     )
     return MetricFrame(sids, ts, values, new, agent, int(seq))
+
+
+def series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
+    """``metric_series`` rows of the frames' new series as columns (``None`` when there
+    are none); the label JSON was made with each frame, so this is C-level copying only
+    (it runs on the writer thread and must not hold the GIL long). A replay may carry a
+    series twice: the insert ignores ids already present."""
+    with_new = [f for f in frames if f.new_series]
+    if not with_new:
+        return None
+    n = sum(len(f.new_series) for f in with_new)
+    return {
+        "id": np.fromiter(
+            (s.series_id for f in with_new for s in f.new_series), dtype=np.uint64, count=n
+        ),
+        "labels": np.array([text for f in with_new for text in f.new_labels_json()], dtype=object),
+        "source": np.array([s.source for f in with_new for s in f.new_series], dtype=object),
+    }

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -38,6 +37,7 @@ from monitoringserver.pipeline.metric_frame import (
     decode_frame,
     encode_frame,
     labels_json,
+    series_columns,
 )
 from monitoringserver.pipeline.wal import Wal
 from monitoringserver.storage.db import Database
@@ -330,7 +330,7 @@ class MetricWriter:
             # DuckDB scans the numpy columns by their local variable names. The series rows
             # are encoded here, on the writer thread: a round that defines a million
             # series must not stall the event loop for the second it takes.
-            defs = _series_columns(frames)
+            defs = series_columns(frames)
             if defs is not None:
                 con.execute(
                     "INSERT OR IGNORE INTO metric_series "
@@ -391,21 +391,3 @@ class MetricWriter:
         async with asyncio.timeout(self._opt.shutdown_timeout_s):
             while self._queue:
                 await self.commit_pending()
-
-
-def _series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
-    """``metric_series`` rows of the frames' new series as columns (``None`` when there
-    are none); the label JSON was made with each frame, so this is C-level copying only
-    (it runs on the writer thread and must not hold the GIL long). A replay may carry a
-    series twice: the insert ignores ids already present."""
-    with_new = [f for f in frames if f.new_series]
-    if not with_new:
-        return None
-    n = sum(len(f.new_series) for f in with_new)
-    return {
-        "id": np.fromiter(
-            (s.series_id for f in with_new for s in f.new_series), dtype=np.uint64, count=n
-        ),
-        "labels": np.array([text for f in with_new for text in f.new_labels_json()], dtype=object),
-        "source": np.array([s.source for f in with_new for s in f.new_series], dtype=object),
-    }

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from monitoringserver.errors import StorageError
 from monitoringserver.metrics.index import NewSeries
-from monitoringserver.pipeline.metric_frame import MetricFrame, decode_frame, encode_frame
+from monitoringserver.pipeline.metric_frame import (
+    MetricFrame,
+    decode_frame,
+    encode_frame,
+    series_columns,
+    series_rows,
+)
 
 
 @pytest.mark.parametrize(
@@ -37,3 +45,26 @@ def test_frame_round_trip(sids: list[int], ts: list[int]) -> None:
 def test_bad_records_raise_storage_error(payload: bytes) -> None:
     with pytest.raises(StorageError, match="cannot decode WAL record"):
         decode_frame(payload)
+
+
+def test_prepared_series_rows_encode_alike_and_feed_the_series_columns() -> None:
+    new = (
+        NewSeries(3, (("__name__", "m"), ("a", "ü")), "src"),
+        NewSeries(4, (("__name__", "n"),), "other"),
+    )
+    empty = np.empty(0, dtype=np.uint64)
+    times, values = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    bare = MetricFrame(empty, times, values, new)
+    prepared = MetricFrame(empty, times, values, new, rows=series_rows(new))
+    assert encode_frame(prepared) == encode_frame(bare)
+    later = MetricFrame(empty, times, values, (NewSeries(5, (("__name__", "o"),), "src"),))
+    assert series_columns([MetricFrame(empty, times, values)]) is None
+    columns = series_columns([prepared, MetricFrame(empty, times, values), later])
+    assert columns is not None
+    assert columns["id"].tolist() == [3, 4, 5]
+    assert [json.loads(t) for t in columns["labels"]] == [
+        [["__name__", "m"], ["a", "ü"]],
+        [["__name__", "n"]],
+        [["__name__", "o"]],
+    ]
+    assert columns["source"].tolist() == ["src", "other", "src"]

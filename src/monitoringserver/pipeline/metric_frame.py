@@ -20,13 +20,41 @@ from numpy.typing import NDArray
 from monitoringserver.errors import StorageError
 from monitoringserver.metrics.index import NewSeries
 
-__all__ = ["MetricFrame", "decode_frame", "encode_frame", "labels_json", "series_columns"]
+__all__ = [
+    "MetricFrame",
+    "SeriesRows",
+    "decode_frame",
+    "encode_frame",
+    "series_columns",
+    "series_rows",
+]
 
 _VERSION = 1
 _SID32 = 1
 _TS32 = 2
 _HEAD = struct.Struct("<BBq")
 _JSON = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRows:
+    """New series as ``metric_series`` columns: ids, the JSON text of each label set
+    (``[[name, value], ...]``) and the creating source."""
+
+    ids: NDArray[np.uint64]
+    labels: NDArray[np.object_]
+    sources: NDArray[np.object_]
+
+
+def series_rows(series: tuple[NewSeries, ...]) -> SeriesRows:
+    """The rows of ``series``: made once per frame, when it is built, and used by both
+    the WAL record and the head commit."""
+    encode = _JSON.encode
+    return SeriesRows(
+        np.fromiter((s.series_id for s in series), dtype=np.uint64, count=len(series)),
+        np.array([encode(s.labels).decode() for s in series], dtype=object),
+        np.array([s.source for s in series], dtype=object),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,22 +65,14 @@ class MetricFrame:
     new_series: tuple[NewSeries, ...] = ()
     agent_id: str = ""
     batch_seq: int = -1
-    #: JSON text of each new series' labels (``[[name, value], ...]``); computed once when
-    #: the frame is built, used by the WAL record and the ``metric_series`` rows.
-    labels_json: tuple[str, ...] = ()
+    #: ``series_rows(new_series)`` when the builder made them already.
+    rows: SeriesRows | None = None
 
-    def new_labels_json(self) -> tuple[str, ...]:
-        """``labels_json``, or computed from ``new_series`` when it was not given."""
-        if len(self.labels_json) == len(self.new_series):
-            return self.labels_json
-        return labels_json(self.new_series)
-
-
-def labels_json(series: tuple[NewSeries, ...]) -> tuple[str, ...]:
-    """The JSON text of each series' labels, as the WAL record and ``metric_series``
-    store them."""
-    encode = _JSON.encode
-    return tuple(encode(s.labels).decode() for s in series)
+    def new_rows(self) -> SeriesRows:
+        """``rows``, or made from ``new_series`` (replayed frames)."""
+        if self.rows is not None and len(self.rows.ids) == len(self.new_series):
+            return self.rows
+        return series_rows(self.new_series)
 
 
 def encode_frame(frame: MetricFrame) -> bytes:
@@ -70,7 +90,7 @@ def encode_frame(frame: MetricFrame) -> bytes:
         _JSON.encode(
             [
                 (s.series_id, s.source, msgspec.Raw(text))
-                for s, text in zip(frame.new_series, frame.new_labels_json(), strict=True)
+                for s, text in zip(frame.new_series, frame.new_rows().labels, strict=True)
             ]
         )
         if frame.new_series
@@ -133,17 +153,14 @@ def decode_frame(payload: bytes) -> MetricFrame:
 
 def series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
     """``metric_series`` rows of the frames' new series as columns (``None`` when there
-    are none); the label JSON was made with each frame, so this is C-level copying only
-    (it runs on the writer thread and must not hold the GIL long). A replay may carry a
-    series twice: the insert ignores ids already present."""
-    with_new = [f for f in frames if f.new_series]
-    if not with_new:
+    are none). The rows were made with each frame, so this only concatenates arrays: it
+    runs on the writer thread, where Python loops would hold the GIL against the event
+    loop. A replay may carry a series twice: the insert ignores ids already present."""
+    rows = [f.new_rows() for f in frames if f.new_series]
+    if not rows:
         return None
-    n = sum(len(f.new_series) for f in with_new)
     return {
-        "id": np.fromiter(
-            (s.series_id for f in with_new for s in f.new_series), dtype=np.uint64, count=n
-        ),
-        "labels": np.array([text for f in with_new for text in f.new_labels_json()], dtype=object),
-        "source": np.array([s.source for f in with_new for s in f.new_series], dtype=object),
+        "id": np.concatenate([r.ids for r in rows]),
+        "labels": np.concatenate([r.labels for r in rows]),
+        "source": np.concatenate([r.sources for r in rows]),
     }

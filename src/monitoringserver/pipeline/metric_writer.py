@@ -36,8 +36,8 @@ from monitoringserver.pipeline.metric_frame import (
     MetricFrame,
     decode_frame,
     encode_frame,
-    labels_json,
     series_columns,
+    series_rows,
 )
 from monitoringserver.pipeline.wal import Wal
 from monitoringserver.storage.db import Database
@@ -201,7 +201,7 @@ class MetricWriter:
             new,
             dedup.agent_id if dedup else "",
             dedup.batch_seq if dedup else -1,
-            labels_json(new) if new else (),
+            series_rows(new) if new else None,
         )
         try:
             payload = encode_frame(frame)

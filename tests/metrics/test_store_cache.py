@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import duckdb
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from monitoringserver.metrics.api import Resolution
+from monitoringserver.metrics.manifest import Manifest
 from monitoringserver.metrics.store import EmbeddedMetricStore
 from monitoringserver.model.matchers import Matcher, MatchOp
 from tests.pipeline.storehelp import DAY_MS, T0_MS, grid, open_store, series
@@ -114,3 +116,27 @@ async def test_rollup_selects_see_head_commits_between_them(data_dir: Path) -> N
         await h.handle.writer.commit_pending()
         [after] = store.select_rollup(h0, *ALL, Resolution.M5)
         assert after.count.tolist() == [30, 5]
+
+
+def test_publication_moves_head_epoch_and_waiters_resume(tmp_path: Path) -> None:
+    m = Manifest(tmp_path)
+    m.wait_settled(0)  # nothing in progress: returns at once
+    with m.publishing():
+        assert (m.generation, m.head_epoch) == (1, 0)
+    entered, release = threading.Event(), threading.Event()
+
+    def publish() -> None:
+        with m.publishing(head=True):
+            entered.set()
+            release.wait()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    entered.wait()
+    assert (m.generation, m.head_epoch) == (3, 1)
+    waiter = threading.Thread(target=m.wait_settled, args=(60.0,))
+    waiter.start()
+    release.set()
+    waiter.join()
+    publisher.join()
+    assert (m.generation, m.head_epoch) == (4, 2)

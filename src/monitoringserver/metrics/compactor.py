@@ -137,7 +137,7 @@ class Compactor:
                 extra(con)
 
         try:
-            with self._manifest.publishing():
+            with self._manifest.publishing(head=extra is not None):
                 self._db.write(commit)
                 self._manifest.apply(added, removed)
         except BaseException:

@@ -2,12 +2,12 @@
 
 The head only grows between flushes, by committed batches with rising ``batch``
 numbers, and shrinks only when a flush deletes its oldest batches (inside a manifest
-publication, which moves the manifest generation). :class:`HeadMirror` therefore keeps
-the head's rows as one :class:`~monitoringserver.metrics.runs.Run` (sorted, the newest
-write of each key kept) and, after a database commit, fetches only the rows of batches
-it has not seen; after a publication it reads the head again from scratch. A select then
-takes its series out of the mirror with a binary search, at a cost proportional to the
-rows it returns.
+publication that moves ``Manifest.head_epoch`` before and after its commit).
+:class:`HeadMirror` therefore keeps the head's rows as one
+:class:`~monitoringserver.metrics.runs.Run` (sorted, the newest write of each key kept)
+and, after a database commit, fetches only the rows of batches it has not seen; after a
+flush it reads the head again from scratch. A select then takes its series out of the
+mirror with a binary search, at a cost proportional to the rows it returns.
 
 The mirror is bounded (``max_rows``): while the head holds more rows, :meth:`rows`
 returns ``None`` and the caller queries DuckDB as before.
@@ -36,7 +36,7 @@ __all__ = ["HeadMirror"]
 @dataclass(frozen=True, slots=True)
 class _State:
     commits: int  # database commits when it was read (every commit up to it is in)
-    generation: int  # manifest generation it was read at
+    epoch: int  # ``Manifest.head_epoch`` it was read at
     last_batch: int  # highest batch number mirrored (-1: none)
     run: Run | None  # None: the head is over the bound
 
@@ -44,11 +44,9 @@ class _State:
 class HeadMirror:
     """Head rows in memory; see the module docstring."""
 
-    def __init__(
-        self, commits: Callable[[], int], generation: Callable[[], int], max_rows: int
-    ) -> None:
+    def __init__(self, commits: Callable[[], int], epoch: Callable[[], int], max_rows: int) -> None:
         self._commits = commits
-        self._generation = generation
+        self._epoch = epoch
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._state: _State | None = None  # replaced whole under _lock
@@ -68,16 +66,16 @@ class HeadMirror:
         return _pick(state.run, ids).in_time(start_ms, end_ms)
 
     def _current(self, cur: duckdb.DuckDBPyConnection) -> _State:
-        commits, generation = self._commits(), self._generation()
+        commits, epoch = self._commits(), self._epoch()
         state = self._state
-        if state is not None and (state.commits, state.generation) == (commits, generation):
+        if state is not None and (state.commits, state.epoch) == (commits, epoch):
             return state
         with self._lock:
             state = self._state
-            if state is not None and (state.commits, state.generation) == (commits, generation):
+            if state is not None and (state.commits, state.epoch) == (commits, epoch):
                 return state
-            if state is None or state.generation != generation or state.run is None:
-                state = _State(commits, generation, -1, Run.empty())
+            if state is None or state.epoch != epoch or state.run is None:
+                state = _State(commits, epoch, -1, Run.empty())
             state = self._refresh(cur, state, commits)
             self._state = state
             return state
@@ -89,9 +87,9 @@ class HeadMirror:
             "SELECT count(*), max(batch) FROM metric_head WHERE batch > ?", [state.last_batch]
         ).fetchall()[0]
         if not count:
-            return _State(commits, state.generation, state.last_batch, state.run)
+            return _State(commits, state.epoch, state.last_batch, state.run)
         if len(state.run) + int(count) > self.max_rows:
-            return _State(commits, state.generation, state.last_batch, None)
+            return _State(commits, state.epoch, state.last_batch, None)
         got = cur.execute(
             "SELECT series_id, ts, bits, batch FROM metric_head WHERE batch > ? AND batch <= ?",
             [state.last_batch, int(top)],
@@ -100,7 +98,7 @@ class HeadMirror:
         order = np.argsort(cols.pop("batch"), kind="stable")
         new = Run.from_columns(blocks.dedup_last([blocks.take(cols, order)]))
         run = merge_runs([state.run, new]).freeze()
-        return _State(commits, state.generation, int(top), run)
+        return _State(commits, state.epoch, int(top), run)
 
 
 def _pick(run: Run, ids: NDArray[np.uint64]) -> Run:

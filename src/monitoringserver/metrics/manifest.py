@@ -101,9 +101,11 @@ class Manifest:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # generation became even
         # Guarded by _lock:
         self._files: dict[int, FileEntry] = {}
         self._generation = 0
+        self._head_epoch = 0
         self._readers: dict[int, int] = {}  # generation → open snapshots
         self._doomed: list[tuple[int, Path]] = []  # (generation removed, path)
         self._on_remove: list[Callable[[list[int]], None]] = []
@@ -158,15 +160,32 @@ class Manifest:
             self.collect_garbage()
 
     @contextlib.contextmanager
-    def publishing(self) -> Iterator[None]:
-        """Bracket a DuckDB commit that changes the head or the file list (seqlock)."""
+    def publishing(self, *, head: bool = False) -> Iterator[None]:
+        """Bracket a DuckDB commit that changes the head or the file list (seqlock).
+        ``head``: the commit deletes head rows (a flush); :attr:`head_epoch` moves too."""
         with self._lock:
             self._generation += 1
+            self._head_epoch += head
         try:
             yield
         finally:
             with self._lock:
                 self._generation += 1
+                self._head_epoch += head
+                self._settled.notify_all()
+
+    def wait_settled(self, timeout_s: float) -> None:
+        """Block until no publication is in progress (or ``timeout_s`` passed), so a
+        reader that saw one retries after it rather than spinning through it."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._generation % 2 == 0, timeout_s)
+
+    @property
+    def head_epoch(self) -> int:
+        """Moves (before and after the commit) with every publication that deletes head
+        rows; merges and retention leave it alone. Readers caching the head key on it."""
+        with self._lock:
+            return self._head_epoch
 
     def apply(self, added: Iterable[FileEntry], removed: Iterable[FileEntry]) -> None:
         """Mirror a committed change; removed files are deleted when no reader needs them."""

@@ -45,6 +45,7 @@ __all__ = ["EmbeddedMetricStore"]
 _RAW_NAMES = ("series_id", "ts", "value")
 _ROLLUP_NAMES = ("series_id", "ts", *blocks.ROLLUP_FIELDS)
 _RETRIES = 5
+_SETTLE_S = 10.0  # longest wait for a publication to finish before reading again
 IdArray = NDArray[np.uint64]
 
 
@@ -71,7 +72,7 @@ class EmbeddedMetricStore:
         manifest.on_remove(self._files.forget)
         # The head mirror may hold up to half the read cache's bound (16 bytes a row).
         self._mirror = HeadMirror(
-            lambda: db.commits, lambda: manifest.generation, options.read_cache_bytes // 32
+            lambda: db.commits, lambda: manifest.head_epoch, options.read_cache_bytes // 32
         )
         # (database commits when read, head extent); replaced whole, so no lock needed.
         self._extent: tuple[int, tuple[int, int, int, int] | None] | None = None
@@ -139,6 +140,8 @@ class EmbeddedMetricStore:
                     attempt == _RETRIES - 1
                 ):
                     return merge_runs([stored, head]), snap
+            # A flush or merge published meanwhile: read again once it has finished.
+            self._manifest.wait_settled(_SETTLE_S)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:

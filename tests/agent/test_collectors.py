@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import socketserver
-import threading
-from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
-from monitoringserver.agent.collectors.containers import ContainerCollector
 from monitoringserver.agent.collectors.gpu import GpuCollector
 from monitoringserver.agent.collectors.hardware import HardwareCollector
 from monitoringserver.agent.collectors.processes import ProcessesCollector
@@ -99,117 +93,6 @@ def test_hardware_absent_sensors_produce_nothing() -> None:
     fake = SimpleNamespace(sensors_temperatures=dict, sensors_battery=lambda: None, cpu_freq=broken)
     out = Emitter(BASE)
     HardwareCollector(fake).collect(out)
-    assert len(out) == 0
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-def _engine_handler(routes: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            body = json.dumps(routes.get(path, {"message": "no such container"})).encode()
-            self.send_response(200 if path in routes else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def address_string(self) -> str:
-            return "unix"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    return Handler
-
-
-@pytest.fixture
-def engine_socket(tmp_path: Path) -> Iterator[Path]:
-    """A fake Podman API on a real unix socket."""
-    cid = "abcdef0123456789"
-    routes: dict[str, Any] = {
-        "/containers/json": [
-            {"Id": cid, "Names": ["/web"], "Image": "nginx:1", "State": "running"},
-            {"Id": "ffff00001111", "Names": ["old"], "Image": "busybox", "State": "exited"},
-        ],
-        f"/containers/{cid}/json": {"RestartCount": 2},
-        f"/containers/{cid}/stats": {
-            "cpu_stats": {"cpu_usage": {"total_usage": 3_000_000_000}},
-            "memory_stats": {"usage": 1024, "limit": 4096},
-            "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 20}, "eth1": {"rx_bytes": 1}},
-            "blkio_stats": {
-                "io_service_bytes_recursive": [
-                    {"op": "Read", "value": 100},
-                    {"op": "Write", "value": 50},
-                ]
-            },
-        },
-    }
-    path = tmp_path / "podman.sock"
-    server = _UnixHTTPServer(str(path), _engine_handler(routes))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def test_containers_over_unix_socket(engine_socket: Path) -> None:
-    out = Emitter(BASE)
-    collector = ContainerCollector(engine_socket)
-    try:
-        collector.collect(out)
-        again = Emitter(BASE)
-        collector.collect(again)  # the kept client serves the next cycle too
-    finally:
-        collector.close()
-    assert len(again) == len(out)
-    web = {"name": "web", "id": "abcdef012345", "image": "nginx:1"}
-    assert out.value("container_up", **web) == 1.0
-    assert out.value("container_up", name="old") == 0.0
-    assert out.value("container_restarts_total", **web) == 2
-    assert out.value("container_cpu_usage_seconds_total", **web) == 3.0
-    assert out.value("container_memory_usage_bytes", **web) == 1024
-    assert out.value("container_spec_memory_limit_bytes", **web) == 4096
-    assert out.value("container_network_receive_bytes_total", **web) == 11
-    assert out.value("container_fs_reads_bytes_total", **web) == 100
-    assert out.value("container_fs_writes_bytes_total", **web) == 50
-    assert out.value("container_cpu_usage_seconds_total", name="old") is None
-
-
-def test_containers_reconnect_after_an_engine_error(tmp_path: Path) -> None:
-    import httpx
-
-    calls = {"n": 0}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise httpx.ConnectError("engine restarting", request=request)
-        return httpx.Response(200, json=[])
-
-    collector = ContainerCollector(None, transport=httpx.MockTransport(handler))
-    with pytest.raises(httpx.ConnectError):
-        collector.collect(Emitter(BASE))
-    assert collector._http is None  # dropped: the next cycle opens a new client
-    out = Emitter(BASE)
-    collector.collect(out)
-    collector.close()
-    collector.close()  # idempotent
-    assert calls["n"] == 2
-    assert len(out) == 0
-
-
-def test_containers_absent_socket(tmp_path: Path) -> None:
-    out = Emitter(BASE)
-    ContainerCollector(tmp_path / "none.sock").collect(out)
-    ContainerCollector(None).collect(out)
     assert len(out) == 0
 
 

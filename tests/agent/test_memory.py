@@ -14,31 +14,48 @@ from monitoringserver.agent.collectors.containers import container_socket
 from monitoringserver.agent.config import AgentConfig, load_config
 
 
-def _python(code: str) -> str:
+def _python(code: str, cwd: Path | None = None) -> str:
     """Run ``code`` in a fresh interpreter (nothing imported yet) and return stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-def test_ssl_kept_out_of_a_fresh_process_then_allowed() -> None:
+def test_ssl_kept_out_of_a_fresh_process_that_reads_a_container_engine(
+    tmp_path: Path,
+) -> None:
+    # The standalone agent blocks ssl for good: asyncio and the container collector
+    # (http.client on a unix socket) must both work without it.
     out = _python(
         "import sys\n"
         "from monitoringserver.agent import memory\n"
         "assert memory.keep_ssl_out()\n"
         "import asyncio\n"
-        "assert sys.modules['ssl'] is None\n"
         "assert memory.keep_ssl_out()  # still in place\n"
         "async def f():\n"
         "    return 7\n"
         "assert asyncio.run(f()) == 7  # asyncio works without ssl\n"
-        "memory.allow_ssl()\n"
-        "import ssl\n"
-        "print(type(ssl.SSLContext).__name__)\n"
+        "from pathlib import Path\n"
+        "from monitoringserver.agent.collectors.containers import ContainerCollector\n"
+        "from monitoringserver.agent.metrics import Emitter\n"
+        "from tests.agent.unix_http import serve\n"
+        f"sock = Path({str(tmp_path / 'engine.sock')!r})\n"
+        "c = ContainerCollector(sock)\n"
+        "out = Emitter({})\n"
+        "with serve(sock, {'/containers/json': [{'Id': 'a1', 'State': 'running'}]}):\n"
+        "    c.collect(out)\n"
+        "c.close()\n"
+        "print(out.value('container_up'), sys.modules['ssl'], 'httpx' in sys.modules)\n",
+        cwd=Path(__file__).parents[2],
     )
-    assert out == "type"
+    assert out == "1.0 None False"
 
 
 def test_ssl_block_leaves_a_process_that_has_asyncio_alone() -> None:
@@ -46,22 +63,11 @@ def test_ssl_block_leaves_a_process_that_has_asyncio_alone() -> None:
     assert "asyncio" in sys.modules
     assert memory.keep_ssl_out() is False
     assert sys.modules.get("ssl") is not None
-    memory.allow_ssl()  # no-op without a block
-    assert sys.modules.get("ssl") is not None
 
 
-def test_httpx_import_skips_its_command_line_module() -> None:
-    out = _python(
-        "import sys\n"
-        "from monitoringserver.agent import memory\n"
-        "from monitoringserver.agent.collectors.containers import prepare_httpx_import\n"
-        "memory.keep_ssl_out()\n"
-        "import asyncio\n"
-        "prepare_httpx_import()\n"
-        "import httpx\n"
-        "print(sys.modules['ssl'] is not None, 'rich' in sys.modules, httpx.Client.__name__)\n"
-    )
-    assert out == "True False Client"
+def test_ssl_block_in_place_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ssl", None)  # as keep_ssl_out leaves it
+    assert memory.keep_ssl_out() is True
 
 
 def test_release_memory_trims_on_glibc() -> None:
@@ -183,12 +189,3 @@ def test_limit_malloc_arenas_in_process(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     # Generous on purpose: the test runner's threads keep the arenas they have.
     assert memory.limit_malloc_arenas(64) is glibc
-
-
-def test_allow_ssl_lifts_a_block(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = sys.modules["ssl"]
-    monkeypatch.setitem(sys.modules, "ssl", None)  # as keep_ssl_out leaves it
-    assert memory.keep_ssl_out() is True  # reports the block in place
-    memory.allow_ssl()
-    assert "ssl" not in sys.modules
-    monkeypatch.setitem(sys.modules, "ssl", real)

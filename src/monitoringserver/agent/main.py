@@ -8,9 +8,9 @@
 SIGTERM/SIGINT stop the agent cleanly; undelivered batches stay in the spool.
 
 Memory: the configuration is read before anything heavy is imported, so the process
-loads only what its collectors need (``ssl`` only with the container collector, see
-``agent/memory.py``); start-up objects are frozen and freed heap pages are returned
-to the kernel after start-up and after every cycle.
+loads only what its collectors need and never ``ssl`` (see ``agent/memory.py``);
+start-up objects are frozen and freed heap pages are returned to the kernel after
+start-up and after every cycle.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitoringserver.agent import memory
-from monitoringserver.agent.collectors.containers import container_socket
 from monitoringserver.agent.config import AgentConfig, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if args.command == "status":
             return _status(cfg, args.json)
-        if container_socket(cfg) is None:
-            memory.keep_ssl_out()
+        memory.keep_ssl_out()
         memory.limit_malloc_arenas()
         import asyncio
 

@@ -4,10 +4,11 @@ Used only by ``agent/main.py`` (the agent's own process), never by the server's
 built-in local agent, whose heap belongs to the server.
 
 * :func:`keep_ssl_out` keeps CPython's ``ssl`` module (OpenSSL: about 4 MiB of RSS)
-  out of the process when nothing in it will need it. ``asyncio`` imports ``ssl``
-  only to offer TLS on its own sockets, which the agent never uses: the connection to
-  the server is encrypted by gRPC's built-in BoringSSL. The one user is httpx (the
-  container collector), so :func:`allow_ssl` lifts the block before httpx is imported.
+  out of the process: nothing in the agent needs it. ``asyncio`` imports ``ssl`` only
+  to offer TLS on its own sockets, which the agent never uses: the connection to the
+  server is encrypted by gRPC's built-in BoringSSL, and the container collector talks
+  plain HTTP on the engine's unix socket through ``http.client``, which runs without
+  ``ssl`` (that is why it does not use httpx, which imports ``ssl``).
 * :func:`release_memory` returns freed heap pages to the kernel (start-up and each
   collection cycle allocate and free a few MiB; glibc keeps them otherwise).
 * :func:`limit_malloc_arenas` caps glibc's per-thread malloc arenas (the agent runs
@@ -26,7 +27,6 @@ import os
 import sys
 
 __all__ = [
-    "allow_ssl",
     "freeze_startup_objects",
     "keep_ssl_out",
     "limit_malloc_arenas",
@@ -47,12 +47,6 @@ def keep_ssl_out() -> bool:
         return sys.modules.get("ssl", 0) is None
     sys.modules["ssl"] = None  # type: ignore[assignment]
     return True
-
-
-def allow_ssl() -> None:
-    """Undo :func:`keep_ssl_out` so the next ``import ssl`` loads the real module."""
-    if "ssl" in sys.modules and sys.modules["ssl"] is None:
-        del sys.modules["ssl"]
 
 
 @functools.cache

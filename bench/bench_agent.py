@@ -12,7 +12,8 @@ Targets (issue 4): RSS ≤ 40 MiB, CPU ≤ 0.5 % of one core.
 
 ``with_containers``: the same agent again, pointed at a fake Podman/Docker API on a
 unix socket served by this process (``FAKE_CONTAINERS`` running containers), so the
-container collector (httpx) is measured too even on a host without an engine.
+container collector (``http.client`` over the socket) is measured too even on a host
+without an engine; ``engine_connections`` shows the collector's keep-alive reuse.
 
 ``outage`` (the issue's figure): ``OUTAGE_AGENTS`` agents (in this process, real
 delivery code: shipper, spool, replay; ``OUTAGE_SERIES`` series each at a 1 s interval)
@@ -22,8 +23,8 @@ empty the samples in the store are counted exactly against what the agents produ
 (lost = expected − stored distinct, duplicated = stored − distinct). The drain is
 bounded (``drain_deadline_s``); a run that misses it says so in the result.
 
-Results: ``bench/results/agent.json``.
-Usage: ``python -m bench.bench_agent [--quick] [--window S] [--outage S]``
+Results: ``bench/results/agent.json`` (``--out`` writes elsewhere).
+Usage: ``python -m bench.bench_agent [--quick] [--window S] [--outage S] [--out F]``
 (``--quick``: 30 s window and a 60 s outage, for iterating; ``make bench`` runs the
 defaults: 120 s window, 600 s outage).
 """
@@ -112,6 +113,7 @@ class FakeEngine:
         self.path = path
         self.ids = [f"{i:02d}" + "c0ffee" * 10 for i in range(n)]
         self.requests = 0
+        self.connections = 0
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -146,6 +148,7 @@ class FakeEngine:
         }
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 target = head.split(b" ", 2)[1].decode()
@@ -233,6 +236,7 @@ async def _run(window_s: float, *, containers: int = 0) -> dict[str, Any]:
     if engine is not None:
         result["containers"] = containers
         result["engine_requests"] = engine.requests
+        result["engine_connections"] = engine.connections
     return result
 
 
@@ -381,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="30 s window, 60 s outage")
     parser.add_argument("--window", type=float, help=f"steady window, s (default {WINDOW_S})")
     parser.add_argument("--outage", type=float, help=f"outage, s (default {OUTAGE_S})")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"result file ({RESULTS})")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     window_s = args.window or (30.0 if args.quick else WINDOW_S)
     outage_s = args.outage or (60.0 if args.quick else OUTAGE_S)
@@ -395,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     doc = asyncio.run(both())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))
     return 0
 

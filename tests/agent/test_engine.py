@@ -47,7 +47,15 @@ def _not_json(handler: BaseHTTPRequestHandler) -> None:
     handler.wfile.write(b"hello")
 
 
+def _plain_error(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(502)
+    handler.send_header("Content-Length", "16")
+    handler.end_headers()
+    handler.wfile.write(b"proxy is down!\r\n")
+
+
 ROUTES: dict[str, Route] = {
+    "/plain-error": _plain_error,
     "/json": {"ok": True},
     "/chunked": _chunked,
     "/until-close": _until_close,
@@ -148,6 +156,7 @@ def test_fresh_connection_closed_without_answer_is_an_error(
         ("/nowhere", 404, "cannot GET /nowhere: HTTP 404 no such"),
         ("/bare-error", 503, "cannot GET /bare-error: HTTP 503 Service Unavailable"),
         ("/not-json", None, "cannot GET /not-json: answer is not JSON"),
+        ("/plain-error", 502, "cannot GET /plain-error: HTTP 502 proxy is down!$"),
     ],
 )
 def test_bad_answers_raise_and_reopen(

@@ -153,3 +153,21 @@ def test_unattributed_source_has_no_per_source_limit() -> None:
     idx = SeriesIndex(SeriesLimits(max_per_source=1))
     idx.resolve([make_labels({"__name__": "m", "i": str(i)}) for i in range(3)], "")
     assert len(idx) == 3
+
+
+def test_new_series_of_shared_pairs_is_adopted_and_mixed_ones_share_pairs() -> None:
+    idx = SeriesIndex()
+    cpu, mem, host_a, host_b = (
+        ("__name__", "cpu"),
+        ("__name__", "mem"),
+        ("host", "a"),
+        ("host", "b"),
+    )
+    idx.resolve([(cpu, host_a), (mem, host_b)], "src")
+    combo = (mem, host_a)  # a new series made of pair objects the index holds
+    ids, created = idx.resolve([combo], "src")
+    assert ids.tolist() == [2]
+    assert created[0].labels is combo  # adopted as it is
+    fresh = (("__name__", "cpu"), ("zone", "a"))
+    [new] = idx.resolve([fresh], "src")[1]
+    assert new.labels[0] is cpu  # the known pair is shared, not copied

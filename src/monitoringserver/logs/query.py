@@ -12,9 +12,7 @@ with that ``ts`` were returned, so the next page resumes exactly after them.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,119 +34,25 @@ from monitoringserver.logs.api import (
 )
 from monitoringserver.logs.archive import NO_PREFILTER, PREFILTER_COLUMNS, files_source
 from monitoringserver.logs.patterns import needle_id_tokens, needle_tokens
+from monitoringserver.logs.query_sql import (
+    Sql,
+    conditions,
+    decode_cursor,
+    encode_cursor,
+    label_expr,
+)
 from monitoringserver.logs.store import ArchiveEntry, LogStore
-from monitoringserver.logs.templates import needle_prefilter
 from monitoringserver.model.logs import LogBatch
-from monitoringserver.model.matchers import MatchOp
 
 __all__ = ["LogQueryEngine", "WriterCounters"]
 
 #: (wal_bytes, rejected, repaired) from the writer, for stats.
 WriterCounters = Callable[[], tuple[int, dict[str, int], dict[str, int]]]
 
-_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _SELECT = "ts, server_id, level, logger, source, message, attrs"
 _MAX_LIMIT = 10_000
 
 _RETRIES = 4
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _re2_escape(text: str) -> str:
-    return re.sub(r"([^A-Za-z0-9_])", r"\\\1", text)
-
-
-class _Sql:
-    """Collects a WHERE clause and its parameters."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.params: list[Any] = []
-
-    def add(self, sql: str, *params: Any) -> None:
-        self.parts.append(sql)
-        self.params.extend(params)
-
-    def where(self) -> str:
-        return " AND ".join(self.parts) if self.parts else "true"
-
-
-def label_expr(name: str, parsers: Sequence[str]) -> str:
-    """SQL for a label's value ('' when absent): a column, an attrs key, or a field of
-    the message when a parser is active."""
-    if name in COLUMN_LABELS:
-        return name
-    if name == "detected_level":  # Loki 3 / Grafana name for the level we detect
-        return "level"
-    if not _LABEL_NAME.fullmatch(name):
-        raise BadDataError(f"cannot query label {name!r}: invalid label name")
-    path = _quote(f'$."{name}"')
-    alts = [
-        f"CASE WHEN attrs = '' THEN NULL ELSE nullif(json_extract_string(attrs, {path}), '') END"
-    ]
-    for parser in parsers:
-        if parser == "json":
-            alts.append(
-                f"CASE WHEN json_valid(message) THEN json_extract_string(message, {path}) END"
-            )
-        elif parser == "logfmt":
-            pat = _quote(rf'(?:^|\s){_re2_escape(name)}=(?:"((?:[^"\\]|\\.)*)"|(\S*))')
-            alts.append(
-                f"coalesce(nullif(regexp_extract(message, {pat}, 1), ''), "
-                f"nullif(regexp_extract(message, {pat}, 2), ''))"
-            )
-        else:
-            raise BadDataError(f"cannot use log parser {parser!r}: expected json or logfmt")
-    return f"coalesce({', '.join(alts)}, '')"
-
-
-def _conditions(q: LogQuery, sql: _Sql) -> None:
-    if q.start_ms is not None:
-        sql.add("ts >= ?", q.start_ms)
-    if q.end_ms is not None:
-        sql.add("ts <= ?", q.end_ms)
-    for m in q.matchers:
-        expr = label_expr(m.name, q.parsers)
-        if m.op is MatchOp.EQ:
-            sql.add(f"{expr} = ?", m.value)
-        elif m.op is MatchOp.NEQ:
-            sql.add(f"{expr} <> ?", m.value)
-        elif m.op is MatchOp.RE:
-            sql.add(f"regexp_full_match({expr}, ?)", m.value)
-        else:
-            sql.add(f"NOT regexp_full_match({expr}, ?)", m.value)
-    for f in q.filters:
-        if f.op is LineOp.CONTAINS:
-            # Cheap conditions on the stored template columns first, so archives in
-            # the template layout rebuild only the lines that may match.
-            for cond, params in needle_prefilter(f.value):
-                sql.add(cond, *params)
-            sql.add("contains(message, ?)", f.value)
-        elif f.op is LineOp.NOT_CONTAINS:
-            sql.add("NOT contains(message, ?)", f.value)
-        elif f.op is LineOp.REGEX:
-            sql.add("regexp_matches(message, ?)", f.value)
-        else:
-            sql.add("NOT regexp_matches(message, ?)", f.value)
-    for n in q.numeric:
-        op = "=" if n.op == "==" else n.op
-        sql.add(f"TRY_CAST({label_expr(n.name, q.parsers)} AS DOUBLE) {op} ?", n.value)
-
-
-def _encode_cursor(ts: int, skip: int) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode([ts, skip])).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, skip = msgspec.json.decode(raw, type=tuple[int, int])
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise BadDataError(f"cannot parse cursor {cursor!r}: {exc}") from exc
-    return ts, skip
 
 
 class LogQueryEngine:
@@ -234,8 +138,8 @@ class LogQueryEngine:
         entries, _ = self._candidates(q)
         if len(entries) < 2:
             return q  # nothing to leave out: the full query alone is cheaper
-        sql = _Sql()
-        _conditions(q, sql)
+        sql = Sql()
+        conditions(q, sql)
         text = (
             f"SELECT ts FROM {self._source(entries)} WHERE {sql.where()} "  # noqa: S608
             f"ORDER BY ts {'DESC' if backward else 'ASC'} LIMIT 1 OFFSET ?"
@@ -253,7 +157,7 @@ class LogQueryEngine:
     def _run(
         self,
         q: LogQuery,
-        build: Callable[[str, _Sql], tuple[str, list[Any]]],
+        build: Callable[[str, Sql], tuple[str, list[Any]]],
         *,
         first: tuple[int, bool] | None = None,
     ) -> tuple[list[tuple[Any, ...]], int, int]:
@@ -268,8 +172,8 @@ class LogQueryEngine:
             rows = None
             if eff is not None:
                 entries, pruned = self._candidates(eff)
-                sql = _Sql()
-                _conditions(eff, sql)
+                sql = Sql()
+                conditions(eff, sql)
                 text, params = build(self._source(entries), sql)
                 rows = self._execute(text, params)
             if rows is not None and token is not None and token == self._store.generation():
@@ -288,7 +192,7 @@ class LogQueryEngine:
         skip = 0
         cursor_ts: int | None = None
         if query.cursor:
-            cursor_ts, skip = _decode_cursor(query.cursor)
+            cursor_ts, skip = decode_cursor(query.cursor)
             # Resuming at the cursor is a bound on the time range.
             if backward:
                 end = cursor_ts if query.end_ms is None else min(query.end_ms, cursor_ts)
@@ -298,7 +202,7 @@ class LogQueryEngine:
                 query = dataclasses.replace(query, start_ms=start)
         order = "ts DESC" if backward else "ts ASC"
 
-        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+        def build(src: str, sql: Sql) -> tuple[str, list[Any]]:
             text = (
                 f"SELECT {_SELECT} FROM {src} WHERE {sql.where()} "  # noqa: S608
                 f"ORDER BY {order}, server_id, source, logger, message LIMIT ?"
@@ -315,7 +219,7 @@ class LogQueryEngine:
         if len(rows) == limit:
             last = rows[-1][0]
             same = sum(1 for r in rows if r[0] == last)
-            next_cursor = _encode_cursor(last, same + (skip if last == cursor_ts else 0))
+            next_cursor = encode_cursor(last, same + (skip if last == cursor_ts else 0))
         dec = msgspec.json.Decoder(dict[str, str])
         batch = LogBatch(
             ts_ms=np.array([r[0] for r in rows], dtype=np.int64),
@@ -337,7 +241,7 @@ class LogQueryEngine:
         exprs = [label_expr(n, query.parsers) for n in names]
         start = query.start_ms
 
-        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+        def build(src: str, sql: Sql) -> tuple[str, list[Any]]:
             cols = "".join(f", {e} AS g{i}" for i, e in enumerate(exprs))
             grp = "".join(f", g{i}" for i in range(len(exprs)))
             text = (
@@ -366,7 +270,7 @@ class LogQueryEngine:
         for e in self._store.entries(ArchiveFilter(start_ms, end_ms)):
             names.update(e.attr_keys)
 
-        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+        def build(src: str, sql: Sql) -> tuple[str, list[Any]]:
             cols = ", ".join(f"bool_or({c} <> '')" for c in COLUMN_LABELS)
             return f"SELECT {cols} FROM {src} WHERE {sql.where()}", sql.params  # noqa: S608
 
@@ -387,7 +291,7 @@ class LogQueryEngine:
         expr = label_expr(name, ())
         q = LogQuery(start_ms=start_ms, end_ms=end_ms)
 
-        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+        def build(src: str, sql: Sql) -> tuple[str, list[Any]]:
             return (
                 f"SELECT DISTINCT {expr} AS v FROM {src} WHERE {sql.where()} AND v <> '' "  # noqa: S608
                 "ORDER BY v LIMIT 10000",
@@ -398,7 +302,7 @@ class LogQueryEngine:
         return [r[0] for r in rows]
 
     def series(self, query: LogQuery) -> list[dict[str, str]]:
-        def build(src: str, sql: _Sql) -> tuple[str, list[Any]]:
+        def build(src: str, sql: Sql) -> tuple[str, list[Any]]:
             cols = ", ".join(COLUMN_LABELS)
             return (
                 f"SELECT DISTINCT {cols} FROM {src} WHERE {sql.where()} LIMIT 10000",  # noqa: S608

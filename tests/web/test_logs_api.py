@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 import zstandard
 from starlette.websockets import WebSocketDisconnect
@@ -138,7 +140,7 @@ def test_archives_download_delete_rotate_stats(env: tuple[TestClient, LogPipelin
     a = archives[0]
     assert (a["lines"], sorted(a["hosts"])) == (20, ["h0", "h1"])
     assert client.get("/api/v1/logs/archives", params={"server_id": "zz"}).json()["data"] == []
-    got = client.get(f"/api/v1/logs/archives/{a['id']}")
+    got = client.get(f"/api/v1/logs/archives/{a['id']}", params={"format": "stored"})
     assert got.headers["content-type"] == "application/zstd"
     raw = zstandard.ZstdDecompressor().decompressobj().decompress(got.content)
     assert raw[:4] == b"PAR1"
@@ -231,3 +233,49 @@ def test_dashboard_stream_delivers_new_logs(env: tuple[TestClient, LogPipeline])
         assert [(x["message"], x["level"], x["logger_name"]) for x in msg["logs"]] == [
             ("boom", "ERROR", "svc")
         ]
+
+
+def test_archive_download_rebuilds_lines_in_every_layout(
+    env: tuple[TestClient, LogPipeline], tmp_path: Path
+) -> None:
+    client, p = env
+    uid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    messages = [
+        f'10.0.0.{k} - - "GET /api/items/{k} HTTP/1.1" 200 {512 + k} req={uid} trace={"ab" * 16}'
+        for k in range(30)
+    ]
+    for half in (messages[:15], messages[15:]):  # two fresh archives, then one compacted
+        _post(client, [{"server_id": "h", "message": m, "type": "info"} for m in half])
+        _commit(client, p)
+        client.post("/api/v1/logs/rotate", params={"flush": "true"})
+    archives = client.get("/api/v1/logs/archives").json()["data"]
+    fresh = [_downloaded(client, a["id"], tmp_path, "parquet", k) for k, a in enumerate(archives)]
+    assert sorted(m for part in fresh for m in part) == sorted(messages)
+    client.post("/api/v1/logs/rotate", params={"compact": "true"})
+    (merged,) = client.get("/api/v1/logs/archives").json()["data"]
+    assert sorted(_downloaded(client, merged["id"], tmp_path, "parquet", 9)) == sorted(messages)
+    assert sorted(_downloaded(client, merged["id"], tmp_path, "jsonl", 10)) == sorted(messages)
+    stored = client.get(f"/api/v1/logs/archives/{merged['id']}", params={"format": "stored"})
+    (tmp_path / "stored.parquet").write_bytes(
+        zstandard.ZstdDecompressor().decompressobj().decompress(stored.content)
+    )
+    with duckdb.connect() as con:  # the compacted file really is the template layout
+        names = [r[0] for r in con.execute(f"DESCRIBE '{tmp_path / 'stored.parquet'}'").fetchall()]
+    assert "tmpl" in names
+    assert "message" not in names
+    bad = client.get(f"/api/v1/logs/archives/{merged['id']}", params={"format": "csv"})
+    assert bad.status_code == 400
+    assert "cannot export log archive" in bad.text
+    assert client.get("/api/v1/logs/archives/nope").status_code == 404
+
+
+def _downloaded(client: TestClient, archive_id: str, tmp: Path, fmt: str, k: int) -> list[str]:
+    got = client.get(f"/api/v1/logs/archives/{archive_id}", params={"format": fmt})
+    assert got.status_code == 200, got.text
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(got.content)
+    if fmt == "jsonl":
+        return [json.loads(line)["message"] for line in raw.decode().splitlines()]
+    path = tmp / f"dl{k}.parquet"
+    path.write_bytes(raw)
+    with duckdb.connect() as con:
+        return [str(r[0]) for r in con.execute(f"SELECT message FROM '{path}'").fetchall()]

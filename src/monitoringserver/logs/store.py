@@ -29,7 +29,7 @@ import duckdb
 import msgspec
 import numpy as np
 
-from monitoringserver.errors import NotFoundError, StorageError
+from monitoringserver.errors import BadDataError, NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.archive import (
     ARCHIVE_COLS,
@@ -50,7 +50,10 @@ from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.storage.db import Database
 
-__all__ = ["ArchiveEntry", "LogStore", "LogStoreOptions"]
+__all__ = ["EXPORT_FORMATS", "ArchiveEntry", "LogStore", "LogStoreOptions"]
+
+#: Formats of :meth:`LogStore.export_archive`.
+EXPORT_FORMATS = ("parquet", "jsonl")
 
 
 class LogStore:
@@ -336,6 +339,35 @@ class LogStore:
         if not rows:
             raise NotFoundError(f"cannot find log archive {archive_id!r}: no such archive")
         return self.directory / str(rows[0][0])
+
+    def export_archive(self, archive_id: str, dest: Path, fmt: str) -> Path:
+        """Write the lines of one archive to ``dest`` with their messages rebuilt,
+        whatever its storage layout, ordered by time: ``fmt`` ``"parquet"`` (the
+        ``HEAD_COLUMNS`` as plain columns, zstd) or ``"jsonl"`` (one JSON object per
+        line). For downloads: a compacted archive stores templates and variables, which
+        no tool outside this server can read as lines."""
+        if fmt not in EXPORT_FORMATS:
+            raise BadDataError(
+                f"cannot export log archive {archive_id!r}: unknown format {fmt!r} "
+                f"(expected one of {', '.join(EXPORT_FORMATS)})"
+            )
+        rows = self.db.read(
+            "SELECT path, hash_version FROM log_archives WHERE id = ?", [archive_id]
+        )
+        if not rows:
+            raise NotFoundError(f"cannot find log archive {archive_id!r}: no such archive")
+        src = files_source([(self.directory / str(rows[0][0]), layout_of(str(rows[0][1])))])
+        options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT json"
+        target = str(dest).replace("'", "''")
+        try:
+            self.db.cursor().execute(
+                f"COPY (SELECT * FROM {src} ORDER BY ts) TO '{target}' ({options})"  # noqa: S608
+            )
+        except duckdb.IOException as exc:  # compacted or rotated away meanwhile
+            raise NotFoundError(
+                f"cannot export log archive {archive_id!r}: its file is gone ({exc})"
+            ) from exc
+        return dest
 
     def delete(self, archive_id: str) -> ArchiveInfo:
         """Unlist an archive, then remove its file."""

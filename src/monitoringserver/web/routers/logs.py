@@ -8,7 +8,8 @@
   ``server_id``/``level``/``logger`` may be given comma-separated.
 * ``GET /api/v1/logs/patterns`` (read): top message patterns with samples.
 * ``GET /api/v1/logs/archives`` (read, filter ``start_time``/``end_time``/``server_id``),
-  ``GET /api/v1/logs/archives/{id}`` (read: the Parquet file, zstd-compressed),
+  ``GET /api/v1/logs/archives/{id}`` (read; zstd-compressed: ``format=parquet``, the
+  default, lines rebuilt as plain columns; ``jsonl``; ``stored``, the file as stored),
   ``DELETE /api/v1/logs/archives/{id}`` (admin), ``POST /api/v1/logs/rotate`` (admin;
   ``flush=true`` archives the head first, ``compact=true`` merges fresh archives).
 * ``GET /api/v1/logs/sources`` (read): seed 003 ``log_sources`` (nodes, loggers, levels).
@@ -25,9 +26,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import msgspec
@@ -88,6 +92,15 @@ class LogsWeb:
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def _then_remove(chunks: Iterator[bytes], workdir: Path) -> Iterator[bytes]:
+    """``chunks``, then remove the temporary export directory (also when the client
+    goes away mid-download and the generator is closed)."""
+    try:
+        yield from chunks
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -232,11 +245,26 @@ def logs_router(web: LogsWeb) -> APIRouter:
     async def download(request: Request) -> Response:
         require(request, Scope.READ)
         archive_id = request.path_params["archive_id"]
-        path = await asyncio.to_thread(web.store.archive_path, archive_id)
+        fmt = request.query_params.get("format", "parquet")
+        if fmt == "stored":
+            path = await asyncio.to_thread(web.store.archive_path, archive_id)
+            chunks: Iterator[bytes] = web.compressor.stream_file(path)
+            suffix = "stored.parquet"
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix="log-export-"))
+            try:
+                suffix = "parquet" if fmt == "parquet" else fmt
+                path = await asyncio.to_thread(
+                    web.store.export_archive, archive_id, workdir / f"lines.{suffix}", fmt
+                )
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            chunks = _then_remove(web.compressor.stream_file(path), workdir)
         return StreamingResponse(
-            web.compressor.stream_file(path),
+            chunks,
             media_type="application/zstd",
-            headers={"Content-Disposition": f'attachment; filename="{archive_id}.parquet.zst"'},
+            headers={"Content-Disposition": f'attachment; filename="{archive_id}.{suffix}.zst"'},
         )
 
     async def delete(request: Request) -> Response:

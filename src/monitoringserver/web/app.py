@@ -5,7 +5,8 @@ what they need on ``request.app.state.components`` (a :class:`WebComponents`), s
 router module never constructs anything itself.
 
 Middleware order (outermost first): request latency metrics → catch-all 500 → body
-limit / gzip → FastAPI (exception handlers, routing).
+limit / gzip → direct routes (the fixed-path :class:`DirectRoute` objects of the
+included routers, served by one dict lookup) → FastAPI (exception handlers, routing).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.auth.tokens import TokenStore
 from monitoringserver.ingest.json_metrics import JsonMetricsDecoder, SeriesCache
 from monitoringserver.metrics.api import MetricAppender, MetricQuerier
+from monitoringserver.web.direct_routes import DirectRoutesMiddleware, direct_routes
 from monitoringserver.web.errors import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
@@ -126,6 +128,9 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    direct = direct_routes(route for router in extra_routers for route in router.routes)
+    if direct:
+        app.add_middleware(DirectRoutesMiddleware, routes=direct)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=components.limits.max_body_bytes,

@@ -19,12 +19,14 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from monitoringserver import __version__
 from monitoringserver.auth.api import Scope
@@ -32,6 +34,7 @@ from monitoringserver.errors import BadDataError, QueryTimeoutError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import Labels
 from monitoringserver.promql import Engine, Result, format_query, parse
+from monitoringserver.web.direct_routes import DirectRoute
 from monitoringserver.web.routers.prometheus_encode import encode_data
 from monitoringserver.web.routers.prometheus_params import (
     MAX_TIME_MS,
@@ -42,7 +45,7 @@ from monitoringserver.web.routers.prometheus_params import (
     parse_match,
     parse_time_ms,
 )
-from monitoringserver.web.security import require_scope
+from monitoringserver.web.security import check_scope
 
 __all__ = ["create_router"]
 
@@ -58,6 +61,9 @@ def _json(data: Any, warnings: list[str] | None = None, infos: list[str] | None 
         body["infos"] = infos
     return Response(_encoder.encode(body), media_type="application/json")
 
+
+#: A route handler (the scope check runs before it).
+_Handler = Callable[[Request], Awaitable[Response]]
 
 #: A query's result and the JSON bytes of its ``data`` object (built in the worker thread).
 _Encoded = tuple[Result, bytes]
@@ -119,7 +125,21 @@ def create_router(
     build_info: Mapping[str, str] | None = None,
 ) -> APIRouter:
     """Build the router. ``clock`` gives "now" in Unix seconds (default time for queries)."""
-    router = APIRouter(dependencies=[Depends(require_scope(Scope.READ))])
+    router = APIRouter()
+
+    def route(path: str, methods: list[str] = _GET_POST) -> Callable[[_Handler], _Handler]:
+        """Register ``handler`` as a direct route behind the ``monitoring:read`` check."""
+
+        def add(handler: _Handler) -> _Handler:
+            async def endpoint(request: Request) -> Response:
+                check_scope(request, Scope.READ)
+                return await handler(request)
+
+            router.routes.append(DirectRoute(path, endpoint, methods=methods))
+            return handler
+
+        return add
+
     gate = asyncio.Semaphore(max_concurrent)
     started_at = clock()
     info = {
@@ -179,7 +199,7 @@ def create_router(
             data = data[:-1] + b',"stats":' + stats + b"}"
         return _raw_json(data, result.warnings, result.infos)
 
-    @router.api_route("/api/v1/query", methods=_GET_POST)
+    @route("/api/v1/query")
     async def query(request: Request) -> Response:
         params = await _Params.read(request)
         text = params.required("query")
@@ -196,7 +216,7 @@ def create_router(
         encoded, waited = await run(call, timeout_s)
         return respond(encoded, params, waited)
 
-    @router.api_route("/api/v1/query_range", methods=_GET_POST)
+    @route("/api/v1/query_range")
     async def query_range(request: Request) -> Response:
         params = await _Params.read(request)
         text = params.required("query")
@@ -240,7 +260,7 @@ def create_router(
             )
         return start, end
 
-    @router.api_route("/api/v1/series", methods=_GET_POST)
+    @route("/api/v1/series")
     async def series(request: Request) -> Response:
         params = await _Params.read(request)
         selectors = params.all("match[]")
@@ -263,7 +283,7 @@ def create_router(
             warnings.append("results truncated due to limit")
         return _json([dict(lbl) for lbl in labels], warnings)
 
-    @router.api_route("/api/v1/labels", methods=_GET_POST)
+    @route("/api/v1/labels")
     async def labels(request: Request) -> Response:
         params = await _Params.read(request)
         groups = parse_match(params.all("match[]")) or [[]]
@@ -278,8 +298,9 @@ def create_router(
 
         return _limited(await asyncio.to_thread(load), limit)
 
-    @router.get("/api/v1/label/{name}/values")
-    async def label_values(name: str, request: Request) -> Response:
+    async def label_values(request: Request) -> Response:
+        check_scope(request, Scope.READ)
+        name: str = request.path_params["name"]
         params = await _Params.read(request)
         groups = parse_match(params.all("match[]")) or [[]]
         start, end = time_range(params)
@@ -293,22 +314,24 @@ def create_router(
 
         return _limited(await asyncio.to_thread(load), limit)
 
-    @router.get("/api/v1/metadata")
-    async def metadata() -> Response:
+    router.routes.append(Route("/api/v1/label/{name}/values", label_values, methods=["GET"]))
+
+    @route("/api/v1/metadata", ["GET"])
+    async def metadata(_request: Request) -> Response:
         return _json({})
 
-    @router.api_route("/api/v1/query_exemplars", methods=_GET_POST)
+    @route("/api/v1/query_exemplars")
     async def query_exemplars(request: Request) -> Response:
         params = await _Params.read(request)
         parse(params.required("query"))
         return _json([])
 
-    @router.get("/api/v1/status/buildinfo")
-    async def buildinfo() -> Response:
+    @route("/api/v1/status/buildinfo", ["GET"])
+    async def buildinfo(_request: Request) -> Response:
         return _json(info)
 
-    @router.get("/api/v1/status/runtimeinfo")
-    async def runtimeinfo() -> Response:
+    @route("/api/v1/status/runtimeinfo", ["GET"])
+    async def runtimeinfo(_request: Request) -> Response:
         return _json(
             {
                 "startTime": _rfc3339(started_at),
@@ -325,12 +348,12 @@ def create_router(
             }
         )
 
-    @router.api_route("/api/v1/format_query", methods=_GET_POST)
+    @route("/api/v1/format_query")
     async def format_query_route(request: Request) -> Response:
         params = await _Params.read(request)
         return _json(format_query(params.required("query")))
 
-    @router.api_route("/api/v1/parse_query", methods=_GET_POST)
+    @route("/api/v1/parse_query")
     async def parse_query(request: Request) -> Response:
         params = await _Params.read(request)
         return _json(_ast(parse(params.required("query"))))

@@ -1,0 +1,137 @@
+"""The Prometheus API served through ``create_app``: direct routes ahead of FastAPI's router.
+
+The query endpoints are :class:`DirectRoute` objects that the application dispatches by
+path before FastAPI's routing; these tests check that the fast path keeps what routing
+gave them: token checks, the error shapes, method and slash handling, request metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import Response
+
+from monitoringserver.auth.tokens import TokenStore
+from monitoringserver.promql import Engine
+from monitoringserver.storage.db import Database
+from monitoringserver.web.app import WebComponents, create_app
+from monitoringserver.web.direct_routes import DirectRoute, direct_routes
+from monitoringserver.web.routers.prometheus import create_router
+from tests.promql.memory_querier import MemoryQuerier
+from tests.web.test_prometheus_api import NOW_S, _querier
+
+RANGE = {"query": "up", "start": str(NOW_S - 600), "end": str(NOW_S), "step": "60"}
+
+
+class _App:
+    def __init__(
+        self, client: httpx.AsyncClient, registry: CollectorRegistry, read: str, write: str
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.read = {"Authorization": f"Bearer {read}"}
+        self.write = {"Authorization": f"Bearer {write}"}
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[_App]:
+    db = Database(":memory:")
+    tokens = TokenStore(db, clock=lambda: NOW_S)
+    tokens.open()
+    q: MemoryQuerier = _querier()
+    registry = CollectorRegistry()
+    comps = WebComponents(appender=q, querier=q, tokens=tokens, registry=registry)  # type: ignore[arg-type]
+    application = create_app(comps, [create_router(Engine(q), q, clock=lambda: NOW_S)])
+    read = tokens.create("reader", ["monitoring:read"])[1]
+    write = tokens.create("writer", ["monitoring:write"])[1]
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield _App(client, registry, read, write)
+    db.close()
+
+
+async def test_range_query_get_and_post_form(app: _App) -> None:
+    got = await app.client.get("/api/v1/query_range", params=RANGE, headers=app.read)
+    posted = await app.client.post("/api/v1/query_range", data=RANGE, headers=app.read)
+    assert got.status_code == posted.status_code == 200
+    assert got.json() == posted.json()
+    assert got.json()["data"]["resultType"] == "matrix"
+    assert len(got.json()["data"]["result"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error_type"),
+    [
+        ({}, 401, "unauthorized"),
+        ({"Authorization": "Bearer nope"}, 401, "unauthorized"),
+        ("write", 403, "forbidden"),
+    ],
+)
+async def test_scope_is_checked(
+    app: _App, headers: dict[str, str] | str, status: int, error_type: str
+) -> None:
+    hdrs = app.write if isinstance(headers, str) else headers
+    for path in ("/api/v1/query_range", "/api/v1/status/buildinfo", "/api/v1/label/job/values"):
+        r = await app.client.get(path, params=RANGE, headers=hdrs)
+        assert r.status_code == status, path
+        assert r.json()["errorType"] == error_type
+    if status == 401:
+        assert "WWW-Authenticate" in r.headers
+
+
+@pytest.mark.parametrize(
+    ("params", "error_type", "status"),
+    [
+        ({**RANGE, "step": "0"}, "bad_data", 400),
+        ({**RANGE, "query": "sum("}, "bad_data", 400),
+        ({"query": "up"}, "bad_data", 400),
+    ],
+)
+async def test_errors_keep_their_shape(
+    app: _App, params: dict[str, str], error_type: str, status: int
+) -> None:
+    r = await app.client.get("/api/v1/query_range", params=params, headers=app.read)
+    assert r.status_code == status
+    body = r.json()
+    assert body["status"] == "error"
+    assert body["errorType"] == error_type
+    assert body["error"].startswith("cannot ")
+
+
+async def test_other_methods_and_paths_fall_through_to_routing(app: _App) -> None:
+    put = await app.client.put("/api/v1/query_range", params=RANGE, headers=app.read)
+    assert put.status_code == 405
+    assert put.json()["errorType"] == "method_not_allowed"
+    post = await app.client.post("/api/v1/status/buildinfo", headers=app.read)
+    assert post.status_code == 405
+    head = await app.client.head("/api/v1/status/buildinfo", headers=app.read)
+    assert head.status_code == 200
+    values = await app.client.get("/api/v1/label/job/values", headers=app.read)
+    assert values.json() == {"status": "success", "data": ["api"]}
+
+
+async def test_request_metrics_use_the_route_path(app: _App) -> None:
+    await app.client.get("/api/v1/query_range", params=RANGE, headers=app.read)
+    count = app.registry.get_sample_value(
+        "monitoring_http_request_duration_seconds_count",
+        {"method": "GET", "route": "/api/v1/query_range", "code": "200"},
+    )
+    assert count == 1.0
+
+
+async def _ok(_request: Request) -> Response:
+    return Response(b"ok")
+
+
+def test_direct_route_rejects_path_parameters() -> None:
+    with pytest.raises(ValueError, match="path parameters"):
+        DirectRoute("/x/{name}", _ok, methods=["GET"])
+
+
+def test_direct_routes_table_keeps_the_first_route_of_a_path() -> None:
+    first, second = (DirectRoute("/x", _ok, methods=["GET"]) for _ in range(2))
+    assert direct_routes([first, object(), second]) == {"/x": first}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cramjam
 import numpy as np
@@ -36,13 +36,20 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, PayloadTooLargeError
-from monitoringserver.ingest.rw_wire import WireSplit, split_write_request
+from monitoringserver.ingest.rw_wire import (
+    KeyedDecode,
+    WireSplit,
+    decode_sample_fields,
+    known_series_ids,
+    split_write_request,
+)
 from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto.prompb import remote_pb2, write_v2_pb2
 
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
+    "KeyedDecode",
     "RemoteWriteDecoder",
     "decode_write_request",
     "decompress_snappy",
@@ -99,65 +106,6 @@ def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels])
         found = _checked([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
         cache[flat] = found
     return found
-
-
-#: Byte weights of a 6-byte varint (every millisecond timestamp from 2001 to 2112).
-_VARINT6_SHIFTS = np.arange(0, 42, 7, dtype=np.uint64)
-_CONT6 = np.array([0x80, 0x80, 0x80, 0x80, 0x80, 0x00], dtype=np.uint8)
-
-
-def _decode_fixed16(
-    buf: NDArray[np.uint8],
-) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
-    """The common layout, every sample exactly ``0x09 f64 0x10 varint(6 bytes)``: one
-    reshape and a few column operations. ``None`` when any row is not that layout."""
-    rows = buf.reshape(-1, 16)
-    digits = rows[:, 10:16]
-    if (
-        (rows[:, 0] != 0x09).any()
-        or (rows[:, 9] != 0x10).any()
-        or ((digits & 0x80) != _CONT6).any()
-    ):
-        return None
-    values = np.ascontiguousarray(rows[:, 1:9]).view("<f8").reshape(-1).astype(np.float64)
-    parts = (digits & 0x7F).astype(np.uint64) << _VARINT6_SHIFTS
-    ts = np.bitwise_or.reduce(parts, axis=1).view(np.int64)
-    return ts, values
-
-
-def _decode_samples(
-    buf: NDArray[np.uint8], starts: NDArray[np.int64], ends: NDArray[np.int64]
-) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
-    """Vectorised decode of concatenated ``Sample`` messages (``[0x09 f64][0x10 varint]``,
-    either field absent when zero). ``None`` when any sample has another layout (the
-    caller then falls back to the protobuf runtime)."""
-    n = len(starts)
-    if n and len(buf) == 16 * n and bool(((ends - starts) == 16).all()):
-        fixed = _decode_fixed16(buf)
-        if fixed is not None:
-            return fixed
-    padded = np.concatenate([buf, np.zeros(24, dtype=np.uint8)])
-    has_value = (padded[starts] == 0x09) & (ends - starts >= 9)
-    value_idx = (starts + 1)[:, None] + np.arange(8)
-    raw = np.where(has_value[:, None], padded[value_idx], 0).astype(np.uint8)
-    values = raw.reshape(-1).view("<f8").astype(np.float64, copy=False)
-    pos = starts + 9 * has_value
-    has_ts = (pos < ends) & (padded[pos] == 0x10)
-    vlen = np.where(has_ts, ends - pos - 1, 0)
-    if (~has_ts & (pos != ends)).any() or (vlen > 10).any() or (has_ts & (vlen < 1)).any():
-        return None
-    j = np.arange(10)
-    digits = padded[(pos + 1)[:, None] + j].astype(np.uint64)
-    inside = j < vlen[:, None]
-    last = j == (vlen - 1)[:, None]
-    cont = (digits & np.uint64(0x80)) != 0
-    if (inside & ~last & ~cont).any() or (last & inside & cont).any():
-        return None
-    parts = np.where(inside, (digits & np.uint64(0x7F)) << (np.uint64(7) * j.astype(np.uint64)), 0)
-    ts = np.bitwise_or.reduce(parts.astype(np.uint64), axis=1).view(np.int64)
-    if len(ts) != n:
-        return None
-    return ts, values
 
 
 class RemoteWriteDecoder:
@@ -228,7 +176,7 @@ class RemoteWriteDecoder:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         buf = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-        decoded = _decode_samples(buf, starts, ends)
+        decoded = decode_sample_fields(buf, starts, ends)
         if decoded is None:
             return None
         ts, values = decoded
@@ -239,19 +187,42 @@ class RemoteWriteDecoder:
         self, body: bytes, *, compressed: bool = True, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
     ) -> SampleBatch:
         """Decode one remote-write body (snappy unless ``compressed`` is false)."""
+        decoded = self.decode_keyed(body, None, compressed=compressed, max_bytes=max_bytes)
+        assert decoded.batch is not None
+        return decoded.batch
+
+    def decode_keyed(
+        self,
+        body: bytes,
+        known: Mapping[bytes, int] | None,
+        *,
+        compressed: bool = True,
+        max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    ) -> KeyedDecode:
+        """Decode one body; when ``known`` (encoded label fields → store series id) holds
+        every series of the request, answer the samples' series ids instead of a batch
+        and make no label objects at all. Otherwise a batch, with the encoded label
+        fields of each of its series when the request had Prometheus' layout."""
         raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
         try:
             split = split_write_request(raw)
-            batch = self._from_split(split) if split is not None else None
-            if batch is None:
-                batch = self._fast(raw)
+            if split is not None:
+                if known is not None:
+                    ids = known_series_ids(split, known)
+                    if ids is not None:
+                        return KeyedDecode(None, None, ids, split.ts_ms, split.values)
+                keyed = self._from_split(split)
+                if keyed is not None:
+                    return KeyedDecode(keyed[0], keyed[1])
+            batch = self._fast(raw)
         except DecodeError as exc:
             raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
-        return batch if batch is not None else _decode_slow(raw)
+        return KeyedDecode(batch if batch is not None else _decode_slow(raw), None)
 
-    def _from_split(self, split: WireSplit) -> SampleBatch | None:
-        """The batch of a vectorised split: one dictionary lookup per series by its
-        encoded label fields; ``None`` when a prefix is not purely label fields."""
+    def _from_split(self, split: WireSplit) -> tuple[SampleBatch, list[bytes]] | None:
+        """The batch of a vectorised split (and the encoded label fields of each of its
+        series): one dictionary lookup per series by its encoded label fields; ``None``
+        when a prefix is not purely label fields."""
         numbers: dict[bytes, int] = {}
         idx = [numbers.setdefault(p, len(numbers)) for p in split.prefixes]
         cache = self._prefix_cache
@@ -268,7 +239,7 @@ class RemoteWriteDecoder:
                 cache[prefix] = found
             series.append(found)
         series_idx = np.repeat(np.asarray(idx, dtype=np.uint32), split.counts)
-        return SampleBatch(series, series_idx, split.ts_ms, split.values)
+        return SampleBatch(series, series_idx, split.ts_ms, split.values), list(numbers)
 
     def _prefix_labels(self, prefix: bytes) -> Labels | None:
         """The label set of a series' leading bytes, or ``None`` unless they are
@@ -326,7 +297,9 @@ class RemoteWriteDecoder:
             return SampleBatch.empty()
         lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
         ends = np.cumsum(lengths)
-        decoded = _decode_samples(np.frombuffer(b"".join(chunks), np.uint8), ends - lengths, ends)
+        decoded = decode_sample_fields(
+            np.frombuffer(b"".join(chunks), np.uint8), ends - lengths, ends
+        )
         if decoded is None:
             decoded = _v2_samples_slow(chunks)
         ts, values = decoded

@@ -22,14 +22,22 @@ series without samples — returns ``None`` and the caller uses the general deco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto.prompb import remote_pb2
 
-__all__ = ["WireSplit", "split_write_request"]
+__all__ = [
+    "KeyedDecode",
+    "WireSplit",
+    "decode_sample_fields",
+    "known_series_ids",
+    "split_write_request",
+]
 
 _PAD = bytes(24)  # every 8-byte read stays inside the buffer
 
@@ -44,6 +52,30 @@ class WireSplit:
     counts: NDArray[np.int64]
     ts_ms: NDArray[np.int64]
     values: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedDecode:
+    """A decoded request, one of two shapes. ``batch`` (with ``keys[i]``: the encoded
+    label fields of ``batch.series[i]``, or ``keys`` ``None`` when the request's layout
+    gave none); or, when every series was already known, no batch and the store series
+    id of every sample (``series_ids``, ``ts_ms``, ``values``: equal lengths)."""
+
+    batch: SampleBatch | None
+    keys: list[bytes] | None
+    series_ids: NDArray[np.uint64] | None = None
+    ts_ms: NDArray[np.int64] | None = None
+    values: NDArray[np.float64] | None = None
+
+
+def known_series_ids(split: WireSplit, known: Mapping[bytes, int]) -> NDArray[np.uint64] | None:
+    """The store series id of every sample of ``split`` when ``known`` maps each of its
+    series' encoded label fields to one; else ``None``. One dictionary lookup per series."""
+    found = list(map(known.get, split.prefixes))
+    if None in found:
+        return None
+    per_series = np.fromiter(found, dtype=np.uint64, count=len(found))
+    return np.repeat(per_series, split.counts)
 
 
 def split_write_request(raw: bytes) -> WireSplit | None:
@@ -142,3 +174,62 @@ _P1_LO, _P1_HI = np.uint64(0x00007F007F007F), np.uint64(0x00007F007F007F00)
 _P2_LO, _P2_HI = np.uint64(0x00003FFF00003FFF), np.uint64(0x3FFF00003FFF0000)
 _P3_LO = np.uint64(0x0FFFFFFF)
 _U1, _U2, _U8, _U28, _U32 = (np.uint64(k) for k in (1, 2, 8, 28, 32))
+
+
+#: Byte weights of a 6-byte varint (every millisecond timestamp from 2001 to 2112).
+_VARINT6_SHIFTS = np.arange(0, 42, 7, dtype=np.uint64)
+_CONT6 = np.array([0x80, 0x80, 0x80, 0x80, 0x80, 0x00], dtype=np.uint8)
+
+
+def _decode_fixed16(
+    buf: NDArray[np.uint8],
+) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+    """The common layout, every sample exactly ``0x09 f64 0x10 varint(6 bytes)``: one
+    reshape and a few column operations. ``None`` when any row is not that layout."""
+    rows = buf.reshape(-1, 16)
+    digits = rows[:, 10:16]
+    if (
+        (rows[:, 0] != 0x09).any()
+        or (rows[:, 9] != 0x10).any()
+        or ((digits & 0x80) != _CONT6).any()
+    ):
+        return None
+    values = np.ascontiguousarray(rows[:, 1:9]).view("<f8").reshape(-1).astype(np.float64)
+    parts = (digits & 0x7F).astype(np.uint64) << _VARINT6_SHIFTS
+    ts = np.bitwise_or.reduce(parts, axis=1).view(np.int64)
+    return ts, values
+
+
+def decode_sample_fields(
+    buf: NDArray[np.uint8], starts: NDArray[np.int64], ends: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+    """Vectorised decode of concatenated ``Sample`` messages (``[0x09 f64][0x10 varint]``,
+    either field absent when zero). ``None`` when any sample has another layout (the
+    caller then falls back to the protobuf runtime)."""
+    n = len(starts)
+    if n and len(buf) == 16 * n and bool(((ends - starts) == 16).all()):
+        fixed = _decode_fixed16(buf)
+        if fixed is not None:
+            return fixed
+    padded = np.concatenate([buf, np.zeros(24, dtype=np.uint8)])
+    has_value = (padded[starts] == 0x09) & (ends - starts >= 9)
+    value_idx = (starts + 1)[:, None] + np.arange(8)
+    raw = np.where(has_value[:, None], padded[value_idx], 0).astype(np.uint8)
+    values = raw.reshape(-1).view("<f8").astype(np.float64, copy=False)
+    pos = starts + 9 * has_value
+    has_ts = (pos < ends) & (padded[pos] == 0x10)
+    vlen = np.where(has_ts, ends - pos - 1, 0)
+    if (~has_ts & (pos != ends)).any() or (vlen > 10).any() or (has_ts & (vlen < 1)).any():
+        return None
+    j = np.arange(10)
+    digits = padded[(pos + 1)[:, None] + j].astype(np.uint64)
+    inside = j < vlen[:, None]
+    last = j == (vlen - 1)[:, None]
+    cont = (digits & np.uint64(0x80)) != 0
+    if (inside & ~last & ~cont).any() or (last & inside & cont).any():
+        return None
+    parts = np.where(inside, (digits & np.uint64(0x7F)) << (np.uint64(7) * j.astype(np.uint64)), 0)
+    ts = np.bitwise_or.reduce(parts.astype(np.uint64), axis=1).view(np.int64)
+    if len(ts) != n:
+        return None
+    return ts, values

@@ -14,15 +14,18 @@ a body that cannot be decoded (the sender drops it), 413 when it is too large, a
 from __future__ import annotations
 
 import asyncio
-import functools
 
+import numpy as np
 from fastapi import APIRouter
+from numpy.typing import NDArray
 from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoringserver.auth.api import Scope
 from monitoringserver.errors import MonitoringError
-from monitoringserver.ingest.remote_write import RemoteWriteDecoder
+from monitoringserver.ingest.remote_write import KeyedDecode, RemoteWriteDecoder
+from monitoringserver.metrics.api import AppendResult, SeriesIdAppender
+from monitoringserver.web.app import WebComponents
 from monitoringserver.web.deps import components, require
 from monitoringserver.web.errors import error_response
 from monitoringserver.web.routers.ingest_common import (
@@ -49,10 +52,65 @@ def _proto_of(content_type: str) -> str:
     return _V1
 
 
+class _StoreIds:
+    """Encoded label fields of a series → its store series id, for one appender (a new
+    appender starts an empty map). Learnt only for series known to exist: an id stays
+    valid for the life of the open store (``SeriesIdAppender``). At most ``max_series``
+    entries; it starts over when full."""
+
+    def __init__(self, max_series: int) -> None:
+        self.max_series = max_series
+        self.ids: dict[bytes, int] = {}
+        self.owner: object | None = None
+
+    def for_appender(self, appender: object) -> dict[bytes, int] | None:
+        """The map to decode against for ``appender`` (``None`` unless it takes ids)."""
+        if not isinstance(appender, SeriesIdAppender):
+            return None
+        if appender is not self.owner:
+            self.ids, self.owner = {}, appender
+        return self.ids
+
+    def learn(self, keys: list[bytes], ids: NDArray[np.uint64]) -> None:
+        if len(self.ids) + len(keys) > self.max_series:
+            self.ids = {}
+        self.ids.update(zip(keys, ids.tolist(), strict=True))
+
+
+async def _append_ids(
+    comps: WebComponents, appender: SeriesIdAppender, decoded: KeyedDecode
+) -> AppendResult:
+    """``append_ids`` of a request whose series were all known, counted like
+    :func:`append_counted` counts a batch."""
+    assert decoded.series_ids is not None
+    assert decoded.ts_ms is not None
+    assert decoded.values is not None
+    try:
+        result = await appender.append_ids(decoded.series_ids, decoded.ts_ms, decoded.values)
+    except MonitoringError:
+        count_error(comps, _FORMAT)
+        raise
+    metrics = comps.ingest_metrics
+    if metrics is not None:
+        metrics.samples.labels(_FORMAT).inc(result.accepted)
+        for reason, n in result.rejected.items():
+            metrics.rejected.labels(_FORMAT, reason).inc(n)
+        outcome = "rejected" if result.accepted == 0 and result.rejected else "ok"
+        metrics.requests.labels(_FORMAT, outcome).inc()
+    return result
+
+
 def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
-    """The router serving ``POST /api/v1/write``."""
+    """The router serving ``POST /api/v1/write``.
+
+    Series the store already knows skip label work: once a request's series are stored,
+    the route remembers each one's encoded label fields → store series id (when the
+    appender is a :class:`SeriesIdAppender`), and a later request made only of such
+    series goes to ``append_ids`` without building a label set; anything else takes the
+    label path (``append``) with the same limits and errors."""
     router = APIRouter()
     decoder = RemoteWriteDecoder()
+    store_ids = _StoreIds(decoder.max_series)
 
     async def write(request: Request) -> Response:
         require(request, Scope.WRITE)
@@ -68,28 +126,54 @@ def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
             )
         body = await request.body()
         encoding = request.headers.get("content-encoding", "snappy").strip().lower()
-        decode = decoder.decode if proto == _V1 else decoder.decode_v2
-        run = functools.partial(
-            decode, body, compressed=encoding != "identity", max_bytes=max_decoded_bytes
-        )
+        appender = comps.appender
+        known = store_ids.for_appender(appender) if proto == _V1 else None
+        compressed = encoding != "identity"
+
+        def run() -> KeyedDecode:
+            if proto == _V1:
+                return decoder.decode_keyed(
+                    body, known, compressed=compressed, max_bytes=max_decoded_bytes
+                )
+            batch = decoder.decode_v2(body, compressed=compressed, max_bytes=max_decoded_bytes)
+            return KeyedDecode(batch, None)
+
         try:
-            batch = await asyncio.to_thread(run) if len(body) > _THREAD_BYTES else run()
+            decoded = await asyncio.to_thread(run) if len(body) > _THREAD_BYTES else run()
         except MonitoringError:
             count_error(comps, _FORMAT)
             raise
-        source = request.client.host if request.client else _FORMAT
-        result = await append_counted(comps, batch, fmt=_FORMAT, source=source)
-        headers = {}
+        if decoded.batch is None:
+            assert isinstance(appender, SeriesIdAppender)
+            result = await _append_ids(comps, appender, decoded)
+        else:
+            source = request.client.host if request.client else _FORMAT
+            result = await append_counted(comps, decoded.batch, fmt=_FORMAT, source=source)
+            if (
+                known is not None
+                and decoded.keys is not None
+                and not result.rejected
+                and len(decoded.batch)
+                and store_ids.owner is appender
+            ):
+                # Every series of the batch is stored now: these are lookups, no creation.
+                assert isinstance(appender, SeriesIdAppender)
+                ids = appender.resolve_series(decoded.batch.series, source=source)
+                store_ids.learn(decoded.keys, ids)
         if proto == _V2:
-            headers = {
-                "X-Prometheus-Remote-Write-Samples-Written": str(result.accepted),
-                "X-Prometheus-Remote-Write-Histograms-Written": "0",
-                "X-Prometheus-Remote-Write-Exemplars-Written": "0",
-            }
-        return Response(status_code=204, headers=headers)
+            return Response(status_code=204, headers=_v2_headers(result.accepted))
+        return Response(status_code=204)
 
     router.add_route("/api/v1/write", write, methods=["POST"], include_in_schema=False)
     return router
+
+
+def _v2_headers(accepted: int) -> dict[str, str]:
+    return {
+        "X-Prometheus-Remote-Write-Samples-Written": str(accepted),
+        "X-Prometheus-Remote-Write-Histograms-Written": "0",
+        "X-Prometheus-Remote-Write-Exemplars-Written": "0",
+    }
 
 
 def remote_write_router(server: object) -> APIRouter:

@@ -33,6 +33,7 @@ from monitoringserver.logs.idcols import IDCOLS_SUFFIX
 from monitoringserver.logs.patterns import IDS_SQL, PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS
 from monitoringserver.logs.templates import TEMPLATES_SUFFIX
+from monitoringserver.logs.tokenkeys import NUMPY_KEYS_SUFFIX, line_key_hashes
 
 __all__ = [
     "ARCHIVE_COLS",
@@ -40,6 +41,7 @@ __all__ = [
     "IDS_SUFFIX",
     "LAYOUTS",
     "NO_PREFILTER",
+    "NUMPY_KEYS_SUFFIX",
     "PAIRS_SUFFIX",
     "PREFILTER_COLUMNS",
     "TEMPLATES_SUFFIX",
@@ -117,6 +119,8 @@ class ArchiveEntry:
     ids_indexed: bool = False
     id_columns: bool = False
     layout: str = "plain"
+    #: The filter's keys are :mod:`.tokenkeys` hashes (else DuckDB ``hash()``).
+    numpy_keys: bool = False
 
 
 def layout_of(hash_version: str) -> str:
@@ -177,6 +181,30 @@ def files_source(files: Sequence[tuple[Path, str]], *, prefilter: bool = False) 
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
+def _bloom(
+    cur: duckdb.DuckDBPyConnection,
+    opts: LogStoreOptions,
+    src: str | None,
+    blooms: Sequence[TokenBloom] | None,
+) -> TokenBloom:
+    """The filter of an archive: merged from ``blooms``, or from the lines of ``src``
+    (keys by :mod:`.tokenkeys`; with ``index_pairs`` by DuckDB ``hash()`` of the
+    ``TOKENS_SQL``/``IDS_SQL``/``PAIRS_SQL`` tokens, the older, slower way)."""
+    if blooms is not None and not opts.index_pairs:
+        return TokenBloom.merged(blooms)
+    if src is None:
+        raise ValueError("a filter needs either lines or source filters")
+    if opts.index_pairs:
+        key_sql = f"{TOKENS_SQL} UNION ALL {IDS_SQL} UNION ALL {PAIRS_SQL}"
+        sql = f"SELECT DISTINCT hash(tok) AS h FROM ({key_sql.replace('{src}', src)})"  # noqa: S608
+        hashes = np.asarray(cur.execute(sql).fetchnumpy()["h"], dtype=np.uint64)
+        return TokenBloom.build(hashes, bits_per_key=opts.bloom_bits_per_key)
+    messages = cur.execute(f"SELECT message FROM {src}").fetchnumpy()["message"]  # noqa: S608
+    keys = line_key_hashes(messages.tolist())
+    del messages
+    return TokenBloom.build(keys, bits_per_key=opts.bloom_bits_per_key)
+
+
 def build_archive(
     cur: duckdb.DuckDBPyConnection,
     directory: Path,
@@ -186,12 +214,14 @@ def build_archive(
     *,
     level: int,
     layout: str = "idcols",
+    blooms: Sequence[TokenBloom] | None = None,
 ) -> tuple[ArchiveInfo, Path, list[object]] | None:
     """Write the rows of relation ``src`` (:func:`head_source` or :func:`files_source`)
     to a new archive file in ``layout`` (``"idcols"`` or ``"tmpl"``) at zstd ``level``
     (temporary name, fsync, rename) and compute its manifest row; None when there are
     none. Runs on a read cursor: the caller publishes the row (and removes the
-    sources) on the writer."""
+    sources) on the writer. ``blooms``: the filters of the archives ``src`` is made of
+    (all built with :mod:`.tokenkeys`), merged instead of reading the lines again."""
     if layout == "tmpl":
         encoded = templates.encoded_relation(src)
         # By template text, not its hash: similar templates (zero-padding variants of
@@ -232,14 +262,7 @@ def build_archive(
                 f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
             ).fetchall()
         )
-        key_sql = f"{TOKENS_SQL} UNION ALL {IDS_SQL}"
-        key_sql += f" UNION ALL {PAIRS_SQL}" if opts.index_pairs else ""
-        tokens = key_sql.replace("{src}", files_source([(tmp, layout)]))
-        sql = f"SELECT DISTINCT hash(tok) AS h FROM ({tokens})"  # noqa: S608
-        hashes = cur.execute(sql).fetchnumpy()["h"]
-        bloom = TokenBloom.build(
-            np.asarray(hashes, dtype=np.uint64), bits_per_key=opts.bloom_bits_per_key
-        )
+        bloom = _bloom(cur, opts, src if blooms is None else None, blooms)
         tmp.rename(final)
         fsync_path(directory)
     except BaseException:
@@ -261,6 +284,7 @@ def build_archive(
         bloom.to_bytes(),
         duckdb.__version__
         + IDS_SUFFIX
+        + ("" if opts.index_pairs else NUMPY_KEYS_SUFFIX)
         + (TEMPLATES_SUFFIX if layout == "tmpl" else IDCOLS_SUFFIX)
         + (PAIRS_SUFFIX if opts.index_pairs else ""),
     ]

@@ -42,6 +42,7 @@ from monitoringserver.logs.query_sql import (
     label_expr,
 )
 from monitoringserver.logs.store import ArchiveEntry, LogStore
+from monitoringserver.logs.tokenkeys import key_hashes
 from monitoringserver.model.logs import LogBatch
 
 __all__ = ["LogQueryEngine", "WriterCounters"]
@@ -67,9 +68,11 @@ class LogQueryEngine:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _hashes(self, tokens: list[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    def _hashes(self, tokens: list[str], numpy_keys: bool) -> np.ndarray[Any, np.dtype[np.uint64]]:
         if not tokens:
             return np.empty(0, dtype=np.uint64)
+        if numpy_keys:
+            return key_hashes(tokens)
         rows = self._store.db.read("SELECT hash(t) FROM unnest(?::VARCHAR[]) AS u(t)", [tokens])
         return np.array([r[0] for r in rows], dtype=np.uint64)
 
@@ -85,8 +88,8 @@ class LogQueryEngine:
                 singles += one
                 pairs += two
                 ids += needle_id_tokens(f.value)
-        # Keys to probe per kind of filter: (pairs indexed, ids indexed) -> hashes.
-        key_sets: dict[tuple[bool, bool], np.ndarray[Any, np.dtype[np.uint64]]] = {}
+        # Keys to probe per kind of filter: (pairs indexed, ids indexed, numpy keys).
+        key_sets: dict[tuple[bool, bool, bool], np.ndarray[Any, np.dtype[np.uint64]]] = {}
         keep: list[ArchiveEntry] = []
         for e in entries:
             if not self._store.host_may_match(e, q.matchers):
@@ -96,11 +99,15 @@ class LogQueryEngine:
                 for m in q.matchers
             ):
                 continue
-            kind = (e.pairs_indexed and bool(pairs), e.ids_indexed and bool(ids))
+            kind = (
+                e.pairs_indexed and bool(pairs),
+                e.ids_indexed and bool(ids),
+                e.numpy_keys,
+            )
             keys = key_sets.get(kind)
             if keys is None:
                 tokens = singles + (pairs if kind[0] else []) + (ids if kind[1] else [])
-                keys = key_sets[kind] = self._hashes(tokens)
+                keys = key_sets[kind] = self._hashes(tokens, e.numpy_keys)
             if len(keys) and e.bloom is not None and not e.bloom.might_contain_all(keys):
                 continue
             keep.append(e)

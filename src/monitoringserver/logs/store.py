@@ -35,6 +35,7 @@ from monitoringserver.logs.archive import (
     ARCHIVE_COLS,
     IDCOLS_SUFFIX,
     IDS_SUFFIX,
+    NUMPY_KEYS_SUFFIX,
     PAIRS_SUFFIX,
     ArchiveEntry,
     LogStoreOptions,
@@ -202,13 +203,11 @@ class LogStore:
         after it. Returns the new archive, or None when there was nothing to merge."""
         opts = self.options
         with self._flush_lock:
-            fresh = [
-                (str(r[0]), str(r[1]), int(r[2]), layout_of(str(r[3])))
-                for r in self.db.read(
-                    "SELECT id, path, lines, hash_version FROM log_archives "
-                    "WHERE NOT compacted ORDER BY min_ts, id"
-                )
-            ]
+            rows = self.db.read(
+                "SELECT id, path, lines, hash_version, bloom FROM log_archives "
+                "WHERE NOT compacted ORDER BY min_ts, id"
+            )
+            fresh = [(str(r[0]), str(r[1]), int(r[2]), layout_of(str(r[3]))) for r in rows]
             if len(fresh) < (2 if force else opts.compact_min_archives):
                 return None
             chosen: list[tuple[str, str, int, str]] = []
@@ -229,6 +228,7 @@ class LogStore:
                 int(self._clock() * 1000),
                 level=opts.compaction_level,
                 layout="tmpl",
+                blooms=self._mergeable_blooms(rows[: len(chosen)]),
             )
             if built is None:
                 return None
@@ -252,6 +252,22 @@ class LogStore:
             for old in paths:
                 old.unlink(missing_ok=True)
             return info
+
+    def _mergeable_blooms(self, rows: Sequence[tuple[Any, ...]]) -> list[TokenBloom] | None:
+        """The filters of manifest rows (id, path, lines, hash_version, bloom) when
+        every one was built from :mod:`.tokenkeys` keys with the id keys and the
+        merged archive uses them too; else None (compaction then reads the lines)."""
+        if self.options.index_pairs:
+            return None
+        out: list[TokenBloom] = []
+        for r in rows:
+            flags = {"+" + f for f in str(r[3]).split("+")[1:]}
+            if r[4] is None or NUMPY_KEYS_SUFFIX not in flags or IDS_SUFFIX not in flags:
+                return None
+            if PAIRS_SUFFIX in flags:
+                return None
+            out.append(TokenBloom.from_bytes(bytes(r[4])))
+        return out
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
@@ -311,7 +327,8 @@ class LogStore:
             info = archive_info(r)
             base, *features = str(r[11]).split("+")
             flags = {"+" + f for f in features}
-            usable = r[10] and base == version
+            numpy_keys = NUMPY_KEYS_SUFFIX in flags
+            usable = r[10] and (numpy_keys or base == version)
             bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
             path = self.directory / r[1]
             out.append(
@@ -324,6 +341,7 @@ class LogStore:
                     IDS_SUFFIX in flags,
                     IDCOLS_SUFFIX in flags,
                     layout_of(str(r[11])),
+                    numpy_keys,
                 )
             )
         return out

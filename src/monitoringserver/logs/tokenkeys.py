@@ -1,8 +1,11 @@
 """Bloom filter keys of log lines, found with numpy over the raw bytes.
 
-The same keys as :data:`~.patterns.TOKENS_SQL` + :data:`~.patterns.IDS_SQL`, so the
-probe side (:func:`~.patterns.needle_tokens`, :func:`~.patterns.needle_id_tokens`) is
-unchanged, found with a few vectorised passes over the ``"\\n"``-joined lines instead
+The same keys as :data:`~.patterns.TOKENS_SQL` + :data:`~.patterns.IDS_SQL` for ASCII
+text (DuckDB's ``lower()`` also turns a few non-ASCII letters into ASCII ones, e.g.
+U+0130 into ``i``, which only lengthens or adds runs no needle key can ask for: those
+are bounded by ASCII separators inside the needle), so the probe side
+(:func:`~.patterns.needle_tokens`, :func:`~.patterns.needle_id_tokens`) is unchanged,
+found with a few vectorised passes over the ``"\\n"``-joined lines instead
 of regex splits inside DuckDB:
 
 * every maximal run of ASCII letters and digits of at least three characters,

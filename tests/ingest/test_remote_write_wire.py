@@ -11,7 +11,7 @@ import pytest
 
 from monitoringserver.errors import BadDataError
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder, _decode_slow
-from monitoringserver.ingest.rw_wire import split_write_request
+from monitoringserver.ingest.rw_wire import WireSplit, _split_walk, split_write_request
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.samples import STALE_NAN
 from monitoringserver.proto.prompb import remote_pb2
@@ -150,3 +150,55 @@ def test_label_cache_is_bounded_and_names_are_checked() -> None:
     bad = (("__name__", "m"), ("bad-name", "x"))
     with pytest.raises(BadDataError, match="invalid label name"):
         decoder.decode(request([(bad, [(T, 1.0)])]), compressed=False)
+
+
+def _walk(raw: bytes) -> WireSplit | None:
+    series = remote_pb2.TimeSeriesRaw.FromString(raw).labels
+    lengths = np.array([len(s) for s in series], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    buf = np.frombuffer(b"".join([*series, bytes(256)]), dtype=np.uint8)
+    return _split_walk(series, buf, ends - lengths, ends)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_label_walk_reads_requests_with_values_like_the_runtime(seed: int) -> None:
+    rng = random.Random(seed)
+    pool = [1.0, -2.5, math.inf, -math.inf, math.nan, STALE_NAN, TRICKY, 1e-300, -0.0]
+    series: list[tuple[Labels, list[tuple[int, float]]]] = []
+    for s in range(rng.randint(1, 40)):
+        extra = tuple((f"l{k}", "x" * rng.randint(0, 100)) for k in range(rng.randint(0, 20)))
+        labels = (("__name__", f"m{s % 3}"), *extra)
+        samples = [(T + rng.randint(0, 10**9), rng.choice(pool)) for _ in range(rng.randint(1, 30))]
+        series.append((labels, samples))
+    raw = request(series)
+    walked = _walk(raw)
+    assert walked is not None
+    scanned = split_write_request(raw)
+    assert scanned is not None
+    assert walked.prefixes == scanned.prefixes
+    assert walked.counts.tolist() == [len(s) for _, s in series]
+    assert rows(raw, RemoteWriteDecoder()) == reference(raw)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        (("__name__", "m"), ("long", "y" * 200)),  # a label field with a 2-byte length
+        (("__name__", "m"), *((f"l{k:02d}", "v") for k in range(70))),  # over _MAX_WALK
+    ],
+)
+def test_the_label_walk_declines_and_the_scan_decides(labels: Labels) -> None:
+    raw = request([(labels, [(T, 1.0), (T + 1, 2.0)]), (UP, [(T, 3.0)])])
+    assert _walk(raw) is None
+    assert rows(raw, RemoteWriteDecoder()) == reference(raw)
+
+
+def test_a_label_field_running_past_its_series_is_bad_data() -> None:
+    sample = b"\x12\x10" + remote_pb2.Sample(timestamp=T, value=3.0).SerializeToString()
+    label = remote_pb2.Label(name="__name__", value="m").SerializeToString()
+    # The second label field claims 100 bytes; the series holds far fewer after it.
+    body = b"\x0a" + bytes([len(label)]) + label + b"\x0a\x64" + label + sample
+    raw = b"\x0a" + bytes([len(body)]) + body
+    assert _walk(raw) is None
+    with pytest.raises(BadDataError, match=r"^cannot parse remote write body: "):
+        RemoteWriteDecoder().decode(raw, compressed=False)

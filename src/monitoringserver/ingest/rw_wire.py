@@ -22,7 +22,7 @@ series without samples — returns ``None`` and the caller uses the general deco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +39,7 @@ __all__ = [
     "split_write_request",
 ]
 
-_PAD = bytes(24)  # every 8-byte read stays inside the buffer
+_PAD = bytes(256)  # every 8-byte read and every label-walk step stays inside the buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +90,13 @@ def split_write_request(raw: bytes) -> WireSplit | None:
     ends = np.cumsum(lengths)
     joined = b"".join([*series, _PAD])
     buf = np.frombuffer(joined, dtype=np.uint8)
+    walked = _split_walk(series, buf, ends - lengths, ends)
+    if walked is not None:
+        return walked
     # words[i]: the 8 bytes starting at byte i (overlapping, unaligned reads).
     words = np.ndarray(shape=(len(joined) - 7,), dtype="<u8", buffer=joined, strides=(1,))
     cand = np.flatnonzero(buf[: int(ends[-1])] == 0x12)
-    head = words.take(cand) & _HEAD_MASK
+    head = words[cand] & _HEAD_MASK
     full = head == _FULL_HEAD
     plausible = full | (head == _ZERO_HEAD)
     if not plausible.all():
@@ -128,6 +131,42 @@ def split_write_request(raw: bytes) -> WireSplit | None:
     return WireSplit(prefixes, counts, decoded[0], decoded[1])
 
 
+def _split_walk(
+    series: Sequence[bytes],
+    buf: NDArray[np.uint8],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+) -> WireSplit | None:
+    """The common case in fewer steps: every label field has a one-byte length and every
+    sample has a value (18-byte fields). Walks the label fields of all series at once
+    (one step per label), then reads the samples as fixed 18-byte records; ``None`` when
+    the request is not laid out so (the caller then scans for sample fields)."""
+    # pairs[i]: bytes i and i + 1 (a field's tag and one-byte length), overlapping reads.
+    pairs = np.ndarray(shape=(len(buf) - 1,), dtype="<u2", buffer=buf, strides=(1,))
+    pos = starts.copy()
+    for _ in range(_MAX_WALK):
+        step = _LABEL_STEP[pairs[pos]]
+        if not step.any():
+            break
+        pos += step
+    else:
+        return None
+    counts, rest = np.divmod(ends - pos, 18)
+    if rest.any() or (counts <= 0).any():
+        return None
+    cuts = (pos - starts).tolist()
+    records = b"".join([s[k:] for s, k in zip(series, cuts, strict=True)])
+    rows = np.frombuffer(records, dtype=_SAMPLE_RECORD)
+    if ((rows["head"] & _HEAD_MASK) != _FULL_HEAD).any():
+        return None
+    ts = _varint6(rows["tail"] >> _U8)
+    if ts is None:
+        return None
+    values = np.ascontiguousarray(rows["value"]).view(np.float64)
+    prefixes = [s[:k] for s, k in zip(series, cuts, strict=True)]
+    return WireSplit(prefixes, counts, ts, values)
+
+
 def _outside(cand: list[int], nxt: list[int]) -> NDArray[np.bool_]:
     """Candidates not inside the field of the last kept one before them. A float can
     hold bytes that look like a field start; this rare case costs a Python scan. A wrong
@@ -148,7 +187,18 @@ def _decode_fixed(
     with a value, else 7 bytes without); ``None`` unless every timestamp tag is in
     place and every varint has 6 bytes."""
     # The 8 bytes from the timestamp tag: tag, 6 varint bytes, one more.
-    w = words.take(cand + np.where(full, 11, 2))
+    ts = _varint6(words[cand + np.where(full, 11, 2)])
+    if ts is None:
+        return None
+    values = words[cand + 3].view(np.float64)
+    if not full.all():  # a field without a value holds 0.0 (its 8 bytes are not a value)
+        values = np.where(full, values, 0.0)
+    return ts, values
+
+
+def _varint6(w: NDArray[np.uint64]) -> NDArray[np.int64] | None:
+    """The timestamps of 8-byte words starting at a timestamp tag (tag, 6 varint bytes,
+    one more); ``None`` unless every tag is in place and every varint has 6 bytes."""
     if ((w & _TS_MASK) != _TS_WANT).any():
         return None
     # Compact the six 7-bit groups: pairs into 14 bits, pairs of those into 28, then 42.
@@ -156,13 +206,25 @@ def _decode_fixed(
     w = (w & _P1_LO) | ((w & _P1_HI) >> _U1)
     w = (w & _P2_LO) | ((w & _P2_HI) >> _U2)
     w = (w & _P3_LO) | ((w >> _U32) << _U28)
-    ts = w.view(np.int64)
-    values = words.take(cand + 3).view(np.float64)
-    if not full.all():  # a field without a value holds 0.0 (its 8 bytes are not a value)
-        values = np.where(full, values, 0.0)
-    return ts, values
+    return w.view(np.int64)
 
 
+#: Most label fields a series may have for the walk (more: the scan decides).
+_MAX_WALK = 64
+#: By a field's first two bytes (little-endian): how far a label field with a one-byte
+#: length reaches (tag 0x0a, length < 128), else 0: the walk stops there. A series that
+#: stops at a longer label field then fails the sample-record checks. Steps reach at most
+#: 129 bytes past a series' end, into the next series or the padding (``_PAD``), where
+#: the zeros stop the walk; an overshoot fails the length check.
+_LABEL_STEP = np.zeros(1 << 16, dtype=np.int64)
+_LABEL_STEP[0x0A | (np.arange(128) << 8)] = np.arange(128) + 2
+#: A sample field with a value: ``0x12 0x10 | 0x09 f64 | 0x10 varint(6)``, 18 bytes, read
+#: as its first 4 bytes, the value's 8 bytes and the last 8 (a value byte, then the
+#: timestamp tag and varint).
+_SAMPLE_RECORD = np.dtype(
+    {"names": ["head", "value", "tail"], "formats": ["<u4", "<u8", "<u8"],
+     "offsets": [0, 3, 10], "itemsize": 18}
+)  # fmt: skip
 _HEAD_MASK = np.uint64(0xFFFFFF)
 _FULL_HEAD = np.uint64(0x091012)  # 0x12, length 16, value tag
 _ZERO_HEAD = np.uint64(0x100712)  # 0x12, length 7, timestamp tag (value 0.0 left out)

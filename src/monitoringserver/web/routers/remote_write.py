@@ -14,6 +14,7 @@ a body that cannot be decoded (the sender drops it), 413 when it is too large, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 from fastapi import APIRouter
@@ -61,14 +62,15 @@ class _StoreIds:
     def __init__(self, max_series: int) -> None:
         self.max_series = max_series
         self.ids: dict[bytes, int] = {}
-        self.owner: object | None = None
+        self.owner: SeriesIdAppender | None = None
 
     def for_appender(self, appender: object) -> dict[bytes, int] | None:
         """The map to decode against for ``appender`` (``None`` unless it takes ids)."""
-        if not isinstance(appender, SeriesIdAppender):
+        if appender is self.owner:
+            return self.ids
+        if not isinstance(appender, SeriesIdAppender):  # a Protocol check: slow, so once
             return None
-        if appender is not self.owner:
-            self.ids, self.owner = {}, appender
+        self.ids, self.owner = {}, appender
         return self.ids
 
     def learn(self, keys: list[bytes], ids: NDArray[np.uint64]) -> None:
@@ -128,6 +130,7 @@ def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
         encoding = request.headers.get("content-encoding", "snappy").strip().lower()
         appender = comps.appender
         known = store_ids.for_appender(appender) if proto == _V1 else None
+        id_appender = store_ids.owner if known is not None else None
         compressed = encoding != "identity"
 
         def run() -> KeyedDecode:
@@ -144,22 +147,23 @@ def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
             count_error(comps, _FORMAT)
             raise
         if decoded.batch is None:
-            assert isinstance(appender, SeriesIdAppender)
-            result = await _append_ids(comps, appender, decoded)
+            assert id_appender is not None
+            result = await _append_ids(comps, id_appender, decoded)
         else:
             source = request.client.host if request.client else _FORMAT
             result = await append_counted(comps, decoded.batch, fmt=_FORMAT, source=source)
             if (
-                known is not None
+                id_appender is not None
                 and decoded.keys is not None
                 and not result.rejected
                 and len(decoded.batch)
-                and store_ids.owner is appender
+                and store_ids.owner is id_appender
             ):
                 # Every series of the batch is stored now: these are lookups, no creation.
-                assert isinstance(appender, SeriesIdAppender)
-                ids = appender.resolve_series(decoded.batch.series, source=source)
-                store_ids.learn(decoded.keys, ids)
+                # Learning is optional: a store that began closing meanwhile is no error.
+                with contextlib.suppress(MonitoringError):
+                    ids = id_appender.resolve_series(decoded.batch.series, source=source)
+                    store_ids.learn(decoded.keys, ids)
         if proto == _V2:
             return Response(status_code=204, headers=_v2_headers(result.accepted))
         return Response(status_code=204)

@@ -8,8 +8,8 @@ and, for POST, from an ``application/x-www-form-urlencoded`` body, merged as Pro
 does. Errors are raised as :mod:`monitoringserver.errors` exceptions and rendered by
 ``web/errors.py`` (400 ``bad_data``, 422 ``execution``, 503 ``timeout``).
 
-Queries run in a worker thread (``asyncio.to_thread``); at most ``max_concurrent`` run at
-once, the rest wait their turn (the wait counts against their timeout).
+Queries run in worker threads of a :class:`QueryRunner`; at most ``max_concurrent`` run
+at once, the rest wait their turn (the wait counts against their timeout).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from monitoringserver import __version__
 from monitoringserver.auth.api import Scope
-from monitoringserver.errors import BadDataError, QueryTimeoutError
+from monitoringserver.errors import BadDataError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import Labels
 from monitoringserver.promql import Engine, Result, format_query, parse
@@ -45,6 +45,7 @@ from monitoringserver.web.routers.prometheus_params import (
     parse_match,
     parse_time_ms,
 )
+from monitoringserver.web.routers.prometheus_runner import QueryRunner
 from monitoringserver.web.security import check_scope
 
 __all__ = ["create_router"]
@@ -140,7 +141,7 @@ def create_router(
 
         return add
 
-    gate = asyncio.Semaphore(max_concurrent)
+    runner: QueryRunner[_Encoded] = QueryRunner(max_concurrent)
     started_at = clock()
     info = {
         "version": __version__,
@@ -159,38 +160,6 @@ def create_router(
         default = engine.options.timeout_s
         raw = params.get("timeout")
         return min(default, parse_duration_s(raw, "timeout")) if raw else default
-
-    async def run(
-        call: Callable[[threading.Event, float], _Encoded], timeout_s: float
-    ) -> tuple[_Encoded, float]:
-        """Run ``call`` in a worker thread under the concurrency gate and the timeout.
-
-        The gate slot is held until the thread really ends (a timed-out query keeps its
-        slot until it notices ``cancel``), so abandoned queries cannot pile up.
-        """
-        cancel = threading.Event()
-        queued = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await gate.acquire()
-        except TimeoutError as exc:
-            raise QueryTimeoutError(
-                f"cannot execute query: no query slot free within {timeout_s:g}s"
-            ) from exc
-        waited = time.perf_counter() - queued
-        remaining = max(0.001, timeout_s - waited)
-        task = asyncio.ensure_future(asyncio.to_thread(call, cancel, remaining))
-        task.add_done_callback(_release(gate))
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), remaining), waited
-        except TimeoutError as exc:
-            cancel.set()
-            raise QueryTimeoutError(
-                f"cannot execute query: query timed out after {timeout_s:g}s"
-            ) from exc
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
 
     def respond(encoded: _Encoded, params: _Params, waited: float) -> Response:
         result, data = encoded
@@ -213,7 +182,7 @@ def create_router(
             )
             return _encode(_limit_result(result, params))
 
-        encoded, waited = await run(call, timeout_s)
+        encoded, waited = await runner.run(call, timeout_s)
         return respond(encoded, params, waited)
 
     @route("/api/v1/query_range")
@@ -248,7 +217,7 @@ def create_router(
             )
             return _encode(_limit_result(result, params))
 
-        encoded, waited = await run(call, timeout_s)
+        encoded, waited = await runner.run(call, timeout_s)
         return respond(encoded, params, waited)
 
     def time_range(params: _Params) -> tuple[int, int]:
@@ -359,15 +328,6 @@ def create_router(
         return _json(_ast(parse(params.required("query"))))
 
     return router
-
-
-def _release(gate: asyncio.Semaphore) -> Callable[[asyncio.Future[_Encoded]], None]:
-    def done(task: asyncio.Future[_Encoded]) -> None:
-        gate.release()
-        if not task.cancelled():
-            task.exception()  # retrieved here so an abandoned query's error is not logged
-
-    return done
 
 
 def _lookback(params: _Params) -> int | None:

@@ -246,3 +246,19 @@ def test_name_codes_need_the_name_first() -> None:
     assert coded is not None
     assert coded[0] == ["a", "b"]
     assert coded[1].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("hosts", [1, 2, 3, 40])  # 3..120 series: row by row and grouped
+@pytest.mark.parametrize("seed", [1, 2])
+def test_range_result_matches_instant_queries_step_by_step(hosts: int, seed: int) -> None:
+    series = _workload(hosts)
+    engine = Engine(PackedShuffledQuerier(series, seed))
+    end, step = T0 + 390_000, 15_000
+    got = engine.range("cpu_total", T0, end, step)
+    expected: dict[Labels, list[tuple[int, float]]] = {}
+    for t in range(T0, end + 1, step):
+        for s in engine.instant("cpu_total", t).series:
+            expected.setdefault(s.labels, []).append((t, float(s.values[0])))
+    assert [s.labels for s in got.series] == sorted(expected)
+    for s in got.series:
+        assert list(zip(s.ts_ms.tolist(), s.values.tolist(), strict=True)) == expected[s.labels]

@@ -238,6 +238,8 @@ def _to_result(value: Value, ts: np.ndarray, is_range: bool, expr: pp.Expr) -> R
     return Result("matrix", series=_range_series(vec, ts))
 
 
+#: Up to this many result series are built row by row.
+_FEW_SERIES = 8
 _RESULT_ORDER: LabelsMemo[NDArray[np.intp] | None] = LabelsMemo()
 
 
@@ -253,6 +255,10 @@ def _range_series(vec: Vector, ts: NDArray[np.int64]) -> list[ResultSeries]:
     if not len(keep):
         return []
     labels = vec.labels
+    if len(keep) <= _FEW_SERIES:
+        # A handful of rows: sorting them beats the pattern grouping and the label-order memo.
+        few = sorted(keep.tolist(), key=labels.__getitem__)
+        return [ResultSeries(labels[i], ts[present[i]], vec.values[i][present[i]]) for i in few]
     series_of: dict[int, ResultSeries] = {}
     patterns, inverse = np.unique(np.packbits(present[keep], axis=1), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -236,3 +236,16 @@ def test_decode_keyed_without_keys_for_other_layouts(layout: str) -> None:
         assert decoded.keys is None
     assert decoded.batch is not None
     assert decoded.batch.values.tolist() == [1.0]
+
+
+async def test_the_direct_route_leaves_other_methods_to_routing(tmp_path: Path) -> None:
+    async with env(tmp_path) as e:
+        r = await e.client.get("/api/v1/write", headers=e.headers)
+        assert r.status_code == 405
+        assert r.json()["errorType"] == "method_not_allowed"
+        assert (await _post(e, write_request([(UP, [(NOW_MS, 1.0)])]))).status_code == 204
+        observed = e.comps.registry.get_sample_value(
+            "monitoring_http_request_duration_seconds_count",
+            {"method": "POST", "route": "/api/v1/write", "code": "204"},
+        )
+        assert observed == 1

@@ -124,34 +124,49 @@ class SeriesIndex:
                 f"cannot register series {series_id}: ids must be dense, next is "
                 f"{len(self._labels)}"
             )
-        labels = self._intern(labels)
-        self._ids[labels] = series_id
-        self._labels.append(labels)
+        self._add_many_locked([labels], source)
+
+    def _add_many_locked(self, series: Sequence[Labels], source: str) -> list[Labels]:
+        """Register ``series`` (new, distinct) under the next ids, in order; returns their
+        interned label sets. One pass per label pair, counters updated once."""
+        first = len(self._labels)
+        interned = [self._intern(labels) for labels in series]
+        ids = self._ids
         postings = self._postings
-        metric = ""
-        for name, value in labels:
-            if name == METRIC_NAME:
-                metric = value
-            by_value = postings.get(name)
-            if by_value is None:
-                by_value = postings[name] = {}
-            ids = by_value.get(value)
-            if ids is None:
-                ids = by_value[value] = array("Q")
-            ids.append(series_id)
-        self._per_metric[metric] = self._per_metric.get(metric, 0) + 1
-        self._per_source[source] = self._per_source.get(source, 0) + 1
-        self._active += 1
-        self._metric_of.append(self._number("m", metric))
-        self._source_of.append(self._number("s", source))
-        if len(self._labels) > len(self._min_ts):
-            grow = max(1024, len(self._min_ts))
+        per_metric = self._per_metric
+        metric_of = self._metric_of
+        number = self._number
+        for sid, labels in enumerate(interned, first):
+            ids[labels] = sid
+            metric = ""
+            for name, value in labels:
+                if name == METRIC_NAME:
+                    metric = value
+                by_value = postings.get(name)
+                if by_value is None:
+                    by_value = postings[name] = {}
+                found = by_value.get(value)
+                if found is None:
+                    by_value[value] = array("Q", (sid,))
+                else:
+                    found.append(sid)
+            per_metric[metric] = per_metric.get(metric, 0) + 1
+            metric_of.append(number("m", metric))
+        self._labels.extend(interned)
+        k = len(interned)
+        self._per_source[source] = self._per_source.get(source, 0) + k
+        self._active += k
+        self._source_of.extend(array("I", (number("s", source),)) * k)
+        total = len(self._labels)
+        if total > len(self._min_ts):
+            grow = max(1024, len(self._min_ts), total - len(self._min_ts))
             self._min_ts = np.concatenate(
                 (self._min_ts, np.full(grow, np.iinfo(np.int64).max, dtype=np.int64))
             )
             self._max_ts = np.concatenate(
                 (self._max_ts, np.full(grow, np.iinfo(np.int64).min, dtype=np.int64))
             )
+        return interned
 
     def _number(self, kind: str, name: str) -> int:
         key = (kind, name)
@@ -198,13 +213,10 @@ class SeriesIndex:
             for labels in unknown:
                 _validate(labels, self._valid_names)
             self._check_limits_locked(list(unknown), source)
-            created: list[NewSeries] = []
-            positions: dict[Labels, int] = {}
-            for labels in unknown:
-                sid = len(self._labels)
-                self._add_locked(sid, labels, source)
-                positions[labels] = sid
-                created.append(NewSeries(sid, self._labels[sid], source))
+            first = len(self._labels)
+            added = self._add_many_locked(list(unknown), source)
+            positions = {labels: sid for sid, labels in enumerate(unknown, first)}
+            created = [NewSeries(sid, labels, source) for sid, labels in enumerate(added, first)]
             for i, known in enumerate(found):
                 if known is None:
                     out[i] = positions[series[i]]

@@ -359,7 +359,7 @@ _ID_LINES = [
 def test_ids_stored_as_binary_columns_round_trip(
     db: Database, tmp_path: Path, clock: FakeClock
 ) -> None:
-    opts = LogStoreOptions(retention_s=None, compact_min_archives=2)
+    opts = LogStoreOptions(retention_s=None, compact_min_archives=2, flush_layout="idcols")
     store = LogStore(db, tmp_path / "b", opts, clock=clock)
     engine = LogQueryEngine(store)
     for half in (_ID_LINES[:5], _ID_LINES[5:]):

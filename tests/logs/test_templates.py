@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitoringserver.errors import BadDataError
 from monitoringserver.logs.api import LineFilter, LineOp, LogQuery
 from monitoringserver.logs.archive import build_archive, files_source, layout_of
 from monitoringserver.logs.query import LogQueryEngine
@@ -196,17 +197,19 @@ def _corpus(n: int, t0: int) -> list[LogRecord]:
     return out
 
 
+@pytest.mark.parametrize("flush_layout", ["plain", "idcols"])
 def test_compaction_writes_templates_and_search_sees_original_lines(
-    db: Database, tmp_path: Path, clock: FakeClock
+    db: Database, tmp_path: Path, clock: FakeClock, flush_layout: str
 ) -> None:
-    store = LogStore(db, tmp_path / "c", LogStoreOptions(retention_s=None), clock=clock)
+    opts = LogStoreOptions(retention_s=None, flush_layout=flush_layout)
+    store = LogStore(db, tmp_path / "c", opts, clock=clock)
     engine = LogQueryEngine(store)
     records = _corpus(300, 1_000)
     for part in (records[:100], records[100:200], records[200:]):
         store.insert(LogBatch.from_records(part))
         store.flush()
     store.insert(LogBatch.from_records([LogRecord(5_000, "head line 77", server_id="h0")]))
-    assert [e.layout for e in store.entries()] == ["idcols"] * 3
+    assert [e.layout for e in store.entries()] == [flush_layout] * 3
     merged = store.compact(force=True)
     assert merged is not None
     assert merged.lines == 300
@@ -264,7 +267,8 @@ def test_listing_without_line_filters_opens_only_the_archives_holding_the_page(
 def test_old_layouts_stay_readable_and_are_merged_into_templates(
     db: Database, tmp_path: Path, clock: FakeClock
 ) -> None:
-    store = LogStore(db, tmp_path / "o", LogStoreOptions(retention_s=None), clock=clock)
+    opts = LogStoreOptions(retention_s=None, flush_layout="idcols")
+    store = LogStore(db, tmp_path / "o", opts, clock=clock)
     engine = LogQueryEngine(store)
     records = _corpus(300, 1_000)
     for part in (records[:100], records[100:200], records[200:]):
@@ -298,5 +302,7 @@ def test_unknown_layouts_are_refused(db: Database, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one file"):
         files_source([])
     opts = LogStoreOptions()
-    with pytest.raises(ValueError, match="layout 'plain'"):
-        build_archive(db.cursor(), tmp_path, opts, "log_head", 1, level=3, layout="plain")
+    with pytest.raises(ValueError, match="layout 'columns'"):
+        build_archive(db.cursor(), tmp_path, opts, "log_head", 1, level=3, layout="columns")
+    with pytest.raises(BadDataError, match="flush_layout"):
+        LogStoreOptions(flush_layout="tmpl")

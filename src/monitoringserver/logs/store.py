@@ -3,13 +3,13 @@
 Lines enter with :meth:`LogStore.insert` (on the database writer thread, in the
 transaction that also records the WAL position and the dedup state). :meth:`flush`
 moves the whole head into one archive: written by DuckDB ``COPY`` under a temporary
-name (zstd at the configured level, ids in binary columns, sorted by host, source,
-logger, time; :meth:`compact` later rewrites fresh archives as templates + typed
-variables, see :mod:`.templates`), fsynced,
-renamed, then listed in ``log_archives`` in the same transaction that empties the
-head. Files the manifest does not list are crash leftovers and are removed when the
-store opens. Each archive carries its time range, hosts, attrs keys, line count, raw
-and stored bytes and a token bloom filter (for needle searches).
+name (zstd at the configured level, sorted by host, source, logger, time; ids in
+binary columns with ``flush_layout = "idcols"``; :meth:`compact` later rewrites fresh
+archives as templates + typed variables, see :mod:`.templates`), fsynced, renamed,
+then listed in ``log_archives`` in the same transaction that empties the head. Files
+the manifest does not list are crash leftovers and are removed when the store opens.
+Each archive carries its time range, hosts, attrs keys, line count, raw and stored
+bytes and a token bloom filter (for needle searches).
 
 Thread-safety: every method may be called from any thread; writes are funnelled
 through :class:`~monitoringserver.storage.db.Database`'s writer thread.
@@ -191,6 +191,7 @@ class LogStore:
             head_source(cutoff),
             int(self._clock() * 1000),
             level=self.options.compression_level,
+            layout=self.options.flush_layout,
         )
 
     def compact(self, *, force: bool = False) -> ArchiveInfo | None:

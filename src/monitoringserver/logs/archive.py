@@ -54,6 +54,7 @@ __all__ = [
     "fsync_path",
     "head_source",
     "layout_of",
+    "mergeable_blooms",
     "sql_path",
 ]
 
@@ -210,6 +211,26 @@ def _bloom(
     keys = line_key_hashes(messages.tolist())
     del messages
     return TokenBloom.build(keys, bits_per_key=opts.bloom_bits_per_key)
+
+
+def mergeable_blooms(
+    rows: Sequence[tuple[Any, ...]], opts: LogStoreOptions
+) -> list[TokenBloom] | None:
+    """The filters of manifest rows ``(id, path, lines, hash_version, bloom)`` when
+    every one holds :mod:`.tokenkeys` keys with the id keys and no pairs, so that the
+    archive merged from them can keep them (:meth:`TokenBloom.merged`); else None
+    (compaction then reads the lines again)."""
+    if opts.index_pairs:
+        return None
+    out: list[TokenBloom] = []
+    for r in rows:
+        flags = {"+" + f for f in str(r[3]).split("+")[1:]}
+        if r[4] is None or NUMPY_KEYS_SUFFIX not in flags or IDS_SUFFIX not in flags:
+            return None
+        if PAIRS_SUFFIX in flags:
+            return None
+        out.append(TokenBloom.from_bytes(bytes(r[4])))
+    return out
 
 
 def build_archive(

@@ -44,6 +44,7 @@ from monitoringserver.logs.archive import (
     files_source,
     head_source,
     layout_of,
+    mergeable_blooms,
 )
 from monitoringserver.logs.bloom import TokenBloom
 from monitoringserver.logs.schema import create_schema
@@ -229,7 +230,7 @@ class LogStore:
                 int(self._clock() * 1000),
                 level=opts.compaction_level,
                 layout="tmpl",
-                blooms=self._mergeable_blooms(rows[: len(chosen)]),
+                blooms=mergeable_blooms(rows[: len(chosen)], opts),
             )
             if built is None:
                 return None
@@ -253,22 +254,6 @@ class LogStore:
             for old in paths:
                 old.unlink(missing_ok=True)
             return info
-
-    def _mergeable_blooms(self, rows: Sequence[tuple[Any, ...]]) -> list[TokenBloom] | None:
-        """The filters of manifest rows (id, path, lines, hash_version, bloom) when
-        every one was built from :mod:`.tokenkeys` keys with the id keys and the
-        merged archive uses them too; else None (compaction then reads the lines)."""
-        if self.options.index_pairs:
-            return None
-        out: list[TokenBloom] = []
-        for r in rows:
-            flags = {"+" + f for f in str(r[3]).split("+")[1:]}
-            if r[4] is None or NUMPY_KEYS_SUFFIX not in flags or IDS_SUFFIX not in flags:
-                return None
-            if PAIRS_SUFFIX in flags:
-                return None
-            out.append(TokenBloom.from_bytes(bytes(r[4])))
-        return out
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:

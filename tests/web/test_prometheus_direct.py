@@ -135,3 +135,19 @@ def test_direct_route_rejects_path_parameters() -> None:
 def test_direct_routes_table_keeps_the_first_route_of_a_path() -> None:
     first, second = (DirectRoute("/x", _ok, methods=["GET"]) for _ in range(2))
     assert direct_routes([first, object(), second]) == {"/x": first}
+
+
+async def test_a_root_path_prefix_is_stripped_before_the_lookup() -> None:
+    q: MemoryQuerier = _querier()
+    db = Database(":memory:")
+    tokens = TokenStore(db, clock=lambda: NOW_S)
+    tokens.open()
+    comps = WebComponents(appender=q, querier=q, tokens=tokens, registry=CollectorRegistry())  # type: ignore[arg-type]
+    comps.auth_enabled = False
+    application = create_app(comps, [create_router(Engine(q), q, clock=lambda: NOW_S)])
+    transport = httpx.ASGITransport(app=application, root_path="/prom")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.get("/prom/api/v1/query_range", params=RANGE)
+    db.close()
+    assert r.status_code == 200
+    assert r.json()["data"]["resultType"] == "matrix"

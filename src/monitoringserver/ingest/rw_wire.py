@@ -18,6 +18,12 @@ request at once with numpy instead of materialising one byte string per sample:
 
 Anything else — exemplars or histograms after the samples, other varint lengths,
 series without samples — returns ``None`` and the caller uses the general decoder.
+
+Most requests take a shorter road first (:func:`_split_walk`): when every label field
+has a one-byte length and every sample a value, the label fields of all series are
+stepped over at once (one table lookup per label), which lands exactly on each series'
+first sample field, and the samples are read as fixed 18-byte records. Any other
+layout makes the walk decline and the scan above decide.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["HttpMetrics", "HttpMetricsMiddleware", "IngestMetrics"]
 
+_MAX_CHILDREN = 4096
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -61,6 +62,9 @@ class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # (method, route, code) -> its histogram child: skips the client library's
+        # label lookup per request (bounded: methods x route templates x codes).
+        self._children: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,9 +82,13 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            self.metrics.duration.labels(
-                scope.get("method", ""), self._template(scope), str(code)
-            ).observe(time.perf_counter() - started)
+            key = (scope.get("method", ""), self._template(scope), code)
+            child = self._children.get(key)
+            if child is None:
+                child = self.metrics.duration.labels(key[0], key[1], str(code))
+                if len(self._children) < _MAX_CHILDREN:
+                    self._children[key] = child
+            child.observe(time.perf_counter() - started)
 
     def _template(self, scope: Scope) -> str:
         """The matched route's path template; plain Starlette routes leave only ``endpoint``."""

@@ -14,9 +14,10 @@ after flushing (this server: Parquet parts after the head flush; VictoriaMetrics
 head), and warm median latency (5 runs after 1 warm-up) of three ``/api/v1/query_range``
 queries over the data's range.
 
-Usage: ``python -m bench.bench_remote_write [hosts] [--no-victoria]`` (default 1000 =
-6 M samples; ``--no-victoria`` measures this server alone and prints without recording);
-bounded by ``BUDGET_S``; results in ``bench/results/remote_write.json``.
+Usage: ``python -m bench.bench_remote_write [hosts] [--no-victoria] [--out=PATH]``
+(default 1000 = 6 M samples; ``--no-victoria`` measures this server alone and prints
+without recording); bounded by ``BUDGET_S``; results in
+``bench/results/remote_write.json`` (or ``PATH``, also for a ``--no-victoria`` run).
 """
 
 from __future__ import annotations
@@ -314,6 +315,8 @@ def merged_bytes(data_dir: Path, samples: int) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     anchors = "--no-victoria" not in argv
+    outs = [a.removeprefix("--out=") for a in argv if a.startswith("--out=")]
+    results_path = Path(outs[-1]) if outs else RESULTS
     args = [a for a in argv if not a.startswith("--")]
     hosts = int(args[0]) if args else 1000
     began = time.monotonic()
@@ -371,9 +374,9 @@ def main(argv: list[str]) -> int:
         "cpus": os.cpu_count(),
         "wall_seconds": round(time.monotonic() - began, 1),
     }
-    if anchors:  # an iteration run without the anchors is printed, not recorded
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    if anchors or outs:  # an iteration run without the anchors is printed, not recorded
+        results_path.parent.mkdir(exist_ok=True)
+        results_path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0
 

@@ -55,6 +55,8 @@ def test_keys_of_many_lines_are_distinct_and_equal_the_sql_keys(
     assert len(got) == len(set(got.tolist()))
     assert set(got.tolist()) == _sql_keys(con, LINES)
     assert len(line_key_hashes([])) == 0
+    for chunk_lines in (1, 2, 5):  # chunks are merged into one distinct set
+        assert np.array_equal(line_key_hashes(LINES * 3, chunk_lines=chunk_lines), got)
     assert len(key_hashes([])) == 0
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from monitoringserver.logs.idcols import IDCOLS_SUFFIX
 from monitoringserver.logs.patterns import IDS_SQL, PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS
 from monitoringserver.logs.templates import TEMPLATES_SUFFIX
-from monitoringserver.logs.tokenkeys import NUMPY_KEYS_SUFFIX, line_key_hashes
+from monitoringserver.logs.tokenkeys import CHUNK_LINES, NUMPY_KEYS_SUFFIX, chunked_key_hashes
 
 __all__ = [
     "ARCHIVE_COLS",
@@ -207,9 +207,13 @@ def _bloom(
         sql = f"SELECT DISTINCT hash(tok) AS h FROM ({key_sql.replace('{src}', src)})"  # noqa: S608
         hashes = np.asarray(cur.execute(sql).fetchnumpy()["h"], dtype=np.uint64)
         return TokenBloom.build(hashes, bits_per_key=opts.bloom_bits_per_key)
-    messages = cur.execute(f"SELECT message FROM {src}").fetchnumpy()["message"]  # noqa: S608
-    keys = line_key_hashes(messages.tolist())
-    del messages
+    cur.execute(f"SELECT message FROM {src}")  # noqa: S608
+
+    def chunks() -> Iterator[list[str]]:
+        while rows := cur.fetchmany(CHUNK_LINES):
+            yield [r[0] for r in rows]
+
+    keys = chunked_key_hashes(chunks())
     return TokenBloom.build(keys, bits_per_key=opts.bloom_bits_per_key)
 
 

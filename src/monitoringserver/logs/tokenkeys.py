@@ -31,9 +31,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["NUMPY_KEYS_SUFFIX", "key_hashes", "line_key_hashes"]
+__all__ = [
+    "CHUNK_LINES",
+    "NUMPY_KEYS_SUFFIX",
+    "chunked_key_hashes",
+    "key_hashes",
+    "line_key_hashes",
+]
 
 NUMPY_KEYS_SUFFIX = "+nk1"
+#: Lines per pass: bounds the temporaries to ~10x the text of this many lines.
+CHUNK_LINES = 65_536
 
 _U64 = np.uint64
 _I64 = np.int64
@@ -207,13 +215,30 @@ def key_hashes(keys: Sequence[str] | Iterable[str]) -> NDArray[np.uint64]:
     return _fmix(_span_prehashes(buf, starts, starts + lens))
 
 
-def line_key_hashes(messages: Iterable[str]) -> NDArray[np.uint64]:
-    """The distinct key hashes of all ``messages`` (see the module docstring)."""
-    raw = "\n".join(messages).encode("utf-8", "replace")
-    if not raw:
+def _distinct(values: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    values = np.sort(values)
+    if not len(values):
+        return values
+    return np.asarray(values[np.concatenate([[True], values[1:] != values[:-1]])], dtype=_U64)
+
+
+def chunked_key_hashes(chunks: Iterable[Sequence[str]]) -> NDArray[np.uint64]:
+    """The distinct key hashes of all lines of ``chunks`` (see the module docstring).
+    Memory: about ten bytes per byte of the largest chunk, plus 8 bytes per distinct key."""
+    parts: list[NDArray[np.uint64]] = []
+    for chunk in chunks:
+        raw = "\n".join(chunk).encode("utf-8", "replace")
+        if raw:
+            parts.append(_distinct(_buffer_hashes(raw)))
+    if not parts:
         return np.empty(0, dtype=_U64)
-    pre = np.sort(_buffer_hashes(raw))
-    if not len(pre):
-        return pre
-    distinct = pre[np.concatenate([[True], pre[1:] != pre[:-1]])]
-    return _fmix(distinct)
+    return _fmix(_distinct(np.concatenate(parts)))
+
+
+def line_key_hashes(
+    messages: Sequence[str], *, chunk_lines: int = CHUNK_LINES
+) -> NDArray[np.uint64]:
+    """The distinct key hashes of ``messages``, ``chunk_lines`` lines at a time."""
+    return chunked_key_hashes(
+        messages[i : i + chunk_lines] for i in range(0, len(messages), chunk_lines)
+    )

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import re
 import threading
+from typing import TypeVar
 
 import promql_parser as pp
 
@@ -34,6 +35,8 @@ _OPS = {
     "NotRe": MatchOp.NRE,
 }
 _registered = False
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _register_lock = threading.Lock()
 
 
@@ -71,8 +74,37 @@ def _parse(query: str) -> pp.Expr:
         raise BadDataError(f"cannot parse query {query!r}: {exc}") from exc
 
 
+#: Parsed queries (the AST is immutable) and selector matchers, remembered for repeated
+#: queries (dashboards refresh the same ones): at most this many entries each, oldest
+#: dropped first; queries longer than ``_CACHE_MAX_CHARS`` are not remembered.
+_CACHE_ENTRIES = 256
+_CACHE_MAX_CHARS = 4096
+_parsed: dict[str, pp.Expr] = {}
+_matchers: dict[int, tuple[pp.VectorSelector, list[list[Matcher]]]] = {}
+_cache_lock = threading.Lock()
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
+    with _cache_lock:
+        if key not in cache and len(cache) >= _CACHE_ENTRIES:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+
+
 def parse(query: str) -> pp.Expr:
-    """Parse ``query``; raises ``BadDataError`` (Prometheus ``bad_data``) on any error."""
+    """Parse ``query``; raises ``BadDataError`` (Prometheus ``bad_data``) on any error.
+
+    The same text gives the same (immutable) AST object while it is remembered."""
+    hit = _parsed.get(query)
+    if hit is not None:
+        return hit
+    expr = _parse_new(query)
+    if len(query) <= _CACHE_MAX_CHARS:
+        _remember(_parsed, query, expr)
+    return expr
+
+
+def _parse_new(query: str) -> pp.Expr:
     _register_aliases()
     if not query.strip():
         raise BadDataError("cannot parse query: empty query")
@@ -132,7 +164,19 @@ def extended_mode(vs: pp.VectorSelector) -> str | None:
 
 
 def selector_matchers(vs: pp.VectorSelector) -> list[list[Matcher]]:
-    """Alternative matcher groups of a selector (``{a="1" or b="2"}`` gives two groups)."""
+    """Alternative matcher groups of a selector (``{a="1" or b="2"}`` gives two groups).
+
+    Remembered per selector object (a remembered AST's selectors are the same objects
+    every time); the caller gets its own lists."""
+    hit = _matchers.get(id(vs))
+    if hit is not None and hit[0] is vs:
+        return [list(g) for g in hit[1]]
+    groups = _selector_matchers(vs)
+    _remember(_matchers, id(vs), (vs, [list(g) for g in groups]))
+    return groups
+
+
+def _selector_matchers(vs: pp.VectorSelector) -> list[list[Matcher]]:
     groups_src: list[list[pp.Matcher]] = []
     if vs.matchers.or_matchers:
         groups_src = [list(g) for g in vs.matchers.or_matchers]

@@ -171,3 +171,25 @@ def test_new_series_of_shared_pairs_is_adopted_and_mixed_ones_share_pairs() -> N
     fresh = (("__name__", "cpu"), ("zone", "a"))
     [new] = idx.resolve([fresh], "src")[1]
     assert new.labels[0] is cpu  # the known pair is shared, not copied
+
+
+@pytest.mark.parametrize(
+    ("batch", "expected_new"),
+    [
+        (["a", "b", "k", "c"], ["a", "b", "c"]),  # each new set once: ids in order
+        (["a", "b", "a", "k", "b", "a"], ["a", "b"]),  # repeats share the first id
+    ],
+)
+def test_resolve_new_series_in_order_and_repeats(batch: list[str], expected_new: list[str]) -> None:
+    idx = SeriesIndex()
+    (known,), _ = idx.resolve([make_labels({"__name__": "m", "s": "k"})], "src")
+    series = [make_labels({"__name__": "m", "s": s}) for s in batch]
+    ids, created = idx.resolve(series, "src")
+    assert [dict(c.labels)["s"] for c in created] == expected_new
+    assert [c.series_id for c in created] == list(range(1, 1 + len(expected_new)))
+    by_name = {dict(c.labels)["s"]: c.series_id for c in created} | {"k": int(known)}
+    assert ids.tolist() == [by_name[s] for s in batch]
+    again, none = idx.resolve(series, "other")
+    assert again.tolist() == ids.tolist()
+    assert none == []
+    assert idx.select([Matcher("s", MatchOp.EQ, "a")]).tolist() == [by_name["a"]]

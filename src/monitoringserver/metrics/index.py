@@ -206,19 +206,20 @@ class SeriesIndex:
             found = [get(labels) for labels in series]
             if None not in found:
                 return np.array(found, dtype=np.uint64), []
-            unknown = dict.fromkeys(
-                labels for labels, sid in zip(series, found, strict=True) if sid is None
-            )
+            missing = [i for i, sid in enumerate(found) if sid is None]
+            new = list(dict.fromkeys([series[i] for i in missing]))
             out = np.array([0 if sid is None else sid for sid in found], dtype=np.uint64)
-            for labels in unknown:
+            for labels in new:
                 _validate(labels, self._valid_names)
-            self._check_limits_locked(list(unknown), source)
+            self._check_limits_locked(new, source)
             first = len(self._labels)
-            added = self._add_many_locked(list(unknown), source)
-            positions = {labels: sid for sid, labels in enumerate(unknown, first)}
+            added = self._add_many_locked(new, source)
             created = [NewSeries(sid, labels, source) for sid, labels in enumerate(added, first)]
-            for i, known in enumerate(found):
-                if known is None:
+            if len(new) == len(missing):  # each new label set once: ids in order
+                out[missing] = np.arange(first, first + len(new), dtype=np.uint64)
+            else:
+                positions = {labels: sid for sid, labels in enumerate(new, first)}
+                for i in missing:
                     out[i] = positions[series[i]]
             return out, created
 

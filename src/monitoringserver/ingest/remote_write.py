@@ -140,20 +140,19 @@ class RemoteWriteDecoder:
 
     def _labels_of(self, encoded: Sequence[bytes]) -> Labels:
         """The label set of encoded ``Label`` messages (pairs shared through ``_pairs``)."""
-        pairs = []
         shared = self._pairs
-        for item in encoded:
-            pair = shared.get(item)
-            if pair is None:
-                label = remote_pb2.Label.FromString(item)
-                name = label.name
-                if name not in self._valid_names:
-                    if not _LABEL_NAME_RE.fullmatch(name):
-                        raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
-                    self._valid_names.add(name)
-                pair = shared[item] = (sys.intern(name), label.value)
-            pairs.append(pair)
-        return _checked(pairs, names_checked=True)
+        pairs = list(map(shared.get, encoded))
+        if None in pairs:
+            for i, item in enumerate(encoded):
+                if pairs[i] is None:
+                    label = remote_pb2.Label.FromString(item)
+                    name = label.name
+                    if name not in self._valid_names:
+                        if not _LABEL_NAME_RE.fullmatch(name):
+                            raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
+                        self._valid_names.add(name)
+                    pairs[i] = shared[item] = (sys.intern(name), label.value)
+        return _checked(pairs, names_checked=True)  # type: ignore[arg-type]
 
     def _fast(self, raw: bytes) -> SampleBatch | None:
         request = remote_pb2.WriteRequestRaw()

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 
 from monitoringserver.auth.tokens import TokenStore
+from monitoringserver.errors import UnavailableError
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.metrics.api import AppendResult, DedupKey
 from monitoringserver.model.labels import Labels
@@ -249,3 +250,22 @@ async def test_the_direct_route_leaves_other_methods_to_routing(tmp_path: Path) 
             {"method": "POST", "route": "/api/v1/write", "code": "204"},
         )
         assert observed == 1
+
+
+class ClosingWriter(CountingWriter):
+    """Begins closing between the append and the id lookup that follows it."""
+
+    def resolve_series(self, series: Sequence[Labels], *, source: str = "") -> NDArray[np.uint64]:
+        self.calls.append("resolve")
+        raise UnavailableError("cannot resolve series: the metric store is shutting down")
+
+
+async def test_an_acknowledged_request_is_not_failed_by_the_id_lookup(tmp_path: Path) -> None:
+    async with env(tmp_path) as e:
+        closing = ClosingWriter(e.appender.writer)
+        e.comps.appender = closing
+        body = write_request([(UP, [(NOW_MS, 1.0)])])
+        assert (await _post(e, body)).status_code == 204
+        assert (await _post(e, body)).status_code == 204  # nothing learnt: labels again
+        assert closing.calls == ["append", "resolve", "append", "resolve"]
+        assert (await _samples(e))[UP] == [(NOW_MS, 1.0)]

@@ -152,18 +152,18 @@ def _split_walk(
     pos = starts.copy()
     for _ in range(_MAX_WALK):
         step = _LABEL_STEP[pairs[pos]]
-        if not step.any():
+        if not np.count_nonzero(step):  # (C-level; no Python wrapper per step)
             break
         pos += step
     else:
         return None
     counts, rest = np.divmod(ends - pos, 18)
-    if rest.any() or (counts <= 0).any():
+    if np.count_nonzero(rest) or np.count_nonzero(counts <= 0):
         return None
     cuts = (pos - starts).tolist()
     records = b"".join([s[k:] for s, k in zip(series, cuts, strict=True)])
     rows = np.frombuffer(records, dtype=_SAMPLE_RECORD)
-    if ((rows["head"] & _HEAD_MASK) != _FULL_HEAD).any():
+    if np.count_nonzero((rows["head"] & _HEAD_MASK) != _FULL_HEAD):
         return None
     ts = _varint6(rows["tail"] >> _U8)
     if ts is None:
@@ -205,7 +205,7 @@ def _decode_fixed(
 def _varint6(w: NDArray[np.uint64]) -> NDArray[np.int64] | None:
     """The timestamps of 8-byte words starting at a timestamp tag (tag, 6 varint bytes,
     one more); ``None`` unless every tag is in place and every varint has 6 bytes."""
-    if ((w & _TS_MASK) != _TS_WANT).any():
+    if np.count_nonzero((w & _TS_MASK) != _TS_WANT):
         return None
     # Compact the six 7-bit groups: pairs into 14 bits, pairs of those into 28, then 42.
     w = (w >> _U8) & _LOW7

@@ -82,6 +82,8 @@ class LogStoreOptions:
     row group size. ``retention_s`` / ``max_total_bytes``: automatic rotation by age and
     by total stored size (None = off). ``accept_future_s``: lines stamped further ahead
     are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``).
+    ``bloom_bits_per_key``: size of each filter (16: ~0.07 % false positives; a merged
+    archive keeps its sources' filters, so its rate is their sum, ~1 % for 16 of them).
     ``index_pairs``: also put pairs of consecutive runs in the bloom filters, so needles
     made of short groups (UUIDs, IPs) prune archives too; costs ~5x the flush CPU and
     ~4x the filter size. Compaction merges the oldest ``compact_min_archives`` (or more)
@@ -96,7 +98,7 @@ class LogStoreOptions:
     row_group_lines: int = 65_536
     retention_s: float | None = 7 * 86_400.0
     max_total_bytes: int | None = None
-    bloom_bits_per_key: int = 10
+    bloom_bits_per_key: int = 16
     index_pairs: bool = False
     compaction_level: int = 9
     compact_min_archives: int = 4

@@ -9,12 +9,16 @@ counts: protocol + decode ceiling) and ``store`` (the real store; acknowledged =
 WAL; ``commit_s`` is the time to get everything into DuckDB afterwards).
 
 A third run, ``fleet``: ``FLEET_AGENTS`` agents register, keep their Control stream
-open and report ``FLEET_SERIES`` samples every ``FLEET_INTERVAL_S`` (spread evenly)
+open (set-up ends when the server has confirmed every Control subscription) and
+report ``FLEET_SERIES`` samples every ``FLEET_INTERVAL_S`` (spread evenly)
 into the real store, with the node registry and control hub on DuckDB as in the server;
 it reports the acknowledgement latency percentiles (goal: p99 < 100 ms at 10,000 agents).
 
 Results: ``bench/results/grpc_ingest.json``.
-Usage: ``python -m bench.bench_grpc_ingest [rounds [agents [fleet_agents]]]``.
+Usage: ``python -m bench.bench_grpc_ingest [--out PATH] [--only null|store|fleet]...
+[rounds [agents [fleet_agents]]]``; ``--out`` writes the results elsewhere (e.g. a temp
+file while iterating), ``--only`` (repeatable) runs a subset; the environment variable
+``BENCH_FLEET_ROUNDS`` overrides ``FLEET_ROUNDS`` (e.g. 1 to profile round 0 alone).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ INFLIGHT = 48
 FLEET_AGENTS = 10_000
 FLEET_SERIES = 100
 FLEET_INTERVAL_S = 30.0
-FLEET_ROUNDS = 4
+FLEET_ROUNDS = int(os.environ.get("BENCH_FLEET_ROUNDS", "4"))
 
 
 class NullAppender:
@@ -160,6 +164,9 @@ async def _fleet_client(target: str, agents: int, out: Any) -> None:
         stubs[a % 16].Control(pb.ControlSubscribe(agent_id=f"fleet-{a:05d}", session_id=sid))
         for a, sid in enumerate(sessions)
     ]
+    # Connected means the server confirmed each Control subscription: the rounds start
+    # after the connection storm, not in the middle of it.
+    await asyncio.gather(*(st.initial_metadata() for st in streams))
     setup_s = time.perf_counter() - t_setup
     ids = array.array("I", range(FLEET_SERIES)).tobytes()
     values = array.array("d", [1.0] * FLEET_SERIES).tobytes()
@@ -340,15 +347,27 @@ async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    out_path = RESULTS
+    only: list[str] = []
+    while args and args[0].startswith("--"):
+        flag, value = args.pop(0), args.pop(0)
+        if flag == "--out":
+            out_path = Path(value)
+        elif flag == "--only":
+            only.append(value)
+        else:
+            raise SystemExit(f"cannot parse arguments: unknown option {flag}")
+    kinds = only or ["null", "store", "fleet"]
     rounds = int(args[0]) if args else ROUNDS
     agents = int(args[1]) if len(args) > 1 else AGENTS
     fleet_agents = int(args[2]) if len(args) > 2 else FLEET_AGENTS
 
     async def all_runs() -> list[dict[str, Any]]:
         # One event loop for every run: grpc.aio stays bound to the first loop it saw.
-        out = [await _run(kind, rounds, agents) for kind in ("null", "store")]
-        out.append(await _run_fleet(fleet_agents))
+        out = [await _run(kind, rounds, agents) for kind in ("null", "store") if kind in kinds]
+        if "fleet" in kinds:
+            out.append(await _run_fleet(fleet_agents))
         return out
 
     load_before = os.getloadavg()[0]
@@ -364,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         "inflight": INFLIGHT,
         "runs": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))
     return 0
 

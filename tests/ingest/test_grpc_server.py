@@ -440,6 +440,18 @@ async def test_control_stream_round_trip_and_offline(harness: Harness) -> None:
     assert harness.registry.get("node-1").status is NodeStatus.OFFLINE
 
 
+async def test_control_stream_is_confirmed_before_any_command(harness: Harness) -> None:
+    session = await harness.register()
+    stream = harness.stub.Control(
+        pb.ControlSubscribe(agent_id="node-1", session_id=session), metadata=harness.md()
+    )
+    async with asyncio.timeout(10):
+        await stream.initial_metadata()
+    # Subscribed by the time the confirmation arrives: no polling needed.
+    assert harness.hub.connected("node-1")
+    stream.cancel()
+
+
 async def test_append_survives_client_deadline(harness: Harness) -> None:
     gate = asyncio.Event()
 

@@ -137,3 +137,43 @@ def test_series_table_resolves_each_series_once() -> None:
     for bad in (1, 4):  # a hole in the table and an id past its end
         with pytest.raises(BadDataError, match=f"unknown series id {bad}"):
             table.store_ids(np.asarray([bad], np.uint32), resolve)
+
+
+def _defs(*label_sets: list[tuple[str, str]]) -> list[pb.SeriesDef]:
+    return [
+        pb.SeriesDef(id=i, labels=[pb.Label(name=n, value=v) for n, v in labels])
+        for i, labels in enumerate(label_sets)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        ([("__name__", "ok"), ("bad-name", "x")], "label name"),
+        ([("__name__", "1bad")], "metric name"),
+        ([("__name__", "ok"), ("a", "1"), ("a", "2")], "appears twice"),
+        ([("a", "1")], "no __name__"),
+    ],
+)
+def test_definitions_are_validated_even_after_other_sessions_cached_names(
+    monkeypatch: pytest.MonkeyPatch, labels: list[tuple[str, str]], reason: str
+) -> None:
+    from monitoringserver.ingest import grpc_decode
+
+    monkeypatch.setattr(grpc_decode, "_VALID_CAP", 2)  # the shared cache clears often
+    for agent in ("a", "b", "c"):
+        SeriesTable(agent).define(_defs([("__name__", "ok"), ("a", "1"), ("b", "2")]), {})
+    assert len(grpc_decode._VALID_NAMES) <= 2
+    with pytest.raises(BadDataError, match=reason):
+        SeriesTable("d").define(_defs(labels), {})
+
+
+def test_sparse_definitions_count_and_resolve_by_id() -> None:
+    table = SeriesTable("n")
+    table.define([pb.SeriesDef(id=3, labels=[pb.Label(name="__name__", value="m")])], {})
+    assert len(table) == 1
+    series, idx = table.resolve(np.array([3, 3], dtype=np.uint32))
+    assert series == ((("__name__", "m"), ("server_id", "n")),)
+    assert idx.tolist() == [0, 0]
+    with pytest.raises(BadDataError, match="unknown series id 1"):
+        table.resolve(np.array([1], dtype=np.uint32))

@@ -68,3 +68,16 @@ def test_prepared_series_rows_encode_alike_and_feed_the_series_columns() -> None
         [["__name__", "o"]],
     ]
     assert columns["source"].tolist() == ["src", "other", "src"]
+
+
+def test_a_queued_frame_without_its_series_objects_still_feeds_the_series_columns() -> None:
+    new = (NewSeries(7, (("__name__", "m"),), "src"),)
+    empty = np.empty(0, dtype=np.uint64)
+    times, values = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    stripped = MetricFrame(empty, times, values, (), rows=series_rows(new))
+    columns = series_columns([stripped])
+    assert columns is not None
+    assert columns["id"].tolist() == [7]
+    assert columns["source"].tolist() == ["src"]
+    # No rows and no series: nothing to insert.
+    assert series_columns([MetricFrame(empty, times, values, (), rows=series_rows(()))]) is None

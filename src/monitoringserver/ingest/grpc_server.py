@@ -277,6 +277,9 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
         if self._registry is not None:
             self._registry.set_connected(agent_id, True)
         try:
+            # Initial metadata tells the agent the subscription is in place (its
+            # ``initial_metadata()`` resolves) before any command is sent.
+            await context.send_initial_metadata(())
             while (command := await sub.get()) is not None:
                 yield pb.ControlCommand(
                     command_id=command.command_id,

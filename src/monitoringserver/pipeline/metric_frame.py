@@ -69,8 +69,11 @@ class MetricFrame:
     rows: SeriesRows | None = None
 
     def new_rows(self) -> SeriesRows:
-        """``rows``, or made from ``new_series`` (replayed frames)."""
-        if self.rows is not None and len(self.rows.ids) == len(self.new_series):
+        """``rows``, or made from ``new_series`` (replayed frames). A frame with ``rows``
+        and no ``new_series`` is a queued one whose series objects were let go."""
+        if self.rows is not None and (
+            not self.new_series or len(self.rows.ids) == len(self.new_series)
+        ):
             return self.rows
         return series_rows(self.new_series)
 
@@ -156,7 +159,9 @@ def series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
     are none). The rows were made with each frame, so this only concatenates arrays: it
     runs on the writer thread, where Python loops would hold the GIL against the event
     loop. A replay may carry a series twice: the insert ignores ids already present."""
-    rows = [f.new_rows() for f in frames if f.new_series]
+    rows = [
+        f.new_rows() for f in frames if f.new_series or (f.rows is not None and len(f.rows.ids))
+    ]
     if not rows:
         return None
     return {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -216,6 +217,11 @@ class MetricWriter:
             raise
         if dedup is not None:
             self._last_seq[dedup.agent_id] = dedup.batch_seq
+        if new:
+            # The queue keeps the rows only: a million NewSeries objects waiting for the
+            # commit would reach the oldest GC generation and trigger full collections
+            # (hundreds of ms on the event loop) while a fleet defines its series.
+            frame = dataclasses.replace(frame, new_series=())
         self._queue.append(_Queued(lsn, frame))
         self._queued_rows += len(sids)
         self._index.observe(sids, ts)

@@ -294,6 +294,28 @@ def test_compaction_merges_fresh_archives(db: Database, tmp_path: Path, clock: F
         LogStoreOptions(compaction_level=30)
 
 
+def test_compaction_reencodes_archives_too_big_to_merge(
+    db: Database, tmp_path: Path, clock: FakeClock
+) -> None:
+    opts = LogStoreOptions(compact_min_archives=2, compact_max_lines=150, retention_s=None)
+    store = LogStore(db, tmp_path / "big", opts, clock=clock)
+    engine = LogQueryEngine(store)
+    for k in range(3):  # 100 + 100 > 150: no two neighbours fit one merge
+        store.insert(_batch(f"h{k}", 1000 * k, 100, extra=f"req={NEEDLE}" if k == 2 else ""))
+        store.flush()
+    assert store.compact() is not None  # the oldest, alone, into the compact layout
+    assert store.compact() is not None
+    assert store.compact() is None  # one fresh archive left: below compact_min_archives
+    assert store.compact(force=True) is not None  # force takes it too
+    assert store.compact(force=True) is None
+    entries = store.entries()
+    assert [(e.info.lines, e.layout) for e in entries] == [(100, "tmpl")] * 3
+    assert len(list(store.directory.glob("*.parquet"))) == 3
+    page = engine.query(LogQuery(filters=(LineFilter(LineOp.CONTAINS, NEEDLE),), limit=1000))
+    assert len(page.batch) == 100
+    assert len(engine.query(LogQuery(limit=1000)).batch) == 300
+
+
 @pytest.mark.parametrize(
     ("needle", "scanned", "found"),
     [

@@ -200,9 +200,12 @@ class LogStore:
         template layout (:mod:`.templates`; fresh archives of any layout are read).
 
         Runs when at least ``compact_min_archives`` fresh archives exist (``force``: at
-        least two). The merged file is built on a read cursor; the manifest swap (new
-        row in, old rows out) is one writer transaction; the old files are removed
-        after it. Returns the new archive, or None when there was nothing to merge."""
+        least one). An archive too big to merge with its neighbour within
+        ``compact_max_lines`` is re-encoded alone, so every archive reaches the compact
+        layout however large the flushes were. The merged file is built on a read
+        cursor; the manifest swap (new row in, old rows out) is one writer transaction;
+        the old files are removed after it. Returns the new archive, or None when there
+        was nothing to compact."""
         opts = self.options
         with self._flush_lock:
             rows = self.db.read(
@@ -210,7 +213,7 @@ class LogStore:
                 "WHERE NOT compacted ORDER BY min_ts, id"
             )
             fresh = [(str(r[0]), str(r[1]), int(r[2]), layout_of(str(r[3]))) for r in rows]
-            if len(fresh) < (2 if force else opts.compact_min_archives):
+            if not fresh or len(fresh) < (1 if force else opts.compact_min_archives):
                 return None
             chosen: list[tuple[str, str, int, str]] = []
             total = 0
@@ -219,8 +222,6 @@ class LogStore:
                     break
                 chosen.append(item)
                 total += item[2]
-            if len(chosen) < 2:
-                return None
             paths = [self.directory / p for _, p, _, _ in chosen]
             built = build_archive(
                 self.db.cursor(),

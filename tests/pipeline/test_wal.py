@@ -77,6 +77,18 @@ def test_segments_rotate_and_truncate(tmp_path: Path) -> None:
     wal.close()
 
 
+def test_truncate_after_close_keeps_records_for_replay(tmp_path: Path) -> None:
+    # The batcher may truncate after a commit while shutdown has closed the WAL already.
+    wal = Wal(tmp_path, segment_bytes=4096)
+    positions = [wal.append(os.urandom(1000)) for _ in range(3)]
+    wal.close()
+    assert wal.truncate_before(positions[-1]) == 0
+    reopened = Wal(tmp_path, segment_bytes=4096)
+    assert len(_records(reopened)) == 3
+    assert _records(reopened, positions[-1]) == []
+    reopened.close()
+
+
 def test_crc_mismatch_in_old_segment_is_corruption(tmp_path: Path) -> None:
     wal = Wal(tmp_path, segment_bytes=4096)
     for _ in range(10):

@@ -397,3 +397,7 @@ class MetricWriter:
         async with asyncio.timeout(self._opt.shutdown_timeout_s):
             while self._queue:
                 await self.commit_pending()
+            # A commit the batcher took before the queue emptied may still be truncating
+            # the WAL: wait for it, so the owner can close the WAL after this returns.
+            async with self._commit_lock:
+                pass

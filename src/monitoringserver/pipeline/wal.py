@@ -239,7 +239,11 @@ class Wal:
                     raise StorageError(f"cannot delete write-ahead log segment: {exc}") from exc
                 self._segments.pop(0)
                 removed += 1
-            if lsn >= self._end and self._end - self._segments[-1] >= self._segment_bytes // 16:
+            if (
+                self._file is not None  # closed: keep the segment; replay skips committed records
+                and lsn >= self._end
+                and self._end - self._segments[-1] >= self._segment_bytes // 16
+            ):
                 # Everything is committed: start a fresh segment so the old one can go.
                 self._rotate_locked()
                 self._path(self._segments[0]).unlink(missing_ok=True)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import cramjam
 import numpy as np
@@ -157,30 +158,7 @@ class RemoteWriteDecoder:
     def _fast(self, raw: bytes) -> SampleBatch | None:
         request = remote_pb2.WriteRequestRaw()
         request.ParseFromString(raw)
-        index: dict[Labels, int] = {}
-        numbers: list[int] = []
-        counts: list[int] = []
-        chunks: list[bytes] = []
-        for series in request.timeseries:
-            samples = series.samples
-            if not samples:
-                continue
-            labels = self._raw_labels(tuple(series.labels))
-            numbers.append(index.setdefault(labels, len(index)))
-            counts.append(len(samples))
-            chunks.extend(samples)
-        if not counts:
-            return SampleBatch.empty()
-        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        buf = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-        decoded = decode_sample_fields(buf, starts, ends)
-        if decoded is None:
-            return None
-        ts, values = decoded
-        idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
-        return SampleBatch(list(index), idx, ts, values)
+        return _gathered(request.timeseries, lambda s: self._raw_labels(tuple(s.labels)))
 
     def decode(
         self, body: bytes, *, compressed: bool = True, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
@@ -280,30 +258,48 @@ class RemoteWriteDecoder:
         except DecodeError as exc:
             raise BadDataError(f"{_PREFIX}: invalid protobuf: {exc}") from exc
         symbols = list(request.symbols)
-        index: dict[Labels, int] = {}
-        numbers: list[int] = []
-        counts: list[int] = []
-        chunks: list[bytes] = []
-        for series in request.timeseries:
-            samples = series.samples
-            if not samples:
-                continue  # histogram-only series
-            labels = self._v2_labels(symbols, list(series.labels_refs))
-            numbers.append(index.setdefault(labels, len(index)))
-            counts.append(len(samples))
-            chunks.extend(samples)
-        if not counts:
-            return SampleBatch.empty()
-        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-        ends = np.cumsum(lengths)
-        decoded = decode_sample_fields(
-            np.frombuffer(b"".join(chunks), np.uint8), ends - lengths, ends
+        batch = _gathered(
+            request.timeseries,
+            lambda s: self._v2_labels(symbols, list(s.labels_refs)),
+            _v2_samples_slow,
         )
-        if decoded is None:
-            decoded = _v2_samples_slow(chunks)
-        ts, values = decoded
-        idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
-        return SampleBatch(list(index), idx, ts, values)
+        assert batch is not None  # the slow sample decoder never gives up
+        return batch
+
+
+def _gathered(
+    timeseries: Iterable[Any],
+    labels_of: Callable[[Any], Labels],
+    slow_samples: Callable[[list[bytes]], tuple[NDArray[np.int64], NDArray[np.float64]]]
+    | None = None,
+) -> SampleBatch | None:
+    """One batch of the float samples of ``timeseries`` (raw protobuf messages with a
+    ``samples`` list of serialised samples; series without any are skipped), labels by
+    ``labels_of``. The samples' fields are decoded all at once; when that fails they go
+    to ``slow_samples``, or without one the result is ``None``."""
+    index: dict[Labels, int] = {}
+    numbers: list[int] = []
+    counts: list[int] = []
+    chunks: list[bytes] = []
+    for series in timeseries:
+        samples = series.samples
+        if not samples:
+            continue  # e.g. a histogram-only series
+        numbers.append(index.setdefault(labels_of(series), len(index)))
+        counts.append(len(samples))
+        chunks.extend(samples)
+    if not counts:
+        return SampleBatch.empty()
+    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+    ends = np.cumsum(lengths)
+    decoded = decode_sample_fields(np.frombuffer(b"".join(chunks), np.uint8), ends - lengths, ends)
+    if decoded is None:
+        if slow_samples is None:
+            return None
+        decoded = slow_samples(chunks)
+    ts, values = decoded
+    idx = np.repeat(np.asarray(numbers, dtype=np.uint32), counts)
+    return SampleBatch(list(index), idx, ts, values)
 
 
 def _v2_samples_slow(chunks: list[bytes]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:

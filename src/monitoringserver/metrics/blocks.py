@@ -30,6 +30,7 @@ __all__ = [
     "combine_parquet",
     "compute_rollups",
     "concat",
+    "decode_raw",
     "dedup_last",
     "encode_rollup",
     "file_order",
@@ -39,6 +40,8 @@ __all__ = [
     "read_raw_many",
     "read_rollup",
     "read_rollup_many",
+    "scan_files",
+    "split_by_file",
     "split_by_rows",
     "take",
     "write_parquet",
@@ -168,6 +171,47 @@ def encode_rollup(cols: Columns, *, max_digits: int = 9) -> Columns:
     return out
 
 
+def scan_files(
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[Path],
+    columns: str,
+    where: str,
+    params: list[int],
+    *,
+    ids: NDArray[np.uint64] | None = None,
+) -> dict[str, Any]:
+    """``file_index``, ``file_row_number`` and ``columns`` of the rows of ``paths`` (one
+    scan for all, ``paths`` non-empty) matching ``where``, which may read ``ids`` as the
+    table ``wanted(sid)`` (:func:`id_filter`). Rows come in scan order:
+    :func:`split_by_file` puts them back in file order."""
+    files = "[" + ", ".join(_quote(p) for p in paths) + "]"
+    wanted = {"sid": ids if ids is not None else np.empty(0, np.uint64)}  # scanned by name
+    try:
+        got: dict[str, Any] = con.execute(
+            f"SELECT file_index, file_row_number, {columns} "  # noqa: S608
+            f"FROM read_parquet({files}, file_row_number = true) WHERE {where}",
+            params,
+        ).fetchnumpy()
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
+    del wanted
+    return got
+
+
+def split_by_file(got: dict[str, Any], n_files: int) -> list[Columns]:
+    """The columns of a :func:`scan_files` result (bar its bookkeeping columns), one set
+    per file in the order the paths were given, each in the file's row order."""
+    file_no = np.asarray(got["file_index"], dtype=np.int64)
+    key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
+    cols = {k: np.asarray(v) for k, v in got.items() if k not in ("file_index", "file_row_number")}
+    order = file_order(key)
+    if order is not None:
+        file_no = file_no[order]
+        cols = {k: v[order] for k, v in cols.items()}
+    bounds = np.searchsorted(file_no, np.arange(n_files + 1)).tolist()
+    return [{k: v[bounds[i] : bounds[i + 1]] for k, v in cols.items()} for i in range(n_files)]
+
+
 def read_raw_many(
     con: duckdb.DuckDBPyConnection,
     paths: Sequence[Path],
@@ -179,34 +223,18 @@ def read_raw_many(
     """
     if not paths:
         return []
-    files = "[" + ", ".join(_quote(p) for p in paths) + "]"
-    wanted = {"sid": ids}  # scanned by name
     where, params = id_filter(ids)
-    try:
-        got = con.execute(
-            "SELECT file_index, file_row_number, series_id, ts, m, enc "  # noqa: S608
-            f"FROM read_parquet({files}, file_row_number = true) WHERE {where}",
-            params,
-        ).fetchnumpy()
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
-    del wanted
-    file_no = np.asarray(got["file_index"], dtype=np.int64)
-    key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
-    cols = {k: np.asarray(got[k]) for k in ("series_id", "ts", "m", "enc")}
-    order = file_order(key)
-    if order is not None:
-        file_no = file_no[order]
-        cols = {k: v[order] for k, v in cols.items()}
-    bounds = np.searchsorted(file_no, np.arange(len(paths) + 1))
-    out: list[Columns] = []
-    for i in range(len(paths)):
-        a, b = int(bounds[i]), int(bounds[i + 1])
-        sid, ts, values = codec.series_order(
-            *codec.decode(cols["series_id"][a:b], cols["ts"][a:b], cols["m"][a:b], cols["enc"][a:b])
-        )
-        out.append({"series_id": sid, "ts": ts, "value": values})
-    return out
+    got = scan_files(con, paths, "series_id, ts, m, enc", where, params, ids=ids)
+    return [decode_raw(part) for part in split_by_file(got, len(paths))]
+
+
+def decode_raw(part: Columns) -> Columns:
+    """Raw file columns ``series_id, ts, m, enc`` (in file order) back to ``series_id,
+    ts, value``, rows sorted by ``(series_id, ts)``."""
+    sid, ts, values = codec.series_order(
+        *codec.decode(part["series_id"], part["ts"], part["m"], part["enc"])
+    )
+    return {"series_id": sid, "ts": ts, "value": values}
 
 
 def file_order(key: NDArray[np.int64]) -> NDArray[np.intp] | None:
@@ -240,26 +268,10 @@ def read_rollup_many(
     """Rollup rows of the series ``ids`` (sorted) with bucket start in range, per file."""
     if not paths:
         return []
-    files = "[" + ", ".join(_quote(p) for p in paths) + "]"
-    wanted = {"sid": ids}  # scanned by name
     where, params = id_filter(ids)
-    try:
-        got = con.execute(
-            f"SELECT file_index, file_row_number, series_id, ts, count, {_ROLLUP_SELECT} "  # noqa: S608
-            f"FROM read_parquet({files}, file_row_number = true) WHERE {where}",
-            params,
-        ).fetchnumpy()
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
-    del wanted
-    file_no = np.asarray(got["file_index"], dtype=np.int64)
-    key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
-    order = np.argsort(key, kind="stable")
-    bounds = np.searchsorted(file_no[order], np.arange(len(paths) + 1))
-    cols = {k: np.asarray(v)[order] for k, v in got.items()}
+    got = scan_files(con, paths, f"series_id, ts, count, {_ROLLUP_SELECT}", where, params, ids=ids)
     out: list[Columns] = []
-    for i in range(len(paths)):
-        part = {k: v[int(bounds[i]) : int(bounds[i + 1])] for k, v in cols.items()}
+    for part in split_by_file(got, len(paths)):
         decoded = _decode_rollup(part)
         out.append(take(decoded, (decoded["ts"] >= start_ms) & (decoded["ts"] <= end_ms)))
     return out

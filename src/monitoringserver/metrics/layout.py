@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitoringserver.errors import StorageError
-from monitoringserver.metrics.blocks import Columns, file_order
+from monitoringserver.metrics.blocks import Columns, decode_raw, scan_files, split_by_file
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.model.labels import metric_name
 from monitoringserver.storage import codec
@@ -131,22 +131,13 @@ def read_clustered(
     ``hashes`` are the metric hashes of ``ids``' names."""
     if not paths:
         return []
-    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-    wanted = sorted(set(hashes))
+    mhs = sorted(set(hashes))
     where = "series_id BETWEEN ? AND ?"
     params: list[int] = [int(ids[0]), int(ids[-1])]
-    if 0 < len(wanted) <= MAX_HASHES:
-        where += f" AND mh IN ({', '.join('?' * len(wanted))})"
-        params += wanted
-    try:
-        got = con.execute(
-            "SELECT file_index, file_row_number, series_id, ts, m, enc "  # noqa: S608
-            f"FROM read_parquet({files}, file_row_number = true) WHERE {where}",
-            params,
-        ).fetchnumpy()
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot read parquet files {paths[0]}...: {exc}") from exc
-    file_no = np.asarray(got["file_index"], dtype=np.int64)
+    if 0 < len(mhs) <= MAX_HASHES:
+        where += f" AND mh IN ({', '.join('?' * len(mhs))})"
+        params += mhs
+    got = scan_files(con, paths, "series_id, ts, m, enc", where, params)
     sid = np.asarray(got["series_id"], dtype=np.uint64)
     # Whole series only (every row of a series shares its id), so segments stay intact;
     # decided once per run of equal ids.
@@ -154,20 +145,6 @@ def read_clustered(
     heads = sid[runs]
     keep_run = ids[np.minimum(np.searchsorted(ids, heads), len(ids) - 1)] == heads
     keep = np.repeat(keep_run, np.diff(np.append(runs, len(sid))))
-    key = (file_no << 40) | np.asarray(got["file_row_number"], dtype=np.int64)
-    cols = {k: np.asarray(got[k]) for k in ("ts", "m", "enc")}
     if not bool(keep.all()):
-        file_no, sid, key = file_no[keep], sid[keep], key[keep]
-        cols = {k: v[keep] for k, v in cols.items()}
-    order = file_order(key)
-    if order is not None:
-        file_no, sid = file_no[order], sid[order]
-        cols = {k: v[order] for k, v in cols.items()}
-    bounds = np.searchsorted(file_no, np.arange(len(paths) + 1))
-    out: list[Columns] = []
-    for i in range(len(paths)):
-        a, b = int(bounds[i]), int(bounds[i + 1])
-        s, ts, values = codec.decode(sid[a:b], cols["ts"][a:b], cols["m"][a:b], cols["enc"][a:b])
-        s, ts, values = codec.series_order(s, ts, values)
-        out.append({"series_id": s, "ts": ts, "value": values})
-    return out
+        got = {k: np.asarray(v)[keep] for k, v in got.items()}
+    return [decode_raw(part) for part in split_by_file(got, len(paths))]

@@ -1,4 +1,4 @@
-"""Compaction merges the filters of its sources instead of reading their lines again,
+"""Compaction unites the key sets of its sources instead of reading their lines again,
 and needle searches over merged, re-read and old-style filters never miss a line."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import duckdb
 import pytest
 
 from monitoringserver.logs.api import LineFilter, LineOp, LogQuery
+from monitoringserver.logs.bloom import TokenBloom
+from monitoringserver.logs.keyset import FRESH_BITS, KeySet
 from monitoringserver.logs.query import LogQueryEngine
 from monitoringserver.logs.store import LogStore, LogStoreOptions
 from monitoringserver.model.logs import LogBatch, LogRecord
@@ -55,8 +57,11 @@ def test_compaction_merges_filters_and_needles_find_every_line(
     assert merged is not None
     entry = next(e for e in store.entries() if e.info.id == merged.id)
     assert entry.numpy_keys
-    assert entry.bloom is not None
-    assert entry.bloom.segments == (1 if old_style else 4)
+    assert isinstance(entry.bloom, KeySet)
+    assert entry.groups_dropped
+    # 4 x 20 ids and their keys: a handful of distinct keys at about 1 % per key.
+    assert entry.bloom.bits < FRESH_BITS
+    assert entry.bloom.keys > 80
     _fill(store, 1, first=4)  # one more fresh archive beside the merged one
     for k in range(4):
         for rid in _ids(k)[::7]:
@@ -95,7 +100,7 @@ def test_pairs_option_keeps_the_sql_keys_and_reads_lines_at_compaction(
     (entry,) = store.entries()
     assert not entry.numpy_keys
     assert entry.pairs_indexed
-    assert entry.bloom is not None
+    assert isinstance(entry.bloom, TokenBloom)
     assert entry.bloom.segments == 1
     assert _needle(engine, _ids(0)[5]) == (1, 1, 0)
     assert _needle(engine, str(uuid.UUID(int=999))) == (0, 0, 1)

@@ -31,15 +31,23 @@ from monitoringserver.logs import idcols, templates
 from monitoringserver.logs.api import ArchiveInfo
 from monitoringserver.logs.bloom import TokenBloom
 from monitoringserver.logs.idcols import IDCOLS_SUFFIX
+from monitoringserver.logs.keyset import FRESH_BITS, KeySet, bits_for
 from monitoringserver.logs.patterns import IDS_SQL, PAIRS_SQL, TOKENS_SQL
 from monitoringserver.logs.schema import HEAD_COLUMNS
 from monitoringserver.logs.templates import TEMPLATES_SUFFIX
-from monitoringserver.logs.tokenkeys import CHUNK_LINES, NUMPY_KEYS_SUFFIX, chunked_key_hashes
+from monitoringserver.logs.tokenkeys import (
+    CHUNK_LINES,
+    GROUPS_DROPPED_SUFFIX,
+    NUMPY_KEYS_SUFFIX,
+    chunked_key_hashes,
+)
 
 __all__ = [
     "ARCHIVE_COLS",
+    "GROUPS_DROPPED_SUFFIX",
     "IDCOLS_SUFFIX",
     "IDS_SUFFIX",
+    "KEYSET_SUFFIX",
     "LAYOUTS",
     "NO_PREFILTER",
     "NUMPY_KEYS_SUFFIX",
@@ -48,17 +56,23 @@ __all__ = [
     "TEMPLATES_SUFFIX",
     "ArchiveEntry",
     "LogStoreOptions",
+    "TokenFilter",
     "archive_info",
     "build_archive",
     "files_source",
     "fsync_path",
     "head_source",
     "layout_of",
-    "mergeable_blooms",
+    "load_filter",
+    "mergeable_filters",
     "sql_path",
 ]
 
 PAIRS_SUFFIX = "+pairs"
+#: In ``hash_version``: the token index is a :class:`~.keyset.KeySet` (else a bloom filter).
+KEYSET_SUFFIX = "+ks1"
+#: The token index of an archive: either kind answers ``might_contain_all``.
+TokenFilter = TokenBloom | KeySet
 #: In ``hash_version``: the filter also holds the id keys of ``IDS_SQL`` (archives
 #: written before those existed lack the suffix and are never pruned by id keys).
 IDS_SUFFIX = "+ids"
@@ -82,11 +96,13 @@ class LogStoreOptions:
     row group size. ``retention_s`` / ``max_total_bytes``: automatic rotation by age and
     by total stored size (None = off). ``accept_future_s``: lines stamped further ahead
     are rejected (``too_new``); lines older than ``retention_s`` are rejected (``too_old``).
-    ``bloom_bits_per_key``: size of each filter (16: ~0.07 % false positives; a merged
-    archive keeps its sources' filters, so its rate is their sum, ~1 % for 16 of them).
-    ``index_pairs``: also put pairs of consecutive runs in the bloom filters, so needles
-    made of short groups (UUIDs, IPs) prune archives too; costs ~5x the flush CPU and
-    ~4x the filter size. Compaction merges the oldest ``compact_min_archives`` (or more)
+    ``index_fp_rate``: false positives per probed key of a compacted archive's token
+    index (a :class:`~.keyset.KeySet`, ~9 bits per distinct key at 0.01; a fresh
+    archive's index keeps :data:`~.keyset.FRESH_BITS`-bit fingerprints, ~0.01 %, so
+    that merging can choose the rate). ``index_pairs``: bloom filters (of
+    ``bloom_bits_per_key`` bits per key) that also hold pairs of consecutive runs, so
+    needles made of short groups prune archives too; costs ~5x the flush CPU and ~4x
+    the filter size. Compaction merges the oldest ``compact_min_archives`` (or more)
     fresh archives, up to ``compact_max_lines`` lines, into one at ``compaction_level``.
     ``flush_layout``: file layout of fresh archives, ``"plain"`` (cheapest to write,
     ~8 % larger) or ``"idcols"`` (ids in binary columns, ~1.5 µs more CPU per line);
@@ -99,6 +115,7 @@ class LogStoreOptions:
     retention_s: float | None = 7 * 86_400.0
     max_total_bytes: int | None = None
     bloom_bits_per_key: int = 16
+    index_fp_rate: float = 0.01
     index_pairs: bool = False
     compaction_level: int = 9
     compact_min_archives: int = 4
@@ -113,6 +130,8 @@ class LogStoreOptions:
             raise BadDataError("cannot configure log store: compaction_level must be 1..22")
         if self.flush_layout not in ("plain", "idcols"):
             raise BadDataError("cannot configure log store: flush_layout must be plain or idcols")
+        if not 0 < self.index_fp_rate < 1:
+            raise BadDataError("cannot configure log store: index_fp_rate must be in (0, 1)")
         if self.flush_lines < 1 or self.row_group_lines < 1 or self.flush_interval_s <= 0:
             raise BadDataError("cannot configure log store: flush limits must be positive")
 
@@ -124,13 +143,15 @@ class ArchiveEntry:
     info: ArchiveInfo
     path: Path
     attr_keys: tuple[str, ...]
-    bloom: TokenBloom | None
+    bloom: TokenFilter | None
     pairs_indexed: bool = False
     ids_indexed: bool = False
     id_columns: bool = False
     layout: str = "plain"
     #: The filter's keys are :mod:`.tokenkeys` hashes (else DuckDB ``hash()``).
     numpy_keys: bool = False
+    #: The index leaves out UUID group runs (:func:`.tokenkeys.uuid_group_tokens`).
+    groups_dropped: bool = False
 
 
 def layout_of(hash_version: str) -> str:
@@ -191,19 +212,28 @@ def files_source(files: Sequence[tuple[Path, str]], *, prefilter: bool = False) 
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
-def _bloom(
+def load_filter(data: bytes) -> TokenFilter:
+    """The token index stored in a manifest row (either kind, told by its magic)."""
+    return KeySet.from_bytes(data) if data[:4] == b"LKS1" else TokenBloom.from_bytes(data)
+
+
+def _filter(
     cur: duckdb.DuckDBPyConnection,
     opts: LogStoreOptions,
     src: str | None,
-    blooms: Sequence[TokenBloom] | None,
-) -> TokenBloom:
-    """The filter of an archive: merged from ``blooms``, or from the lines of ``src``
-    (keys by :mod:`.tokenkeys`; with ``index_pairs`` by DuckDB ``hash()`` of the
-    ``TOKENS_SQL``/``IDS_SQL``/``PAIRS_SQL`` tokens, the older, slower way)."""
-    if blooms is not None and not opts.index_pairs:
-        return TokenBloom.merged(blooms)
+    sources: Sequence[KeySet] | None,
+    *,
+    compacted: bool,
+) -> TokenFilter:
+    """The token index of an archive: the union of ``sources`` (their key sets), or
+    the keys of the lines of ``src`` (:mod:`.tokenkeys`, UUID groups left out) at
+    :data:`FRESH_BITS` (fresh) or at ``index_fp_rate`` (``compacted``); with
+    ``index_pairs`` a bloom filter of DuckDB ``hash()`` of the
+    ``TOKENS_SQL``/``IDS_SQL``/``PAIRS_SQL`` tokens (the older, slower way)."""
+    if sources is not None and not opts.index_pairs:
+        return KeySet.merged(sources, opts.index_fp_rate)
     if src is None:
-        raise ValueError("a filter needs either lines or source filters")
+        raise ValueError("an index needs either lines or source key sets")
     if opts.index_pairs:
         key_sql = f"{TOKENS_SQL} UNION ALL {IDS_SQL} UNION ALL {PAIRS_SQL}"
         sql = f"SELECT DISTINCT hash(tok) AS h FROM ({key_sql.replace('{src}', src)})"  # noqa: S608
@@ -215,27 +245,27 @@ def _bloom(
         while rows := cur.fetchmany(CHUNK_LINES):
             yield [r[0] for r in rows]
 
-    keys = chunked_key_hashes(chunks())
-    return TokenBloom.build(keys, bits_per_key=opts.bloom_bits_per_key)
+    keys = chunked_key_hashes(chunks(), groups_dropped=True)
+    bits = bits_for(len(keys), opts.index_fp_rate) if compacted else FRESH_BITS
+    return KeySet.build(keys, bits)
 
 
-def mergeable_blooms(
+def mergeable_filters(
     rows: Sequence[tuple[Any, ...]], opts: LogStoreOptions
-) -> list[TokenBloom] | None:
-    """The filters of manifest rows ``(id, path, lines, hash_version, bloom)`` when
-    every one holds :mod:`.tokenkeys` keys with the id keys and no pairs, so that the
-    archive merged from them can keep them (:meth:`TokenBloom.merged`); else None
-    (compaction then reads the lines again)."""
+) -> list[KeySet] | None:
+    """The key sets of manifest rows ``(id, path, lines, hash_version, bloom)`` when
+    every one is a :class:`~.keyset.KeySet` of the same keys, so that the archive
+    merged from them takes their union; else None (compaction then reads the lines
+    again)."""
     if opts.index_pairs:
         return None
-    out: list[TokenBloom] = []
+    out: list[KeySet] = []
+    need = (KEYSET_SUFFIX, GROUPS_DROPPED_SUFFIX, NUMPY_KEYS_SUFFIX, IDS_SUFFIX)
     for r in rows:
         flags = {"+" + f for f in str(r[3]).split("+")[1:]}
-        if r[4] is None or NUMPY_KEYS_SUFFIX not in flags or IDS_SUFFIX not in flags:
+        if r[4] is None or any(f not in flags for f in need) or PAIRS_SUFFIX in flags:
             return None
-        if PAIRS_SUFFIX in flags:
-            return None
-        out.append(TokenBloom.from_bytes(bytes(r[4])))
+        out.append(KeySet.from_bytes(bytes(r[4])))
     return out
 
 
@@ -248,14 +278,15 @@ def build_archive(
     *,
     level: int,
     layout: str = "idcols",
-    blooms: Sequence[TokenBloom] | None = None,
+    key_sets: Sequence[KeySet] | None = None,
 ) -> tuple[ArchiveInfo, Path, list[object]] | None:
     """Write the rows of relation ``src`` (:func:`head_source` or :func:`files_source`)
     to a new archive file in ``layout`` (``"plain"``, ``"idcols"`` or ``"tmpl"``) at zstd ``level``
     (temporary name, fsync, rename) and compute its manifest row; None when there are
     none. Runs on a read cursor: the caller publishes the row (and removes the
-    sources) on the writer. ``blooms``: the filters of the archives ``src`` is made of
-    (all built with :mod:`.tokenkeys`), merged instead of reading the lines again."""
+    sources) on the writer. ``layout == "tmpl"`` marks a compacted archive (its index
+    at ``index_fp_rate``). ``key_sets``: the indexes of the archives ``src`` is made of
+    (:func:`mergeable_filters`), united instead of reading the lines again."""
     if layout == "tmpl":
         encoded = templates.encoded_relation(src)
         # By template text, not its hash: similar templates (zero-padding variants of
@@ -299,7 +330,9 @@ def build_archive(
                 f"SELECT DISTINCT unnest(json_keys(attrs)) FROM {src} WHERE attrs <> ''"  # noqa: S608
             ).fetchall()
         )
-        bloom = _bloom(cur, opts, src if blooms is None else None, blooms)
+        index = _filter(
+            cur, opts, src if key_sets is None else None, key_sets, compacted=layout == "tmpl"
+        )
         tmp.rename(final)
         fsync_path(directory)
     except BaseException:
@@ -318,12 +351,12 @@ def build_archive(
         raw,
         stored,
         created,
-        bloom.to_bytes(),
+        index.to_bytes(),
         duckdb.__version__
         + IDS_SUFFIX
-        + ("" if opts.index_pairs else NUMPY_KEYS_SUFFIX)
+        + ("" if opts.index_pairs else NUMPY_KEYS_SUFFIX + KEYSET_SUFFIX + GROUPS_DROPPED_SUFFIX)
         + {"tmpl": TEMPLATES_SUFFIX, "idcols": IDCOLS_SUFFIX, "plain": ""}[layout]
         + (PAIRS_SUFFIX if opts.index_pairs else ""),
     ]
-    info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(bloom))
+    info = ArchiveInfo(archive_id, lo, hi, tuple(hosts), lines, raw, stored, created, len(index))
     return info, final, row_out

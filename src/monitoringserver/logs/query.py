@@ -2,7 +2,7 @@
 
 Archives are pruned before any file is opened: by time range, by host (manifest
 ``hosts`` against ``server_id`` matchers), by attrs keys, and for substring needles
-by the per-archive token bloom filter. Conditions become one SQL ``WHERE`` over
+by the per-archive token index (bloom filter or key set). Conditions become one SQL ``WHERE`` over
 ``log_head UNION ALL read_parquet([...])``; no Python runs per line.
 
 Paging: results are ordered by ``ts`` (desc for ``backward``) then by host, source,
@@ -42,7 +42,7 @@ from monitoringserver.logs.query_sql import (
     label_expr,
 )
 from monitoringserver.logs.store import ArchiveEntry, LogStore
-from monitoringserver.logs.tokenkeys import key_hashes
+from monitoringserver.logs.tokenkeys import key_hashes, uuid_group_tokens
 from monitoringserver.model.logs import LogBatch
 
 __all__ = ["LogQueryEngine", "WriterCounters"]
@@ -85,7 +85,10 @@ class LogQueryEngine:
         for f in q.filters:
             if f.op is LineOp.CONTAINS:
                 one, two = needle_tokens(f.value)
-                singles += one
+                # Possible UUID groups are not probed: newer indexes leave them out
+                # (the UUID's own key prunes instead); skipping a key is always safe.
+                groups = uuid_group_tokens(f.value)
+                singles += [t for t in one if t not in groups]
                 pairs += two
                 ids += needle_id_tokens(f.value)
         # Keys to probe per kind of filter: (pairs indexed, ids indexed, numpy keys).

@@ -33,6 +33,7 @@ from monitoringserver.errors import BadDataError, NotFoundError, StorageError
 from monitoringserver.logs.api import ArchiveFilter, ArchiveInfo, DedupKey, RotationResult
 from monitoringserver.logs.archive import (
     ARCHIVE_COLS,
+    GROUPS_DROPPED_SUFFIX,
     IDCOLS_SUFFIX,
     IDS_SUFFIX,
     NUMPY_KEYS_SUFFIX,
@@ -44,9 +45,9 @@ from monitoringserver.logs.archive import (
     files_source,
     head_source,
     layout_of,
-    mergeable_blooms,
+    load_filter,
+    mergeable_filters,
 )
-from monitoringserver.logs.bloom import TokenBloom
 from monitoringserver.logs.schema import create_schema
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.model.matchers import Matcher
@@ -231,7 +232,7 @@ class LogStore:
                 int(self._clock() * 1000),
                 level=opts.compaction_level,
                 layout="tmpl",
-                blooms=mergeable_blooms(rows[: len(chosen)], opts),
+                key_sets=mergeable_filters(rows[: len(chosen)], opts),
             )
             if built is None:
                 return None
@@ -316,7 +317,7 @@ class LogStore:
             flags = {"+" + f for f in features}
             numpy_keys = NUMPY_KEYS_SUFFIX in flags
             usable = r[10] and (numpy_keys or base == version)
-            bloom = TokenBloom.from_bytes(bytes(r[10])) if usable else None
+            bloom = load_filter(bytes(r[10])) if usable else None
             path = self.directory / r[1]
             out.append(
                 ArchiveEntry(
@@ -329,6 +330,7 @@ class LogStore:
                     IDCOLS_SUFFIX in flags,
                     layout_of(str(r[11])),
                     numpy_keys,
+                    GROUPS_DROPPED_SUFFIX in flags,
                 )
             )
         return out

@@ -26,6 +26,7 @@ version (the manifest flag :data:`NUMPY_KEYS_SUFFIX` marks filters built this wa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -33,24 +34,35 @@ from numpy.typing import NDArray
 
 __all__ = [
     "CHUNK_LINES",
+    "GROUPS_DROPPED_SUFFIX",
     "NUMPY_KEYS_SUFFIX",
     "chunked_key_hashes",
     "key_hashes",
     "line_key_hashes",
+    "uuid_group_tokens",
 ]
 
 NUMPY_KEYS_SUFFIX = "+nk1"
+#: In ``hash_version``: the index leaves out the runs that are groups of a UUID.
+GROUPS_DROPPED_SUFFIX = "+ng"
 #: Lines per pass: bounds the temporaries to ~10x the text of this many lines.
 CHUNK_LINES = 65_536
 
 _U64 = np.uint64
 _I64 = np.int64
+# Maximal alphanumeric runs made of hex digits only (the regex backs off otherwise).
+_HEX_RUN = re.compile("(?<![0-9A-Za-z])[0-9A-Fa-f]+(?![0-9A-Za-z])")
 _PAD = 40  # zero bytes around the buffer, so fixed-width gathers stay inside it
 _LOWER8 = _U64(0x2020202020202020)
 _ONES = _U64(0xFFFFFFFFFFFFFFFF)
 # Mask of the first n bytes of a little-endian word, n = 0..8.
 _HEAD_MASK = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [0xFFFFFFFFFFFFFFFF], dtype=_U64)
 _UUID_DASHES = (8, 13, 18, 23)
+# The five hex groups of a UUID window: [start, end) offsets.
+_GROUP_STARTS = np.array([0, 9, 14, 19, 24], dtype=_I64)
+_GROUP_ENDS = np.array([8, 13, 18, 23, 36], dtype=_I64)
+# Length of a group -> whether a dash must stand (before, after) it, inside a UUID.
+_GROUP_DASHES = {8: (False, True), 4: (True, True), 12: (True, False)}
 
 
 def _fmix(h: NDArray[np.uint64]) -> NDArray[np.uint64]:
@@ -183,9 +195,9 @@ def _ipv4_runs(buf: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.in
     return (a - left)[ok], (c + right + 1)[ok]
 
 
-def _buffer_hashes(raw: bytes) -> NDArray[np.uint64]:
+def _buffer_hashes(raw: bytes, *, groups_dropped: bool) -> NDArray[np.uint64]:
     """Unmixed hashes (:func:`_span_prehashes`) of every key of the ``"\\n"``-joined
-    lines in ``raw`` (with repeats)."""
+    lines in ``raw`` (with repeats); ``groups_dropped``: without UUID group runs."""
     buf = np.zeros(len(raw) + 2 * _PAD, dtype=np.uint8)
     buf[_PAD : _PAD + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     low = buf | np.uint8(32)
@@ -194,6 +206,12 @@ def _buffer_hashes(raw: bytes) -> NDArray[np.uint64]:
     h32 = _hex32_windows(buf, starts, ends)
     keep = ends - starts >= 3
     uu = _uuid_windows(buf)
+    if groups_dropped and len(uu):
+        # A run that is exactly one group of a UUID window is left out: the UUID key
+        # stands for it (see uuid_group_tokens for the probe side).
+        group_s = (uu[:, None] + _GROUP_STARTS[None, :]).ravel()
+        group_e = (uu[:, None] + _GROUP_ENDS[None, :]).ravel()
+        keep &= ~np.isin(starts * 64 + (ends - starts), group_s * 64 + (group_e - group_s))
     i4s, i4e = _ipv4_runs(buf)
     all_s = np.concatenate([starts[keep], uu, h32, i4s])
     all_e = np.concatenate([ends[keep], uu + 36, h32 + 32, i4e])
@@ -222,23 +240,46 @@ def _distinct(values: NDArray[np.uint64]) -> NDArray[np.uint64]:
     return np.asarray(values[np.concatenate([[True], values[1:] != values[:-1]])], dtype=_U64)
 
 
-def chunked_key_hashes(chunks: Iterable[Sequence[str]]) -> NDArray[np.uint64]:
-    """The distinct key hashes of all lines of ``chunks`` (see the module docstring).
-    Memory: about ten bytes per byte of the largest chunk, plus 8 bytes per distinct key."""
+def chunked_key_hashes(
+    chunks: Iterable[Sequence[str]], *, groups_dropped: bool = False
+) -> NDArray[np.uint64]:
+    """The distinct key hashes of all lines of ``chunks`` (see the module docstring);
+    ``groups_dropped``: without the runs that are a group of a UUID window (the keys of
+    :data:`GROUPS_DROPPED_SUFFIX` indexes). Memory: about ten bytes per byte of the
+    largest chunk, plus 8 bytes per distinct key."""
     parts: list[NDArray[np.uint64]] = []
     for chunk in chunks:
         raw = "\n".join(chunk).encode("utf-8", "replace")
         if raw:
-            parts.append(_distinct(_buffer_hashes(raw)))
+            parts.append(_distinct(_buffer_hashes(raw, groups_dropped=groups_dropped)))
     if not parts:
         return np.empty(0, dtype=_U64)
     return _fmix(_distinct(np.concatenate(parts)))
 
 
 def line_key_hashes(
-    messages: Sequence[str], *, chunk_lines: int = CHUNK_LINES
+    messages: Sequence[str], *, chunk_lines: int = CHUNK_LINES, groups_dropped: bool = False
 ) -> NDArray[np.uint64]:
     """The distinct key hashes of ``messages``, ``chunk_lines`` lines at a time."""
     return chunked_key_hashes(
-        messages[i : i + chunk_lines] for i in range(0, len(messages), chunk_lines)
+        (messages[i : i + chunk_lines] for i in range(0, len(messages), chunk_lines)),
+        groups_dropped=groups_dropped,
     )
+
+
+def uuid_group_tokens(needle: str) -> set[str]:
+    """Complete runs of ``needle`` (lower-cased) that may be a group of a UUID in a
+    line holding the needle: hex-only runs of 8, 4 or 12 characters with a dash after,
+    on both sides, or before them inside the needle. Indexes built with
+    ``groups_dropped`` lack such groups, so these tokens must not be probed there (the
+    UUID's own key, when the needle holds all of it, prunes instead)."""
+    out: set[str] = set()
+    for m in _HEX_RUN.finditer(needle):
+        dashes = _GROUP_DASHES.get(m.end() - m.start())
+        if dashes is None:
+            continue
+        before = m.start() > 0 and needle[m.start() - 1] == "-"
+        after = m.end() < len(needle) and needle[m.end()] == "-"
+        if (before or not dashes[0]) and (after or not dashes[1]):
+            out.add(m.group().lower())
+    return out

@@ -28,6 +28,8 @@ _Scalar = str | int | float | bool | None
 class _LogIn(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     # gc=False: a request allocates one of these per line; untracked structs keep the
     # cyclic collector from walking them (they hold only strings, numbers and a dict).
+    # ``attrs`` defaults to the UNSET singleton, not ``{}``: a default dict would be a
+    # new GC-tracked object per line, and most senders give no attrs.
 
     message: str
     server_id: str = ""
@@ -36,7 +38,7 @@ class _LogIn(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     level: str | None = None
     logger: str = ""
     source: str = ""
-    attrs: dict[str, _Scalar] = {}
+    attrs: dict[str, _Scalar] | msgspec.UnsetType = msgspec.UNSET
 
 
 _get_server_id = operator.attrgetter("server_id")
@@ -137,11 +139,15 @@ def decode_json_logs(body: bytes, *, now_ms: int, source: str = "http") -> Decod
     if not all(sources):
         sources = [s or source for s in sources]
     raw_attrs = list(map(_get_attrs, items))
-    # Without any attrs the decoded empty dicts are already the right value.
+    # Lines without attrs share one empty dict (batches are read-only once built).
+    empty: dict[str, str] = {}
     attrs = (
-        [{k: _attr(v) for k, v in a.items()} if a else {} for a in raw_attrs]
-        if any(raw_attrs)
-        else cast(list[dict[str, str]], raw_attrs)
+        [empty] * n
+        if raw_attrs.count(msgspec.UNSET) == n
+        else [
+            {k: _attr(v) for k, v in a.items()} if a else empty
+            for a in cast(list[dict[str, _Scalar]], raw_attrs)
+        ]
     )
     batch = LogBatch(
         ts_ms=ts,

@@ -226,6 +226,19 @@ class LogParser:
             out.attrs.append(p.attrs)
         return out.build(ts)
 
+    def _sanitized(self, batch: LogBatch, now: int) -> LogBatch:
+        """``batch`` with messages sanitized and ``ts_ms == 0`` made ``now``; no parsing."""
+        msgs = batch.message
+        short = max(map(len, msgs), default=0) * 4 <= self.options.max_line_bytes
+        if not (short and all(map(str.isascii, msgs))):  # the common case costs no call
+            msgs = [self.sanitize(m) for m in msgs]
+        ts = batch.ts_ms
+        if ts.dtype != np.int64 or not ts.all():
+            ts = np.where(ts == 0, now, ts).astype(np.int64)
+        return LogBatch(
+            ts, batch.server_id, batch.level, batch.logger, batch.source, msgs, batch.attrs
+        )
+
     def enrich(self, batch: LogBatch) -> LogBatch:
         """Parse the raw lines of ``batch`` and sanitize every message.
 
@@ -238,6 +251,9 @@ class LogParser:
         attrs win over parsed ones; a parsed timestamp is used only where ``ts_ms == 0``.
         """
         now = int(self._clock() * 1000)
+        levels = set(batch.level)
+        if "" not in levels and "unknown" not in levels:  # every level given: nothing raw
+            return self._sanitized(batch, now)
         raw = [
             not lv
             or (
@@ -249,14 +265,7 @@ class LogParser:
             for i, lv in enumerate(batch.level)
         ]
         if not any(raw):
-            msgs = batch.message
-            short = max(map(len, msgs), default=0) * 4 <= self.options.max_line_bytes
-            if not (short and all(map(str.isascii, msgs))):  # the common case costs no call
-                msgs = [self.sanitize(m) for m in msgs]
-            ts = np.where(batch.ts_ms == 0, now, batch.ts_ms).astype(np.int64)
-            return LogBatch(
-                ts, batch.server_id, batch.level, batch.logger, batch.source, msgs, batch.attrs
-            )
+            return self._sanitized(batch, now)
         groups: list[list[int]] = []
         last_raw: dict[tuple[str, str], int] = {}
         in_trace: dict[int, tuple[bool, bool]] = {}

@@ -7,8 +7,6 @@ dedup key (``agent_id`` "" and ``batch_seq`` -1 when there is none).
 
 from __future__ import annotations
 
-import itertools
-
 import msgspec
 import numpy as np
 
@@ -61,17 +59,32 @@ def decode_frame(payload: bytes) -> tuple[LogBatch, DedupKey | None]:
 
 
 def concat_batches(batches: list[LogBatch]) -> LogBatch:
-    """``LogBatch.concat`` with the columns joined in C (``itertools.chain``): the batcher
-    runs it on the event loop for every commit, over about 100 k lines."""
+    """``LogBatch.concat`` with the columns joined by ``list.extend`` (a block copy of
+    references per batch): the batcher runs it on the event loop for every commit, over
+    about 100 k lines."""
     if len(batches) == 1:
         return batches[0]
-    chain = itertools.chain.from_iterable
+    if not batches:
+        return LogBatch.empty()
+    server_id: list[str] = []
+    level: list[str] = []
+    logger: list[str] = []
+    source: list[str] = []
+    message: list[str] = []
+    attrs: list[dict[str, str]] = []
+    for b in batches:
+        server_id += b.server_id
+        level += b.level
+        logger += b.logger
+        source += b.source
+        message += b.message
+        attrs += b.attrs
     return LogBatch(
-        np.concatenate([b.ts_ms for b in batches]) if batches else np.empty(0, np.int64),
-        list(chain(b.server_id for b in batches)),
-        list(chain(b.level for b in batches)),
-        list(chain(b.logger for b in batches)),
-        list(chain(b.source for b in batches)),
-        list(chain(b.message for b in batches)),
-        list(chain(b.attrs for b in batches)),
+        np.concatenate([b.ts_ms for b in batches]),
+        server_id,
+        level,
+        logger,
+        source,
+        message,
+        attrs,
     )

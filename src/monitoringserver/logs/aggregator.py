@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+import operator
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from monitoringserver.errors import BadDataError
@@ -99,6 +101,16 @@ class PatternInfo:
     samples: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Hits:
+    """One batch's lines of one pattern: how many, and the pattern's samples after them."""
+
+    template: str
+    level: str
+    samples: list[str]
+    count: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class AggregationStats:
     """Seed 000 ``AggregationStats``."""
@@ -167,7 +179,12 @@ class LogAggregator:
             )
 
     def aggregate(self, batch: LogBatch) -> None:
-        """Count the lines of ``batch`` into the current window."""
+        """Count the lines of ``batch`` into the current window.
+
+        Per line this runs only C-level passes (``Counter`` over zipped columns, level
+        masks through ``itertools.compress``); the Python loop visits only the lines
+        whose level is templated, and their counts are summed per pattern before the
+        lock is taken."""
         if not len(batch):
             return
         rules = self._rules
@@ -177,30 +194,50 @@ class LogAggregator:
             "logger": batch.logger,
             "source": batch.source,
         }
-        excluded = set(rules.exclude_loggers)
-        if excluded:
-            idx = [i for i, lg in enumerate(batch.logger) if lg not in excluded]
-        else:
-            idx = list(range(len(batch)))
         group_cols = [cols[g] for g in rules.group_by]
+        excluded = set(rules.exclude_loggers)
+        kept: list[bool] | None = None
+        if excluded and not excluded.isdisjoint(batch.logger):
+            kept = list(map(operator.not_, map(excluded.__contains__, batch.logger)))
+            group_cols = [list(itertools.compress(c, kept)) for c in group_cols]
         # Counter counts in C: no Python-level work per line for the plain counts.
-        counts = collections.Counter(
-            zip(*group_cols, strict=True)
-            if len(idx) == len(batch)
-            else (tuple(c[i] for c in group_cols) for i in idx)
-        )
-        n = len(idx)
-        pattern_hits: list[tuple[str, str, str, str]] = []
+        counts = collections.Counter(zip(*group_cols, strict=True))
+        n = len(batch) if kept is None else sum(kept)
+        hits: dict[str, _Hits] = {}
+        order: list[tuple[str, str]] = []
+        if rules.patterns:
+            hits, order = self._pattern_hits(batch, kept)
+        now_ms = int(self._clock() * 1000)
+        with self._lock:
+            self._lines_total += n
+            self._window_lines += n
+            for key, c in counts.items():
+                self._totals[key] = self._totals.get(key, 0) + c
+            self._count_patterns(hits, order, now_ms)
+
+    def _pattern_hits(
+        self, batch: LogBatch, kept: list[bool] | None
+    ) -> tuple[dict[str, _Hits], list[tuple[str, str]]]:
+        """Template the lines of the templated levels: the hits per pattern id (their
+        samples as counting them line by line would leave them) and ``(pattern id,
+        message)`` of every hit in line order. Runs outside the lock: only
+        ``aggregate``, one call at a time, changes patterns' samples."""
+        rules = self._rules
         levels = set(rules.pattern_levels)
+        lvls = batch.level
+        if levels.isdisjoint(lvls):
+            return {}, []
         cache = self._shape_cache
         if len(cache) > _SHAPE_CACHE_MAX:
             cache.clear()
-        wanted = [i for i in idx if batch.level[i] in levels] if rules.patterns else []
-        messages = batch.message
-        lvls = batch.level
-        for i in wanted:
-            msg = messages[i]
-            level = lvls[i]
+        wanted: Iterator[bool] = map(levels.__contains__, lvls)
+        if kept is not None:
+            wanted = map(operator.and_, wanted, kept)
+        limit = rules.samples_per_pattern
+        hits: dict[str, _Hits] = {}
+        order: list[tuple[str, str]] = []
+        patterns = self._patterns
+        for msg, level in itertools.compress(zip(batch.message, lvls, strict=True), wanted):
             # Lines that differ only in numbers and ids nearly always share a template;
             # the full masking pass is costly, so it runs once per shape.
             shape = (_shape(msg), level)
@@ -208,23 +245,44 @@ class LogAggregator:
             if hit is None:
                 t = template(msg)
                 hit = cache[shape] = (pattern_id(t + "\x00" + level), t)
-            pattern_hits.append((hit[0], hit[1], level, msg))
-        now_ms = int(self._clock() * 1000)
-        with self._lock:
-            self._lines_total += n
-            self._window_lines += n
-            for key, c in counts.items():
-                self._totals[key] = self._totals.get(key, 0) + c
-            self._count_patterns(pattern_hits, now_ms)
+            h = hits.get(hit[0])
+            if h is None:
+                info = patterns.get(hit[0])
+                h = hits[hit[0]] = _Hits(hit[1], level, list(info.samples) if info else [])
+            h.count += 1
+            samples = h.samples
+            if len(samples) < limit and msg not in samples:
+                samples.append(msg[:1024])
+            order.append((hit[0], msg))
+        return hits, order
 
-    def _count_patterns(self, hits: list[tuple[str, str, str, str]], now_ms: int) -> None:
+    def _count_patterns(
+        self, hits: dict[str, _Hits], order: list[tuple[str, str]], now_ms: int
+    ) -> None:
         rules = self._rules
-        for pid, tmpl, level, msg in hits:
+        if len(self._patterns) + sum(pid not in self._patterns for pid in hits) <= (
+            rules.max_patterns
+        ):
+            # No eviction can happen in this batch: whole counts per pattern are the
+            # same as counting line by line.
+            for pid, h in hits.items():
+                info = self._patterns.get(pid)
+                if info is None:
+                    info = PatternInfo(pid, h.template, h.level, first_seen_ms=now_ms)
+                    self._patterns[pid] = info
+                info.count += h.count
+                info.window_count += h.count
+                info.last_seen_ms = now_ms
+                info.samples = h.samples
+            return
+        # Under eviction pressure the order of the lines matters: one at a time.
+        for pid, msg in order:
             info = self._patterns.get(pid)
             if info is None:
                 if len(self._patterns) >= rules.max_patterns:
                     self._evict()
-                info = PatternInfo(pid, tmpl, level, first_seen_ms=now_ms)
+                h = hits[pid]
+                info = PatternInfo(pid, h.template, h.level, first_seen_ms=now_ms)
                 self._patterns[pid] = info
             info.count += 1
             info.window_count += 1

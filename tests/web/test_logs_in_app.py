@@ -69,6 +69,13 @@ async def test_wired_like_server_py(tmp_path: Path) -> None:
         )
         assert r.status_code == 204, r.text
         assert (await client.get("/logs", headers=write)).status_code == 403
+        # Ingest runs as a direct route: its own auth check and project errors.
+        for path in ("/logs", "/api/v1/logs", "/loki/api/v1/push"):
+            assert (await client.post(path, content=b"{}")).status_code == 401
+            assert (await client.post(path, content=b"{}", headers=read)).status_code == 403
+            r = await client.post(path, content=b"{", headers=write)
+            assert r.status_code == 400, r.text
+            assert r.json()["errorType"] == "bad_data"
         await pipeline.writer.commit_pending()
         logs = (await client.get("/logs", headers=read)).json()["data"]["logs"]
         assert sorted(x["server_id"] for x in logs) == ["a", "b"]

@@ -62,6 +62,7 @@ from monitoringserver.model.logs import LogBatch, normalize_level
 from monitoringserver.model.matchers import Matcher, MatchOp
 from monitoringserver.pipeline.bus import Bus
 from monitoringserver.web.deps import require
+from monitoringserver.web.direct_routes import DirectRoute
 from monitoringserver.web.routers.logs_ws import (
     authorize_websocket,
     batch_to_json,
@@ -216,7 +217,9 @@ def logs_router(web: LogsWeb) -> APIRouter:
         return _json({"status": "success", "data": data})
 
     for path in ("/api/v1/logs", "/logs"):
-        router.add_route(path, ingest, methods=["POST"], include_in_schema=False)
+        # Ingest is the hot path: a direct route skips FastAPI's routing scan in apps
+        # built by ``create_app`` (it authenticates itself and raises project errors).
+        router.routes.append(DirectRoute(path, ingest, methods=["POST"]))
         router.add_route(path, search, methods=["GET"], include_in_schema=False)
 
     async def patterns(request: Request) -> Response:

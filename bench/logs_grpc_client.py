@@ -12,7 +12,9 @@ already applied, exactly as for a real agent's retry. Retries are counted by sta
 
 The messages are serialised before the clock starts (like the HTTP bodies), written to
 a file, and sent by a client in its own process (``python -m bench.logs_grpc_client
---send TARGET FILE``), which prints one JSON object: seconds, calls, retries by status, latencies.
+--send TARGET FILE``), which prints one JSON object: seconds, calls, retries by status
+(with the details of the first few failures other than ``RESOURCE_EXHAUSTED``),
+latencies.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ async def _send(target: str, path: Path) -> dict[str, object]:
     latencies: list[float] = []
     retries: dict[str, int] = {}
     failures: dict[str, int] = {}
+    details: list[str] = []  # the first few unexpected failures
     async with grpc.aio.insecure_channel(
         target, options=[("grpc.max_send_message_length", 64 << 20)]
     ) as channel:
@@ -133,6 +136,8 @@ async def _send(target: str, path: Path) -> dict[str, object]:
                     # server ends the call first; the call's own status tells.
                     code = (await call.code()).name
                     retries[code] = retries.get(code, 0) + 1
+                    if code != "RESOURCE_EXHAUSTED" and len(details) < 5:
+                        details.append(f"{code}: {await call.details()}")
                     failures[host] = failures.get(host, 0) + 1
                     if failures[host] > _MAX_FAILURES:
                         raise
@@ -156,6 +161,7 @@ async def _send(target: str, path: Path) -> dict[str, object]:
         "seconds": elapsed,
         "calls": len(latencies),
         "retries": retries,
+        "failure_details": details,
         "call_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "call_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
     }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitoringserver.ingest.grpc_logs import log_batch_from_pb
+from monitoringserver.errors import BadDataError
+from monitoringserver.ingest.grpc_logs import decode_log_batch, log_batch_from_pb
 from monitoringserver.proto import monitoring_pb2 as pb
 
 
@@ -33,8 +34,41 @@ def test_record_fields(record: pb.LogRecord, ts: int, level: str, attrs: dict[st
     assert batch.source == [record.source, "s"]
 
 
-def test_attrs_dicts_are_distinct_objects() -> None:
-    req = pb.LogBatch(agent_id="a", records=[pb.LogRecord(message="x"), pb.LogRecord(message="y")])
-    batch = log_batch_from_pb(req, "a", 1)
-    batch.attrs[0]["k"] = "v"
-    assert batch.attrs[1] == {}
+def test_records_with_attrs_own_their_dicts_the_others_share_an_empty_one() -> None:
+    records = [pb.LogRecord(message="x"), pb.LogRecord(message="y", attrs={"k": "v"})]
+    records += [pb.LogRecord(message="z", attrs={"k": "v"}), pb.LogRecord(message="w")]
+    batch = log_batch_from_pb(pb.LogBatch(agent_id="a", records=records), "a", 1)
+    assert batch.attrs == [{}, {"k": "v"}, {"k": "v"}, {}]
+    assert batch.attrs[1] is not batch.attrs[2]
+    assert batch.attrs[0] is batch.attrs[3]
+    plain = log_batch_from_pb(pb.LogBatch(agent_id="a", records=records[:1] * 3), "a", 1)
+    assert plain.attrs == [{}, {}, {}]
+    assert plain.attrs[0] is not batch.attrs[0]  # one per batch: batches stay independent
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"\xff\xff\xff", BadDataError),
+        (pb.LogBatch(agent_id="").SerializeToString(), BadDataError),
+    ],
+)
+def test_decode_log_batch_rejects(raw: bytes, error: type[Exception]) -> None:
+    def check(agent_id: str) -> str:
+        if not agent_id:
+            raise BadDataError("cannot accept agent_id '': empty")
+        return agent_id
+
+    with pytest.raises(error):
+        decode_log_batch(raw, 1, check)
+
+
+def test_decode_log_batch_reads_agent_and_sequence() -> None:
+    raw = pb.LogBatch(agent_id="web-1", batch_seq=7, records=[pb.LogRecord(message="m")])
+    got = decode_log_batch(raw.SerializeToString(), 42)
+    assert (got.agent_id, got.batch_seq, got.batch.server_id, got.batch.ts_ms.tolist()) == (
+        "web-1",
+        7,
+        ["web-1"],
+        [42],
+    )

@@ -43,6 +43,10 @@ class GrpcOptions:
     ``max_pending_calls``: calls the gRPC core may hold before the handler picks them up
     (its default hard limit, 3,000, cancels calls when thousands of agents connect at
     once); beyond twice this number new calls are refused.
+    ``overload_wait_s``: how long a decoded log batch the log store refuses as
+    overloaded (full write queue) is held and offered again before the call gets
+    ``RESOURCE_EXHAUSTED``; a ``StreamLogs`` call is not read meanwhile (flow control).
+    0 = refuse at once.
     """
 
     max_message_bytes: int = 64 * 1024 * 1024
@@ -54,12 +58,15 @@ class GrpcOptions:
     tls_key: Path | None = None
     suggested_interval_s: float = 0.0
     max_pending_calls: int = 20_000
+    overload_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("cannot configure gRPC TLS: set both tls_cert and tls_key")
         if self.max_inflight < 1 or self.max_message_bytes < 1024:
             raise ConfigError("cannot configure gRPC: max_inflight >= 1, max_message_bytes >= 1KiB")
+        if self.overload_wait_s < 0:
+            raise ConfigError("cannot configure gRPC: overload_wait_s must not be negative")
 
 
 def authorize(

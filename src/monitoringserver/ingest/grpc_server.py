@@ -17,7 +17,6 @@ array lookup instead of a label-set lookup per series.
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from monitoringserver.ingest.grpc_decode import (
     decode_columns,
     decode_samples,
 )
-from monitoringserver.ingest.grpc_logs import log_batch_from_pb
+from monitoringserver.ingest.grpc_logs import LogIngest
 from monitoringserver.logs.api import LogAppender
 from monitoringserver.metrics.api import DedupKey, MetricAppender, SeriesIdAppender
 from monitoringserver.nodes.control import ControlHub
@@ -84,7 +83,6 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
         self._appender = appender
         self._registry = registry
         self._hub = hub
-        self._logs = log_appender
         self._auth = authenticator
         self.options = options or GrpcOptions()
         self.limiter = InflightLimiter(self.options.max_inflight, self.options.retry_after_s)
@@ -92,6 +90,14 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
         self._last_seq: dict[str, int] = {}
         #: metric name -> self-description sent by agents (for /api/v1/metadata).
         self.metadata: dict[str, MetricMeta] = {}
+        self.logs = LogIngest(
+            log_appender,
+            limiter=self.limiter,
+            check_agent_id=_agent_id,
+            authenticator=authenticator,
+            overload_wait_s=self.options.overload_wait_s,
+            on_batch=registry.touch if registry is not None else None,
+        )
 
     # ------------------------------------------------------------ sessions
 
@@ -218,48 +224,17 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
             await abort(context, exc)
 
-    async def _append_logs(self, request: pb.LogBatch) -> tuple[int, bool]:
-        if self._logs is None:
-            raise UnavailableError("cannot accept logs: no log store is configured")
-        agent_id = _agent_id(request.agent_id)
-        batch = log_batch_from_pb(request, agent_id, int(time.time() * 1000))
-        if self._registry is not None:
-            self._registry.touch(agent_id)
-        if len(batch) == 0:
-            return 0, False
-        seq = request.batch_seq
-        with self.limiter:
-            result = await run_to_completion(
-                self._logs.append(
-                    batch, source=agent_id, dedup=DedupKey(agent_id, seq) if seq else None
-                )
-            )
-        return result.accepted, result.duplicate
-
     async def SendLogs(  # noqa: N802 (gRPC method name)
-        self, request: pb.LogBatch, context: grpc.aio.ServicerContext
+        self, request: bytes, context: grpc.aio.ServicerContext
     ) -> pb.SendLogsResponse:
-        try:
-            authorize(self._auth, context, Scope.WRITE)
-            accepted, duplicate = await self._append_logs(request)
-            return pb.SendLogsResponse(accepted=accepted, duplicate=duplicate)
-        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
-            await abort(context, exc)
+        """``request``: an encoded ``LogBatch`` (see :mod:`.grpc_logs`)."""
+        return await self.logs.send(request, context)
 
     async def StreamLogs(  # noqa: N802 (gRPC method name)
-        self, request_iterator: AsyncIterator[pb.LogBatch], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> pb.StreamLogsResponse:
-        try:
-            authorize(self._auth, context, Scope.WRITE)
-            accepted = batches = duplicates = 0
-            async for request in request_iterator:
-                n, dup = await self._append_logs(request)
-                accepted += n
-                batches += 1
-                duplicates += int(dup)
-            return pb.StreamLogsResponse(accepted=accepted, batches=batches, duplicates=duplicates)
-        except Exception as exc:  # noqa: BLE001 (every error becomes a status)
-            await abort(context, exc)
+        """``request_iterator``: encoded ``LogBatch`` messages (see :mod:`.grpc_logs`)."""
+        return await self.logs.stream(request_iterator, context)
 
     async def Control(  # noqa: N802 (gRPC method name)
         self, request: pb.ControlSubscribe, context: grpc.aio.ServicerContext
@@ -319,6 +294,36 @@ class NodeAgentService(pb_grpc.NodeAgentServicer):
             await abort(context, exc)
 
 
+_RAW_REQUESTS = frozenset({"SendLogs", "StreamLogs"})
+_HANDLERS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _add_node_agent(servicer: NodeAgentService, server: grpc.aio.Server) -> None:
+    """Register the ``NodeAgent`` methods like the generated
+    ``add_NodeAgentServicer_to_server``, except that ``SendLogs``/``StreamLogs`` get
+    their requests as bytes (decoded by :mod:`.grpc_logs`, after admission)."""
+    service = pb.DESCRIPTOR.services_by_name["NodeAgent"]
+    handlers = {
+        m.name: _HANDLERS[m.client_streaming, m.server_streaming](
+            getattr(servicer, m.name),
+            request_deserializer=(
+                None if m.name in _RAW_REQUESTS else getattr(pb, m.input_type.name).FromString
+            ),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 class GrpcServer:
     """The ``grpc.aio`` listener. Create and use it inside the running event loop.
 
@@ -359,7 +364,7 @@ class GrpcServer:
                 ("grpc.server.max_pending_requests_hard_limit", 2 * opts.max_pending_calls),
             ]
         )
-        pb_grpc.add_NodeAgentServicer_to_server(self._node_agent, server)  # type: ignore[no-untyped-call]
+        _add_node_agent(self._node_agent, server)
         if self._state_manager is not None:
             pb_grpc.add_StateManagerServicer_to_server(  # type: ignore[no-untyped-call]
                 self._state_manager, server

@@ -54,8 +54,25 @@ def test_invalid_utf8_is_repaired() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{", b"[{}]", b'{"message": 1}', b'"x"', b'[{"message": "a\xff']
+    "body",
+    [
+        b"",
+        b"{",
+        b"[{}]",
+        b'{"message": 1}',
+        b'"x"',
+        b'[{"message": "a\xff',
+        b'{"message": "m", "attrs": null}',
+        b'{"message": "m", "attrs": []}',
+    ],
 )
 def test_structural_errors(body: bytes) -> None:
     with pytest.raises(BadDataError):
         decode_json_logs(body, now_ms=NOW)
+
+
+def test_lines_without_attrs_get_empty_dicts() -> None:
+    d = decode_json_logs(b'[{"message": "a"}, {"message": "b", "attrs": {}}]', now_ms=NOW)
+    assert d.batch.attrs == [{}, {}]
+    d = decode_json_logs(b'[{"message": "a"}, {"message": "b"}]', now_ms=NOW)
+    assert d.batch.attrs == [{}, {}]

@@ -173,3 +173,49 @@ def test_shape_cache_keeps_templates_of_distinct_messages() -> None:
     agg.aggregate(_batch(*lines))
     templates = sorted(p.template for p in agg.top_patterns(10))
     assert templates == ["user <num> logged in from <ip>", "user <num> logged out"]
+
+
+def _state(agg: LogAggregator) -> tuple[object, ...]:
+    patterns = sorted(
+        (p.pattern_id, p.template, p.level, p.count, p.window_count, p.last_seen_ms, p.samples)
+        for p in agg.top_patterns(10_000)
+    )
+    stats = agg.get_stats()
+    return patterns, stats.lines_total, stats.patterns_evicted, _samples(agg.snapshot(5))
+
+
+_MIXED = [
+    ("a", "error", "app", "timeout after 5 ms talking to 10.0.0.1"),
+    ("b", "error", "app", "timeout after 7 ms talking to 10.0.0.2"),
+    ("a", "info", "web", "GET /x 200"),
+    ("a", "warning", "noisy", "disk 91% full"),
+    ("c", "warning", "app", "retry 3 of job 0x1f"),
+    ("a", "error", "app", "timeout after 9 ms talking to 10.0.0.9"),
+    ("c", "critical", "db", "lost 4 replicas"),
+    ("b", "warning", "app", "retry 4 of job 0x2f"),
+    ("b", "error", "app", "x" * 1500),
+    ("b", "error", "app", "x" * 1500),
+    ("b", "error", "app", "x" * 1500),
+    ("a", "unknown", "", "something 1 happened"),
+] + [("d", "error", "app", f"word{chr(97 + i % 26)}{i // 26} failed") for i in range(40)]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        AggregationRules(),
+        AggregationRules(samples_per_pattern=1, exclude_loggers=("noisy", "db")),
+        AggregationRules(max_patterns=5, samples_per_pattern=2),  # evicts within a batch
+        AggregationRules(max_patterns=3, group_by=("level",), pattern_levels=LEVELS),
+        AggregationRules(patterns=False, exclude_loggers=("app",)),
+    ],
+)
+def test_one_batch_counts_like_line_by_line(rules: AggregationRules) -> None:
+    """Counting a whole batch (per-pattern sums, masks in C) leaves the same totals,
+    patterns, samples and evictions as counting its lines one batch each."""
+    whole, single = LogAggregator(rules, clock=Clock()), LogAggregator(rules, clock=Clock())
+    whole.aggregate(_batch(*_MIXED))
+    whole.aggregate(_batch(*reversed(_MIXED)))
+    for row in [*_MIXED, *reversed(_MIXED)]:
+        single.aggregate(_batch(row))
+    assert _state(whole) == _state(single)

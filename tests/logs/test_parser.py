@@ -236,6 +236,18 @@ def test_enrich_fast_path_without_raw_lines(parser: LogParser) -> None:
     assert out.message == ["m", "n"]
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_enrich_fast_path_keeps_or_converts_timestamps(parser: LogParser, dtype: type) -> None:
+    batch = LogBatch(
+        np.array([5, 7], dtype=dtype), ["h", "h"], ["info", "error"], ["", ""], ["", ""],
+        ["m", "x" * 70_000], [{}, {}],
+    )  # fmt: skip
+    out = parser.enrich(batch)
+    assert out.ts_ms.dtype == np.int64
+    assert out.ts_ms.tolist() == [5, 7]
+    assert out.message[1].endswith(TRUNCATION_MARKER)
+
+
 def test_logbatch_helpers() -> None:
     b = LogBatch.from_records([LogRecord(1, "a", level="info"), LogRecord(2, "bé", level="error")])
     assert [r.message for r in b.records()] == ["a", "bé"]

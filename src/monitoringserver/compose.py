@@ -37,7 +37,7 @@ from monitoringserver.web.routers.loki import loki_router
 from monitoringserver.web.routers.nodes import nodes_router
 from monitoringserver.web.routers.prometheus import create_router as prometheus_router
 from monitoringserver.web.routers.pushgateway import Pushgateway
-from monitoringserver.web.routers.remote_write import remote_write_router
+from monitoringserver.web.routers.remote_write import RemoteWrite
 from monitoringserver.web.routers.seed004 import seed004_router
 from monitoringserver.web.routers.targets import Scraping
 
@@ -47,6 +47,7 @@ __all__ = ["wire_all"]
 def wire_all(server: Server) -> None:
     """Register every optional subsystem, in the service order documented above."""
     pushgateway, scraping, forwarding = Pushgateway(), Scraping(), Forwarding()
+    remote_write = RemoteWrite()
     logs = _Logs()
     nodes = _Nodes()
     events = EventHub()
@@ -63,7 +64,7 @@ def wire_all(server: Server) -> None:
 
     server.router_factories += [
         _promql_router,
-        remote_write_router,
+        remote_write.router,
         import_router,
         federate_router,
         seed004_router,
@@ -82,6 +83,7 @@ def wire_all(server: Server) -> None:
         logs.service,
         nodes.registry_service,
         lambda s: Service(*forwarding.service(s)),
+        lambda s: Service(*remote_write.service(s)),
     ]
 
 

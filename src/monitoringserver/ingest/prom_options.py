@@ -20,6 +20,9 @@ class PromIngestOptions:
 
     #: Largest remote-write request after snappy decompression.
     remote_write_max_decoded_bytes: int = 64 * _MIB
+    #: Decode remote-write requests of known series in a worker process (off the event
+    #: loop); anything it declines, or everything when it is off or gone, decodes in-process.
+    remote_write_decode_worker: bool = True
     #: Pushgateway groups not pushed to for this long get staleness markers and vanish.
     pushgateway_ttl_s: float = 600.0
     #: Live groups' series are re-written this often, so PromQL's 5-minute lookback sees them.

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
@@ -24,6 +27,7 @@ from starlette.responses import Response
 
 from monitoringserver.auth.api import Scope
 from monitoringserver.errors import MonitoringError
+from monitoringserver.ingest.decode_worker import DecodeWorker
 from monitoringserver.ingest.remote_write import KeyedDecode, RemoteWriteDecoder
 from monitoringserver.metrics.api import AppendResult, SeriesIdAppender
 from monitoringserver.web.app import WebComponents
@@ -36,8 +40,9 @@ from monitoringserver.web.routers.ingest_common import (
     prom_ingest_options,
 )
 
-__all__ = ["create_remote_write_router", "remote_write_router"]
+__all__ = ["RemoteWrite", "create_remote_write_router", "remote_write_router"]
 
+_log = logging.getLogger("monitoringserver.web.remote_write")
 _FORMAT = "remote_write"
 _V1 = "prometheus.WriteRequest"
 _V2 = "io.prometheus.write.v2.Request"
@@ -58,12 +63,19 @@ class _StoreIds:
     """Encoded label fields of a series → its store series id, for one appender (a new
     appender starts an empty map). Learnt only for series known to exist: an id stays
     valid for the life of the open store (``SeriesIdAppender``). At most ``max_series``
-    entries; it starts over when full."""
+    entries; it starts over when full. A decode ``worker`` gets every change too, in order,
+    so its copy maps a key to the same id or not at all.
 
-    def __init__(self, max_series: int) -> None:
+    ``prefer_worker``: whether the next request of known series goes to the worker; set
+    when an in-process decode found every series known, cleared when the worker declined
+    one (a stream of new series then costs no round trips)."""
+
+    def __init__(self, max_series: int, worker: DecodeWorker | None = None) -> None:
         self.max_series = max_series
         self.ids: dict[bytes, int] = {}
         self.owner: SeriesIdAppender | None = None
+        self.worker = worker
+        self.prefer_worker = False
 
     def for_appender(self, appender: object) -> dict[bytes, int] | None:
         """The map to decode against for ``appender`` (``None`` unless it takes ids)."""
@@ -72,12 +84,18 @@ class _StoreIds:
         if not isinstance(appender, SeriesIdAppender):  # a Protocol check: slow, so once
             return None
         self.ids, self.owner = {}, appender
+        if self.worker is not None:
+            self.worker.forget()
         return self.ids
 
     def learn(self, keys: list[bytes], ids: NDArray[np.uint64]) -> None:
         if len(self.ids) + len(keys) > self.max_series:
             self.ids = {}
+            if self.worker is not None:
+                self.worker.forget()
         self.ids.update(zip(keys, ids.tolist(), strict=True))
+        if self.worker is not None:
+            self.worker.learn(keys, ids)
 
 
 async def _append_ids(
@@ -103,17 +121,22 @@ async def _append_ids(
     return result
 
 
-def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
+def create_remote_write_router(
+    *, max_decoded_bytes: int, decode_worker: DecodeWorker | None = None
+) -> APIRouter:
     """The router serving ``POST /api/v1/write``.
 
     Series the store already knows skip label work: once a request's series are stored,
     the route remembers each one's encoded label fields → store series id (when the
     appender is a :class:`SeriesIdAppender`), and a later request made only of such
     series goes to ``append_ids`` without building a label set; anything else takes the
-    label path (``append``) with the same limits and errors."""
+    label path (``append``) with the same limits and errors.
+
+    With a started ``decode_worker``, requests of known series are decoded in that
+    process (the event loop only passes bytes); whatever it declines is decoded here."""
     router = APIRouter()
     decoder = RemoteWriteDecoder()
-    store_ids = _StoreIds(decoder.max_series)
+    store_ids = _StoreIds(decoder.max_series, decode_worker)
 
     async def write(request: Request) -> Response:
         require(request, Scope.WRITE)
@@ -142,11 +165,23 @@ def create_remote_write_router(*, max_decoded_bytes: int) -> APIRouter:
             batch = decoder.decode_v2(body, compressed=compressed, max_bytes=max_decoded_bytes)
             return KeyedDecode(batch, None)
 
-        try:
-            decoded = await asyncio.to_thread(run) if len(body) > _THREAD_BYTES else run()
-        except MonitoringError:
-            count_error(comps, _FORMAT)
-            raise
+        decoded: KeyedDecode | None = None
+        if known and decode_worker is not None and store_ids.prefer_worker:
+            found = await decode_worker.decode_known(
+                body, compressed=compressed, max_bytes=max_decoded_bytes
+            )
+            if found is None:
+                store_ids.prefer_worker = False
+            else:
+                decoded = KeyedDecode(None, None, *found)
+        if decoded is None:
+            try:
+                decoded = await asyncio.to_thread(run) if len(body) > _THREAD_BYTES else run()
+            except MonitoringError:
+                count_error(comps, _FORMAT)
+                raise
+            if decoded.batch is None:
+                store_ids.prefer_worker = True
         if decoded.batch is None:
             assert id_appender is not None
             result = await _append_ids(comps, id_appender, decoded)
@@ -184,6 +219,49 @@ def _v2_headers(accepted: int) -> dict[str, str]:
 
 
 def remote_write_router(server: object) -> APIRouter:
-    """Factory for ``Server.router_factories`` (reads ``config.prometheus_ingest``)."""
+    """Factory for ``Server.router_factories`` (reads ``config.prometheus_ingest``);
+    decodes in-process (:class:`RemoteWrite` adds the decode worker)."""
     opts = prom_ingest_options(server)
     return create_remote_write_router(max_decoded_bytes=opts.remote_write_max_decoded_bytes)
+
+
+class RemoteWrite:
+    """The remote-write route and, when ``prometheus_ingest.remote_write_decode_worker``
+    is on, its decode worker process: :meth:`router` for ``Server.router_factories``,
+    :meth:`service` (``(name, run, stop)``) for ``Server.service_factories``. ``run``
+    spawns the worker (a failure is logged and decoding stays in-process) and waits;
+    ``stop`` closes it and waits for it to exit."""
+
+    def __init__(self) -> None:
+        self.worker: DecodeWorker | None = None
+        self._stopped = asyncio.Event()
+
+    def router(self, server: object) -> APIRouter:
+        opts = prom_ingest_options(server)
+        if opts.remote_write_decode_worker:
+            self.worker = DecodeWorker()
+        return create_remote_write_router(
+            max_decoded_bytes=opts.remote_write_max_decoded_bytes, decode_worker=self.worker
+        )
+
+    def service(
+        self, _server: object
+    ) -> tuple[
+        str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Coroutine[Any, Any, None]]
+    ]:
+        return "remote-write-decode", self._run, self._stop
+
+    async def _run(self) -> None:
+        if self.worker is None:
+            return
+        try:
+            await self.worker.start()
+        except OSError as exc:
+            _log.warning("cannot start remote-write decode worker: %s (decoding in-process)", exc)
+            return
+        await self._stopped.wait()
+
+    async def _stop(self) -> None:
+        self._stopped.set()
+        if self.worker is not None:
+            await self.worker.aclose()

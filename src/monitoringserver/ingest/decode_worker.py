@@ -1,0 +1,305 @@
+"""Remote-write decoding of known series in a worker process (off the event loop's GIL).
+
+The server's event-loop thread is the ingest ceiling: every remote-write request costs it
+the snappy decompression, the split of the ``WriteRequest`` and one dictionary lookup per
+series. :class:`DecodeWorker` moves that work to a child process (``python -m
+monitoringserver.ingest.decode_worker FD``) over a Unix stream socket; the event loop
+only writes the compressed body and reads back three arrays.
+
+Contract:
+
+* the worker keeps its own copy of the route's map *encoded label fields → store series
+  id*, fed in order on the same socket by :meth:`DecodeWorker.learn` and
+  :meth:`DecodeWorker.forget`; a decode sent after them sees them;
+* :meth:`DecodeWorker.decode_known` answers the store series id, timestamp (ms) and
+  value of every sample when the worker knew every series of the request, and ``None``
+  otherwise: an unknown series, a layout other than Prometheus', a body that does not
+  decode or is over ``max_bytes``, too many requests in flight, a worker not started,
+  busy starting or gone. ``None`` means "decode it in-process", which then answers
+  exactly as without a worker (errors included), so the worker never changes a result;
+* a worker that dies is not restarted: decoding stays in-process (logged once);
+* :meth:`DecodeWorker.aclose` closes the socket (the worker exits at end of input) and
+  waits for the process; learn messages beyond ``max_buffered_bytes`` of unsent output
+  are dropped (the worker then declines those series), never queued without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import struct
+import sys
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitoringserver.ingest.remote_write import decompress_snappy
+from monitoringserver.ingest.rw_wire import known_series_ids, split_write_request
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["DecodeWorker", "KnownSamples", "serve"]
+
+_log = logging.getLogger("monitoringserver.ingest.decode_worker")
+
+#: Frame header: request id, kind, payload length in bytes.
+_HEADER = struct.Struct("<IBI")
+#: Decode request prefix: compressed flag, largest decompressed size in bytes.
+_DECODE = struct.Struct("<BQ")
+_LEARN, _FORGET, _DECODE_REQ, _DECLINED, _SAMPLES = 1, 2, 3, 4, 5
+
+#: The arrays of a request whose series were all known: ``(series_ids, ts_ms, values)``,
+#: one entry per sample, in wire order.
+KnownSamples = tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]
+
+
+class _Channel(asyncio.Protocol):
+    """The event loop's end of the socket: frames out, replies matched to futures."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, asyncio.Future[KnownSamples | None]] = {}
+        self.buffer = bytearray()
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        start = 0
+        size = len(buf)
+        while size - start >= _HEADER.size:
+            rid, kind, length = _HEADER.unpack_from(buf, start)
+            end = start + _HEADER.size + length
+            if end > size:
+                break
+            future = self.pending.pop(rid, None)
+            if future is not None and not future.done():
+                if kind == _SAMPLES:
+                    future.set_result(_arrays(buf[start + _HEADER.size : end]))
+                else:
+                    future.set_result(None)
+            start = end
+        if start:
+            del buf[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for future in self.pending.values():
+            if not future.done():
+                future.set_result(None)
+        self.pending.clear()
+        self.closed.set()
+
+
+def _arrays(payload: bytearray) -> KnownSamples:
+    """The three arrays of a ``_SAMPLES`` payload (writable: they share ``payload``)."""
+    n = len(payload) // 24
+    ids = np.frombuffer(payload, dtype=np.uint64, count=n)
+    ts = np.frombuffer(payload, dtype=np.int64, count=n, offset=8 * n)
+    values = np.frombuffer(payload, dtype=np.float64, count=n, offset=16 * n)
+    return ids, ts, values
+
+
+class DecodeWorker:
+    """One decode worker process and its socket (see the module docstring).
+
+    ``max_in_flight``: requests awaiting an answer before further ones decline;
+    ``max_buffered_bytes``: unsent output above which decodes decline and learns drop.
+    ``decoded`` counts the requests the worker answered with samples. Use from one event
+    loop only.
+    """
+
+    def __init__(self, *, max_in_flight: int = 64, max_buffered_bytes: int = 16 << 20) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_buffered_bytes = max_buffered_bytes
+        self._channel: _Channel | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._next_id = 0
+        self._lost_logged = False
+        self.decoded = 0
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker's socket is open."""
+        return self._channel is not None and self._channel.transport is not None
+
+    async def start(self) -> None:
+        """Spawn the worker process (it answers once its imports are done; meanwhile
+        decodes queue on the socket). Raises ``OSError`` when it cannot be spawned."""
+        if self._process is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "monitoringserver.ingest.decode_worker",
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        _transport, self._channel = await loop.create_connection(_Channel, sock=ours)
+
+    def _open_transport(self) -> asyncio.Transport | None:
+        channel = self._channel
+        if channel is None or channel.transport is None:
+            if channel is not None and not self._lost_logged:
+                self._lost_logged = True
+                _log.warning("remote-write decode worker is gone: decoding in-process")
+            return None
+        return channel.transport
+
+    def learn(self, keys: list[bytes], ids: NDArray[np.uint64]) -> None:
+        """Tell the worker that series ``keys[i]`` (encoded label fields) has store id
+        ``ids[i]``. Dropped when the output is backed up or the worker is gone."""
+        transport = self._open_transport()
+        if transport is None or not keys:
+            return
+        if transport.get_write_buffer_size() > self.max_buffered_bytes:
+            return
+        lengths = np.fromiter(map(len, keys), dtype=np.uint32, count=len(keys))
+        parts = [
+            struct.pack("<I", len(keys)),
+            np.ascontiguousarray(ids, dtype=np.uint64).tobytes(),
+            lengths.tobytes(),
+            b"".join(keys),
+        ]
+        size = sum(map(len, parts))
+        transport.writelines([_HEADER.pack(0, _LEARN, size), *parts])
+
+    def forget(self) -> None:
+        """Clear the worker's map (the route's map started over). Always sent while the
+        worker is alive: a lost forget could leave ids of another store behind."""
+        transport = self._open_transport()
+        if transport is not None:
+            transport.write(_HEADER.pack(0, _FORGET, 0))
+
+    async def decode_known(
+        self, body: bytes, *, compressed: bool, max_bytes: int
+    ) -> KnownSamples | None:
+        """The samples of a remote-write 1.0 ``body`` by store series id, or ``None``
+        (decode in-process) as the module docstring lists."""
+        transport = self._open_transport()
+        channel = self._channel
+        if transport is None or channel is None:
+            return None
+        if (
+            len(channel.pending) >= self.max_in_flight
+            or transport.get_write_buffer_size() > self.max_buffered_bytes
+        ):
+            return None
+        self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF
+        future: asyncio.Future[KnownSamples | None] = asyncio.get_running_loop().create_future()
+        channel.pending[rid] = future
+        meta = _DECODE.pack(1 if compressed else 0, max_bytes)
+        transport.writelines([_HEADER.pack(rid, _DECODE_REQ, len(meta) + len(body)), meta, body])
+        found = await future
+        if found is not None:
+            self.decoded += 1
+        return found
+
+    async def aclose(self) -> None:
+        """Close the socket and wait for the worker to exit (killed after 10 s)."""
+        channel, process = self._channel, self._process
+        self._channel = self._process = None
+        if channel is not None and channel.transport is not None:
+            channel.transport.close()
+            await channel.closed.wait()
+        if process is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+
+# -- the worker process ------------------------------------------------------------------
+
+
+def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
+    data = stream.read(n)
+    return data if len(data) == n else None
+
+
+def serve(sock: socket.socket) -> None:
+    """The worker's loop: answer frames from ``sock`` until end of input."""
+    known: dict[bytes, int] = {}
+    stream = cast(BinaryIO, sock.makefile("rb", buffering=1 << 20))
+    with stream:
+        while (header := _read_exactly(stream, _HEADER.size)) is not None:
+            rid, kind, length = _HEADER.unpack(header)
+            payload = _read_exactly(stream, length)
+            if payload is None:
+                return
+            if kind == _LEARN:
+                (count,) = struct.unpack_from("<I", payload)
+                ids = np.frombuffer(payload, dtype=np.uint64, count=count, offset=4).tolist()
+                lengths = np.frombuffer(payload, np.uint32, count, offset=4 + 8 * count)
+                ends = (np.cumsum(lengths, dtype=np.int64) + (4 + 12 * count)).tolist()
+                starts = [4 + 12 * count, *ends[:-1]]
+                keys = map(payload.__getitem__, map(slice, starts, ends))
+                known.update(zip(keys, ids, strict=False))
+                continue
+            if kind == _FORGET:
+                known.clear()
+                continue
+            answer = _decode(payload, known)
+            if answer is None:
+                sock.sendall(_HEADER.pack(rid, _DECLINED, 0))
+            else:
+                size = sum(a.nbytes for a in answer)
+                parts: list[Buffer] = [_HEADER.pack(rid, _SAMPLES, size), *(a.data for a in answer)]
+                sent = sock.sendmsg(parts)
+                if sent < _HEADER.size + size:  # a partial send: the rest in one piece
+                    sock.sendall(b"".join(parts)[sent:])
+
+
+def _decode(payload: bytes, known: dict[bytes, int]) -> KnownSamples | None:
+    """A decode request's arrays, or ``None`` (unknown series, other layout, any error)."""
+    compressed, max_bytes = _DECODE.unpack_from(payload)
+    body = payload[_DECODE.size :]
+    try:
+        raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
+        parts = split_write_request(raw)
+    except Exception:  # noqa: BLE001 (any failure: the event loop decodes it and reports)
+        return None
+    if parts is None:
+        return None
+    ids = known_series_ids(parts, known)
+    if ids is None:
+        return None
+    return (
+        np.ascontiguousarray(ids),
+        np.ascontiguousarray(parts.ts_ms),
+        np.ascontiguousarray(parts.values),
+    )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m monitoringserver.ingest.decode_worker FD``: serve the socket ``FD``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    fd = int(argv[1])
+    with socket.socket(fileno=fd) as sock:
+        serve(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

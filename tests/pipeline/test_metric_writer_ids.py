@@ -130,7 +130,7 @@ async def test_resolve_series_keeps_the_limits_and_refuses_when_closing(data_dir
         writer = h.handle.writer
         with pytest.raises(CardinalityLimitError, match="per-source limit is 2"):
             writer.resolve_series([series("m", i=str(i)) for i in range(3)], source="agent")
-        assert len(writer._new_series) == 0
+        assert len(writer._new_blocks) == 0
         with pytest.raises(BadDataError):
             writer.resolve_series([(("host", "a"),)])  # no metric name
         await h.handle.aclose()

@@ -26,9 +26,11 @@ keeps samples as byte strings, decoded together), then to the protobuf runtime.
 
 from __future__ import annotations
 
+import operator
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import accumulate, compress, repeat
 from typing import Any
 
 import cramjam
@@ -44,7 +46,7 @@ from monitoringserver.ingest.rw_wire import (
     known_series_ids,
     split_write_request,
 )
-from monitoringserver.model.labels import METRIC_NAME, Labels
+from monitoringserver.model.labels import METRIC_NAME, Labels, sorted_within
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto.prompb import remote_pb2, write_v2_pb2
 
@@ -61,6 +63,8 @@ DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 _LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PREFIX = "cannot parse remote write body"
+_NAME = operator.itemgetter(0)
+_VALUE = operator.itemgetter(1)
 
 
 def decompress_snappy(body: bytes, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> bytes:
@@ -100,6 +104,30 @@ def _checked(pairs: list[tuple[str, str]], *, names_checked: bool = False) -> La
     return tuple(sorted(pairs))
 
 
+def _field_stops(encoded: list[bytes], prefixes: list[bytes]) -> list[int] | None:
+    """How many of the ``encoded`` labels (parsed from the joined ``prefixes``) end each
+    prefix, cumulatively; ``None`` unless every byte was a canonically encoded label field
+    (tag ``0x0a``, shortest length varint) and every prefix ends at a field's end."""
+    n = len(encoded)
+    if not n:
+        return None
+    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    ends = sizes.cumsum()
+    if sizes.max() < 1 << 7:  # tag and a one-byte length: 2 bytes more per field
+        ends += np.arange(2, 2 * n + 2, 2)
+    else:
+        varint = (sizes >= 1 << 7) + (sizes >= 1 << 14) + (sizes >= 1 << 21) + (sizes >= 1 << 28)
+        ends += np.cumsum(2 + varint)
+    bounds = np.fromiter(accumulate(map(len, prefixes)), dtype=np.int64, count=len(prefixes))
+    if ends[-1] != bounds[-1]:
+        return None
+    at = ends.searchsorted(bounds)
+    if not (ends[at] == bounds).all():
+        return None
+    stops: list[int] = (at + 1).tolist()
+    return stops
+
+
 def _labels(series: remote_pb2.TimeSeries, cache: dict[tuple[str, ...], Labels]) -> Labels:
     flat = tuple(s for label in series.labels for s in (label.name, label.value))
     found = cache.get(flat)
@@ -126,6 +154,7 @@ class RemoteWriteDecoder:
         # One object per distinct label pair (and its strings), so 100 series of a host
         # share their instance pair and the store's index can adopt them without copies.
         self._pairs: dict[bytes, tuple[str, str]] = {}
+        self._empty_values = False  # whether a pair in _pairs has an empty value
         self._valid_names: set[str] = {METRIC_NAME}
 
     def _raw_labels(self, encoded: tuple[bytes, ...]) -> Labels:
@@ -152,6 +181,7 @@ class RemoteWriteDecoder:
                         if not _LABEL_NAME_RE.fullmatch(name):
                             raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
                         self._valid_names.add(name)
+                    self._empty_values |= not label.value  # (set before it is shared)
                     pairs[i] = shared[item] = (sys.intern(name), label.value)
         return _checked(pairs, names_checked=True)  # type: ignore[arg-type]
 
@@ -198,25 +228,75 @@ class RemoteWriteDecoder:
 
     def _from_split(self, split: WireSplit) -> tuple[SampleBatch, list[bytes]] | None:
         """The batch of a vectorised split (and the encoded label fields of each of its
-        series): one dictionary lookup per series by its encoded label fields; ``None``
-        when a prefix is not purely label fields."""
-        numbers: dict[bytes, int] = {}
-        idx = [numbers.setdefault(p, len(numbers)) for p in split.prefixes]
+        series): one dictionary lookup per series by its encoded label fields, the
+        series not seen before parsed together; ``None`` when a prefix is not purely
+        label fields."""
+        keys = split.prefixes
+        if len(dict.fromkeys(keys)) == len(keys):  # each series once (as Prometheus sends)
+            idx = np.arange(len(keys), dtype=np.uint32)
+        else:
+            numbers: dict[bytes, int] = {}
+            idx = np.asarray([numbers.setdefault(p, len(numbers)) for p in keys], np.uint32)
+            keys = list(numbers)
         cache = self._prefix_cache
-        series: list[Labels] = []
-        for prefix in numbers:
-            found = cache.get(prefix)
-            if found is None:
-                found = self._prefix_labels(prefix)
-                if found is None:
-                    return None
-                if len(cache) >= self.max_series:
-                    cache.clear()
-                    self._pairs = {}
-                cache[prefix] = found
-            series.append(found)
-        series_idx = np.repeat(np.asarray(idx, dtype=np.uint32), split.counts)
-        return SampleBatch(series, series_idx, split.ts_ms, split.values), list(numbers)
+        series: list[Labels | None] | list[Labels] = list(map(cache.get, keys))
+        if None in series:
+            missing = list(compress(keys, map(operator.is_, series, repeat(None))))
+            parsed = self._labels_of_prefixes(missing)
+            if parsed is None:
+                return None
+            if len(cache) + len(missing) > self.max_series:
+                cache.clear()
+                self._pairs = {}
+                self._empty_values = False
+            cache.update(zip(missing, parsed, strict=True))
+            series = parsed if len(parsed) == len(keys) else list(map(cache.__getitem__, keys))
+        series_idx = np.repeat(idx, split.counts)
+        return SampleBatch(series, series_idx, split.ts_ms, split.values), keys  # type: ignore[arg-type]
+
+    def _labels_of_prefixes(self, prefixes: list[bytes]) -> list[Labels] | None:
+        """The label sets of series' leading bytes, or ``None`` unless each is complete
+        label fields. All of them are parsed as one message: the field sizes (when
+        every field is a canonically encoded label) must add up to each prefix's end;
+        any other layout parses prefix by prefix."""
+        joined = b"".join(prefixes)
+        try:
+            encoded = list(remote_pb2.TimeSeriesRaw.FromString(joined).labels)
+        except DecodeError:
+            encoded = []
+        stops = _field_stops(encoded, prefixes)
+        if stops is None:
+            each = list(map(self._prefix_labels, prefixes))
+            return None if None in each else each  # type: ignore[return-value]
+        pairs = self._pairs_of(encoded)
+        names = list(map(_NAME, pairs))
+        if (
+            names.count(METRIC_NAME) == len(stops)
+            and not (self._empty_values and "" in map(_VALUE, pairs))
+            and sorted_within(names, stops)
+        ):  # sorted, unique, named, no empty values: the sets are the slices as they are
+            return list(map(tuple, map(pairs.__getitem__, map(slice, [0, *stops[:-1]], stops))))
+        starts = [0, *stops[:-1]]
+        return [
+            _checked(pairs[a:b], names_checked=True) for a, b in zip(starts, stops, strict=True)
+        ]
+
+    def _pairs_of(self, encoded: list[bytes]) -> list[tuple[str, str]]:
+        """The shared pair of each encoded ``Label`` message, parsing unseen ones."""
+        shared = self._pairs
+        pairs = list(map(shared.get, encoded))
+        if None in pairs:
+            for item in set(compress(encoded, map(operator.is_, pairs, repeat(None)))):
+                label = remote_pb2.Label.FromString(item)
+                name = label.name
+                if name not in self._valid_names:
+                    if not _LABEL_NAME_RE.fullmatch(name):
+                        raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
+                    self._valid_names.add(name)
+                self._empty_values |= not label.value  # (set before it is shared)
+                shared[item] = (sys.intern(name), label.value)
+            pairs = list(map(shared.__getitem__, encoded))
+        return pairs  # type: ignore[return-value]
 
     def _prefix_labels(self, prefix: bytes) -> Labels | None:
         """The label set of a series' leading bytes, or ``None`` unless they are

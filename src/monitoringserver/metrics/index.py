@@ -21,42 +21,36 @@ from __future__ import annotations
 import operator
 import threading
 from array import array
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from itertools import accumulate, chain, compress, repeat
 
 import numpy as np
 from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, CardinalityLimitError
+from monitoringserver.metrics.labelsets import (
+    NewSeries,
+    SeriesBlock,
+    SeriesLimits,
+    count_names,
+    metric_of,
+    pair_ok,
+    validate_label_set,
+)
 from monitoringserver.model.labels import (
     METRIC_NAME,
     Labels,
-    validate_label_name,
-    validate_metric_name,
+    sorted_within,
 )
 from monitoringserver.model.matchers import Matcher, MatchOp
 
-__all__ = ["NewSeries", "SeriesIndex", "SeriesLimits"]
+__all__ = ["NewSeries", "SeriesBlock", "SeriesIndex", "SeriesLimits"]
 
 IdArray = NDArray[np.uint64]
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesLimits:
-    """0 means unlimited."""
-
-    max_series: int = 0
-    max_per_metric: int = 0
-    max_per_source: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NewSeries:
-    """A series created by :meth:`SeriesIndex.resolve`, to be persisted with its samples."""
-
-    series_id: int
-    labels: Labels
-    source: str
+_NAME = _FIRST = operator.itemgetter(0)
+_VALUE = _SECOND = operator.itemgetter(1)
+_PairEntry = tuple[tuple[str, str], "array[int]"]
 
 
 class SeriesIndex:
@@ -69,15 +63,18 @@ class SeriesIndex:
         self._ids: dict[Labels, int] = {}
         self._labels: list[Labels] = []
         self._postings: dict[str, dict[str, array[int]]] = {}
-        self._per_metric: dict[str, int] = {}  # active series per metric name
+        # Every pair of a series → (its shared object, its posting list): one lookup per
+        # pair shares it, finds its postings and tells it is valid.
+        self._by_pair: dict[tuple[str, str], _PairEntry] = {}
+        self._per_metric: Counter[str] = Counter()  # active series per metric name
         self._per_source: dict[str, int] = {}  # active series per source
         self._active = 0
         self._metric_of: array[int] = array("I")  # series id → metric number
         self._source_of: array[int] = array("I")  # series id → source number
-        self._numbers: dict[tuple[str, str], int] = {}  # ("m"|"s", name) → number
+        self._numbers: dict[str, dict[str, int]] = {"m": {}, "s": {}}  # kind → name → number
         self._names: dict[str, list[str]] = {"m": [], "s": []}
-        self._interned: dict[object, object] = {}
-        self._valid_names: set[str] = set()  # label and metric names already validated
+        self._strings: dict[str, str] = {}  # one shared object per label string
+        self._valid_names: set[str] = set()  # label names, and metric names prefixed "="
         self._min_ts = np.empty(0, dtype=np.int64)
         self._max_ts = np.empty(0, dtype=np.int64)
 
@@ -87,76 +84,71 @@ class SeriesIndex:
 
     # -- building ----------------------------------------------------------------------
 
-    def _intern(self, labels: Labels) -> Labels:
-        """One shared object per distinct string, pair and label set. Objects the caller
-        passes in are adopted when they are already the shared ones (an ingest decoder
-        that interns its own label sets then holds no second copy)."""
-        table = self._interned
-        get = table.get
-        if type(labels) is tuple and all(map(operator.is_, map(get, labels), labels)):
-            return labels  # every pair is the shared one already (C-level check)
-        pairs = []
-        adopted = True
-        for pair in labels:
-            found = get(pair)
-            if found is None:
-                name, value = pair
-                shared_name = get(name)
-                if shared_name is None:
-                    shared_name = table[name] = name
-                shared_value = get(value)
-                if shared_value is None:
-                    shared_value = table[value] = value
-                if shared_name is name and shared_value is value:
-                    found = pair
-                else:
-                    found = (shared_name, shared_value)
-                table[found] = found
-            adopted = adopted and found is pair
-            pairs.append(found)
-        if adopted and type(labels) is tuple:
-            return labels
-        return tuple(pairs)  # type: ignore[arg-type]
-
-    def _add_locked(self, series_id: int, labels: Labels, source: str) -> None:
-        if series_id != len(self._labels):
-            raise BadDataError(
-                f"cannot register series {series_id}: ids must be dense, next is "
-                f"{len(self._labels)}"
+    def _register_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Give each new pair a shared object (with shared strings: the caller's objects
+        when nothing equal is shared yet) and an empty posting list."""
+        strings = self._strings
+        by_pair = self._by_pair
+        for pair in pairs:
+            name, value = pair
+            shared_name = strings.setdefault(name, name)
+            shared_value = strings.setdefault(value, value)
+            if shared_name is name and shared_value is value and type(pair) is tuple:
+                shared = pair
+            else:
+                shared = (shared_name, shared_value)
+            posting = self._postings.setdefault(shared_name, {}).setdefault(
+                shared_value, array("Q")
             )
-        self._add_many_locked([labels], source)
+            by_pair[shared] = (shared, posting)
 
-    def _add_many_locked(self, series: Sequence[Labels], source: str) -> list[Labels]:
-        """Register ``series`` (new, distinct) under the next ids, in order; returns their
-        interned label sets. One pass per label pair, counters updated once."""
+    def _add_many_locked(
+        self,
+        series: Sequence[Labels],
+        source: str,
+        flat: list[tuple[str, str]] | None = None,
+        found: list[_PairEntry | None] | None = None,
+        metrics: list[str] | None = None,
+    ) -> tuple[list[Labels], bool]:
+        """Register ``series`` (new, distinct) under the next ids, in order, except in
+        ``_ids``; returns their shared label sets and whether those are the objects
+        given (adopted: an ingest decoder that shares its pairs holds no second copy).
+        ``flat``, ``found``, ``metrics``: their pairs, each pair's entry in ``_by_pair``
+        and their metric names, when the caller has them. Every per-pair step is a
+        C-level pass over all pairs."""
         first = len(self._labels)
-        interned = [self._intern(labels) for labels in series]
-        ids = self._ids
-        postings = self._postings
-        per_metric = self._per_metric
-        metric_of = self._metric_of
-        number = self._number
-        for sid, labels in enumerate(interned, first):
-            ids[labels] = sid
-            metric = ""
-            for name, value in labels:
-                if name == METRIC_NAME:
-                    metric = value
-                by_value = postings.get(name)
-                if by_value is None:
-                    by_value = postings[name] = {}
-                found = by_value.get(value)
-                if found is None:
-                    by_value[value] = array("Q", (sid,))
-                else:
-                    found.append(sid)
-            per_metric[metric] = per_metric.get(metric, 0) + 1
-            metric_of.append(number("m", metric))
+        k = len(series)
+        if flat is None:
+            flat = list(chain.from_iterable(series))
+        by_pair = self._by_pair
+        if found is None:
+            found = list(map(by_pair.get, flat))
+        entries: list[_PairEntry]
+        if None in found:
+            self._register_pairs(set(compress(flat, map(operator.is_, found, repeat(None)))))
+            entries = list(map(by_pair.__getitem__, flat))
+        else:
+            entries = found  # type: ignore[assignment]
+        counts = list(map(len, series))
+        shared = list(map(_FIRST, entries))
+        adopted = all(map(operator.is_, shared, flat)) and set(map(type, series)) <= {tuple}
+        if adopted:
+            interned = list(series)
+        else:
+            stops = list(accumulate(counts))
+            slices = map(slice, [0, *stops[:-1]], stops)
+            interned = list(map(tuple, map(shared.__getitem__, slices)))
+        # Ids only grow, so appending keeps every posting list ascending.
+        sids = chain.from_iterable(map(repeat, range(first, first + k), counts))
+        deque(map(array.append, map(_SECOND, entries), sids), maxlen=0)
+        if metrics is None:
+            metrics = list(map(metric_of, interned))
+        self._per_metric.update(metrics)
+        self._metric_of.extend(map(self._number_map("m", metrics).__getitem__, metrics))
         self._labels.extend(interned)
-        k = len(interned)
         self._per_source[source] = self._per_source.get(source, 0) + k
         self._active += k
-        self._source_of.extend(array("I", (number("s", source),)) * k)
+        self._source_of.extend(array("I", (self._number_map("s", (source,))[source],)) * k)
         total = len(self._labels)
         if total > len(self._min_ts):
             grow = max(1024, len(self._min_ts), total - len(self._min_ts))
@@ -166,15 +158,15 @@ class SeriesIndex:
             self._max_ts = np.concatenate(
                 (self._max_ts, np.full(grow, np.iinfo(np.int64).min, dtype=np.int64))
             )
-        return interned
+        return interned, adopted
 
-    def _number(self, kind: str, name: str) -> int:
-        key = (kind, name)
-        num = self._numbers.get(key)
-        if num is None:
-            num = self._numbers[key] = len(self._names[kind])
+    def _number_map(self, kind: str, names: Iterable[str]) -> dict[str, int]:
+        """The name → number map of ``kind``, numbering those of ``names`` it lacks."""
+        numbers = self._numbers[kind]
+        for name in set(names).difference(numbers):
+            numbers[name] = len(self._names[kind])
             self._names[kind].append(name)
-        return num
+        return numbers
 
     def recount_active(self, since_ms: int) -> int:
         """Recount the limits over series with samples at or after ``since_ms``."""
@@ -183,47 +175,118 @@ class SeriesIndex:
             active = self._max_ts[:n] >= since_ms
             metric = np.frombuffer(self._metric_of, dtype=np.uint32)[:n][active]
             source = np.frombuffer(self._source_of, dtype=np.uint32)[:n][active]
-            self._per_metric = _counts(metric, self._names["m"])
-            self._per_source = _counts(source, self._names["s"])
+            self._per_metric = count_names(metric, self._names["m"])
+            self._per_source = dict(count_names(source, self._names["s"]))
             self._active = int(active.sum())
             return self._active
 
     def load(self, rows: Iterable[tuple[int, Labels, str, int | None, int | None]]) -> None:
-        """Add persisted series ``(id, labels, source, min_ts, max_ts)`` in id order."""
+        """Add persisted series ``(id, labels, source, min_ts, max_ts)`` in id order
+        (registered in runs of one source)."""
         with self._lock:
+            run: list[Labels] = []
+            run_source = ""
+            ranges: list[tuple[int, int, int]] = []
             for series_id, labels, source, lo, hi in rows:
-                if series_id < len(self._labels):
+                expected = len(self._labels) + len(run)
+                if series_id < expected:
                     continue  # already known (replayed twice)
-                self._add_locked(series_id, labels, source)
+                if series_id != expected:
+                    raise BadDataError(
+                        f"cannot register series {series_id}: ids must be dense, next is {expected}"
+                    )
+                if run and source != run_source:
+                    self._load_run_locked(run, run_source)
+                    run = []
+                run_source = source
+                run.append(labels)
                 if lo is not None and hi is not None:
-                    self._min_ts[series_id] = lo
-                    self._max_ts[series_id] = hi
+                    ranges.append((series_id, lo, hi))
+            if run:
+                self._load_run_locked(run, run_source)
+            for series_id, lo, hi in ranges:
+                self._min_ts[series_id] = lo
+                self._max_ts[series_id] = hi
+
+    def _load_run_locked(self, run: list[Labels], source: str) -> None:
+        first = len(self._labels)
+        added, _ = self._add_many_locked(run, source)
+        self._ids.update(zip(added, range(first, first + len(added)), strict=True))
 
     def resolve(self, series: Sequence[Labels], source: str) -> tuple[IdArray, list[NewSeries]]:
         """Ids for ``series`` (in order), creating unknown ones within the limits."""
-        with self._lock:
-            get = self._ids.get
-            found = [get(labels) for labels in series]
-            if None not in found:
-                return np.array(found, dtype=np.uint64), []
-            missing = [i for i, sid in enumerate(found) if sid is None]
-            new = list(dict.fromkeys([series[i] for i in missing]))
-            out = np.array([0 if sid is None else sid for sid in found], dtype=np.uint64)
-            for labels in new:
-                _validate(labels, self._valid_names)
-            self._check_limits_locked(new, source)
-            first = len(self._labels)
-            added = self._add_many_locked(new, source)
-            created = [NewSeries(sid, labels, source) for sid, labels in enumerate(added, first)]
-            if len(new) == len(missing):  # each new label set once: ids in order
-                out[missing] = np.arange(first, first + len(new), dtype=np.uint64)
-            else:
-                positions = {labels: sid for sid, labels in enumerate(new, first)}
-                for i in missing:
-                    out[i] = positions[series[i]]
-            return out, created
+        ids, block = self.resolve_block(series, source)
+        return ids, [] if block is None else block.new_series()
 
-    def _check_limits_locked(self, new: list[Labels], source: str) -> None:
+    def resolve_block(
+        self, series: Sequence[Labels], source: str
+    ) -> tuple[IdArray, SeriesBlock | None]:
+        """Ids for ``series`` (in order), creating unknown ones within the limits; the
+        created series as one block (``None`` when every series was known). Nothing is
+        created when any new label set is invalid or a limit would be exceeded."""
+        with self._lock:
+            ids = self._ids
+            found = list(map(ids.get, series))
+            if None not in found:
+                return np.array(found, dtype=np.uint64), None
+            new = list(compress(series, map(operator.is_, found, repeat(None))))
+            first = len(self._labels)
+            # Their ids in advance: one hashing pass instead of a de-duplication and an
+            # insertion; a repeated set (fewer keys than sets) takes the first one's id.
+            size = len(ids)
+            ids.update(zip(new, range(first, first + len(new)), strict=True))
+            if len(ids) - size != len(new):
+                self._forget_locked(new)
+                new = list(dict.fromkeys(new))
+                ids.update(zip(new, range(first, first + len(new)), strict=True))
+            try:
+                flat, pairs, metrics = self._checked_locked(new)
+                self._check_limits_locked(new, source, metrics)
+                added, adopted = self._add_many_locked(new, source, flat, pairs, metrics)
+            except BaseException:
+                self._forget_locked(new)
+                raise
+            if not adopted:  # keep the shared label sets as keys
+                self._forget_locked(new)
+                ids.update(zip(added, range(first, first + len(added)), strict=True))
+            if len(new) == len(series):  # all new, each once: ids in order
+                out = np.arange(first, first + len(new), dtype=np.uint64)
+            else:
+                out = np.fromiter(map(ids.__getitem__, series), np.uint64, len(series))
+            return out, SeriesBlock(first, added, source)
+
+    def _forget_locked(self, new: list[Labels]) -> None:
+        pop = self._ids.pop
+        for labels in new:
+            pop(labels, None)
+
+    def _checked_locked(
+        self, new: list[Labels]
+    ) -> tuple[list[tuple[str, str]], list[_PairEntry | None], list[str]]:
+        """Check new label sets as :func:`validate_label_set` does; return their pairs, each
+        pair's entry in ``_by_pair`` and the sets' metric names. A known pair is valid
+        (only checked sets register pairs), so only the sets' shape (names ascending,
+        one metric name) and new pairs are checked, in C-level passes over all pairs;
+        on any doubt the sets are checked one by one, for the precise error."""
+        flat = list(chain.from_iterable(new))
+        found = list(map(self._by_pair.get, flat))
+        names = list(map(_NAME, flat))
+        named = list(compress(flat, map(METRIC_NAME.__eq__, names)))
+        if (
+            len(named) == len(new)  # names ascending: exactly one metric name per set
+            and sorted_within(names, list(accumulate(map(len, new))))
+            and (None not in found or self._new_pairs_ok(flat, found))
+        ):
+            return flat, found, list(map(_VALUE, named))
+        for labels in new:
+            validate_label_set(labels, self._valid_names)
+        raise AssertionError("unreachable: a label set above is invalid")  # pragma: no cover
+
+    def _new_pairs_ok(self, flat: list[tuple[str, str]], found: list[_PairEntry | None]) -> bool:
+        unseen = set(compress(flat, map(operator.is_, found, repeat(None))))
+        return all(pair_ok(pair, self._valid_names) for pair in unseen)
+
+    def _check_limits_locked(self, new: list[Labels], source: str, metrics: list[str]) -> None:
         lim = self._limits
         total = self._active
         if lim.max_series and total + len(new) > lim.max_series:
@@ -239,11 +302,7 @@ class SeriesIndex:
                     f"limit is {lim.max_per_source} and {have} exist"
                 )
         if lim.max_per_metric:
-            by_metric: dict[str, int] = {}
-            for labels in new:
-                name = _metric(labels)
-                by_metric[name] = by_metric.get(name, 0) + 1
-            for name, count in by_metric.items():
+            for name, count in Counter(metrics).items():
                 have = self._per_metric.get(name, 0)
                 if have + count > lim.max_per_metric:
                     raise CardinalityLimitError(
@@ -335,41 +394,6 @@ class SeriesIndex:
             return sorted(
                 v for v, ids in values.items() if wanted[np.frombuffer(ids, dtype=np.uint64)].any()
             )
-
-
-def _metric(labels: Labels) -> str:
-    for name, value in labels:
-        if name == METRIC_NAME:
-            return value
-    return ""
-
-
-def _validate(labels: Labels, valid: set[str]) -> None:
-    """Check one new label set; ``valid`` caches names (metric names prefixed ``=``)
-    that passed already, so steady churn does not re-run the regular expressions."""
-    name = _metric(labels)
-    if not name:
-        raise BadDataError(f"cannot accept series {labels!r}: it has no metric name")
-    if "=" + name not in valid:
-        validate_metric_name(name)
-        valid.add("=" + name)
-    previous = ""
-    for label, value in labels:
-        if label not in valid:
-            validate_label_name(label)
-            valid.add(label)
-        if label <= previous and previous:
-            raise BadDataError(f"cannot accept series {labels!r}: labels not sorted or repeated")
-        if value == "":
-            raise BadDataError(f"cannot accept series {labels!r}: label {label} is empty")
-        previous = label
-
-
-def _counts(numbers: NDArray[np.uint32], names: list[str]) -> dict[str, int]:
-    if len(numbers) == 0:
-        return {}
-    counts = np.bincount(numbers, minlength=len(names)).tolist()
-    return {names[i]: c for i, c in enumerate(counts) if c}
 
 
 def _selectivity(m: Matcher) -> int:

@@ -7,6 +7,7 @@ are hashable and cheap, so they serve as dictionary keys in the series index.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Mapping
 
@@ -21,6 +22,7 @@ __all__ = [
     "make_labels",
     "metric_name",
     "sanitize_metric_name",
+    "sorted_within",
     "validate_label_name",
     "validate_metric_name",
     "with_label",
@@ -34,6 +36,7 @@ Labels = tuple[tuple[str, str], ...]
 _METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _INVALID_METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
+_TOP = "\U0010ffff"  # above every valid label name
 
 
 def make_labels(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Labels:
@@ -103,3 +106,15 @@ def sanitize_metric_name(name: str) -> str:
     if not cleaned or cleaned[0].isdigit():
         cleaned = "_" + cleaned
     return cleaned
+
+
+def sorted_within(names: list[str], stops: list[int]) -> bool:
+    """Whether the label names of each of several label sets, laid end to end in
+    ``names`` (set ``i`` ending before ``stops[i]``), strictly ascend: sorted and
+    without repeats. One C-level pass over all names."""
+    following = names[1:]
+    following.append(_TOP)
+    for stop in stops:
+        if stop:
+            following[stop - 1] = _TOP  # a set's last name is compared with nothing
+    return all(map(operator.lt, names, following))

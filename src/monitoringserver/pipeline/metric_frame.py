@@ -1,16 +1,21 @@
 """The WAL record of one acknowledged metric batch: columnar and compact.
 
 Layout (little-endian): ``version u8 | flags u8 | batch_seq i64 | agent_id (u16 len + utf-8)
-| new series (u32 len + JSON [[id, source, [[name, value], ...]], ...]) | n u32 |
-series ids (u32 or u64 per flags) | ts (i64 base + u32 deltas, or i64 per flags) |
-values f64``. New series travel with the first batch that uses them, so a replay can
-rebuild the index before the ``metric_series`` table has them.
+| series blocks (u32 len + JSON [[first_id, source, count], ...]) | their label sets
+(u32 len + JSON [[[[name, value], ...], ...], ...]: an array of label sets per block)
+| n u32 | series ids (u32 or u64 per flags) | ts (i64 base + u32 deltas, or i64 per
+flags) | values f64``.
+New series travel with the first batch that uses them, so a replay can rebuild the
+index before the ``metric_series`` table has them. Version 1 records (one
+``[id, source, labels]`` entry per new series in a single JSON section) still decode.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -18,9 +23,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitoringserver.errors import StorageError
-from monitoringserver.metrics.index import NewSeries
+from monitoringserver.metrics.index import NewSeries, SeriesBlock
+from monitoringserver.model.labels import Labels
 
 __all__ = [
+    "INSERT_SERIES",
     "MetricFrame",
     "SeriesRows",
     "decode_frame",
@@ -29,32 +36,54 @@ __all__ = [
     "series_rows",
 ]
 
-_VERSION = 1
+_VERSION = 2
 _SID32 = 1
 _TS32 = 2
 _HEAD = struct.Struct("<BBq")
 _JSON = msgspec.json.Encoder()
+_BLOCKS = msgspec.json.Decoder(list[tuple[int, str, int]])
+_LABEL_SETS = msgspec.json.Decoder(list[list[tuple[tuple[str, str], ...]]])
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesRows:
-    """New series as ``metric_series`` columns: ids, the JSON text of each label set
-    (``[[name, value], ...]``) and the creating source."""
+    """New series as ``metric_series`` rows, a block at a time: each block's first id,
+    its number of series, the JSON text of its label sets (``[[[name, value], ...],
+    ...]``) and the creating source. :data:`INSERT_SERIES` splits the text into one row
+    per series inside the database."""
 
-    ids: NDArray[np.uint64]
+    first_ids: NDArray[np.uint64]
+    counts: NDArray[np.int64]
     labels: NDArray[np.object_]
     sources: NDArray[np.object_]
 
 
-def series_rows(series: tuple[NewSeries, ...]) -> SeriesRows:
-    """The rows of ``series``: made once per frame, when it is built, and used by both
-    the WAL record and the head commit."""
+#: Inserts the rows of :func:`series_columns` (scanned as ``defs``) into ``metric_series``:
+#: series ``i`` of a block gets id ``first + i`` and the JSON text of its label set. A
+#: replay may carry a series twice: ids already present are ignored.
+INSERT_SERIES = (
+    "INSERT OR IGNORE INTO metric_series SELECT id, labels::VARCHAR, source, NULL, NULL FROM "
+    "(SELECT unnest(range(first::BIGINT, first::BIGINT + n)) AS id, "
+    "unnest(json_extract(labels, '$[*]')) AS labels, source FROM defs)"
+)
+
+
+def series_rows(blocks: Sequence[SeriesBlock]) -> SeriesRows:
+    """The rows of ``blocks``: made once per frame, when it is built, and used by both
+    the WAL record and the head commit. One C-level encoding call per block."""
     encode = _JSON.encode
     return SeriesRows(
-        np.fromiter((s.series_id for s in series), dtype=np.uint64, count=len(series)),
-        np.array([encode(s.labels).decode() for s in series], dtype=object),
-        np.array([s.source for s in series], dtype=object),
+        np.fromiter((b.first_id for b in blocks), dtype=np.uint64, count=len(blocks)),
+        np.fromiter(map(len, blocks), dtype=np.int64, count=len(blocks)),
+        _objects([encode(b.labels).decode() for b in blocks]),
+        _objects([b.source for b in blocks]),
     )
+
+
+def _objects(items: list[str]) -> NDArray[np.object_]:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +91,26 @@ class MetricFrame:
     series_ids: NDArray[np.uint64]
     ts_ms: NDArray[np.int64]
     values: NDArray[np.float64]
-    new_series: tuple[NewSeries, ...] = ()
+    #: Series created since the previous record, in id order.
+    blocks: tuple[SeriesBlock, ...] = ()
     agent_id: str = ""
     batch_seq: int = -1
-    #: ``series_rows(new_series)`` when the builder made them already.
+    #: ``series_rows(blocks)`` when the builder made them already.
     rows: SeriesRows | None = None
 
+    @property
+    def new_series(self) -> tuple[NewSeries, ...]:
+        """``blocks`` as one :class:`NewSeries` per series."""
+        return tuple(chain.from_iterable(b.new_series() for b in self.blocks))
+
     def new_rows(self) -> SeriesRows:
-        """``rows``, or made from ``new_series`` (replayed frames). A frame with ``rows``
-        and no ``new_series`` is a queued one whose series objects were let go."""
+        """``rows``, or made from ``blocks`` (replayed frames). A frame with ``rows``
+        and no ``blocks`` is a queued one whose series objects were let go."""
         if self.rows is not None and (
-            not self.new_series or len(self.rows.ids) == len(self.new_series)
+            not self.blocks or len(self.rows.first_ids) == len(self.blocks)
         ):
             return self.rows
-        return series_rows(self.new_series)
+        return series_rows(self.blocks)
 
 
 def encode_frame(frame: MetricFrame) -> bytes:
@@ -88,23 +123,18 @@ def encode_frame(frame: MetricFrame) -> bytes:
     if n == 0 or int(ts.max()) - base < 2**32:
         flags |= _TS32
     agent = frame.agent_id.encode()
-    # Label tuples serialise as JSON arrays as they are: no per-label conversion.
-    defs = (
-        _JSON.encode(
-            [
-                (s.series_id, s.source, msgspec.Raw(text))
-                for s, text in zip(frame.new_series, frame.new_rows().labels, strict=True)
-            ]
-        )
-        if frame.new_series
-        else b"[]"
-    )
+    blocks = _JSON.encode([(b.first_id, b.source, len(b)) for b in frame.blocks])
+    # The rows' label texts are JSON already (one array per block): joined, not encoded again.
+    texts = frame.new_rows().labels.tolist() if frame.blocks else []
+    label_sets = ("[" + ",".join(texts) + "]").encode()
     out = [
         _HEAD.pack(_VERSION, flags, frame.batch_seq),
         struct.pack("<H", len(agent)),
         agent,
-        struct.pack("<I", len(defs)),
-        defs,
+        struct.pack("<I", len(blocks)),
+        blocks,
+        struct.pack("<I", len(label_sets)),
+        label_sets,
         struct.pack("<I", n),
         (sids.astype(np.uint32) if flags & _SID32 else sids.astype(np.uint64)).tobytes(),
     ]
@@ -116,20 +146,51 @@ def encode_frame(frame: MetricFrame) -> bytes:
     return b"".join(out)
 
 
+def _section(payload: bytes, pos: int) -> tuple[bytes, int]:
+    (length,) = struct.unpack_from("<I", payload, pos)
+    pos += 4
+    if pos + length > len(payload):
+        raise ValueError("a section runs past the end of the record")
+    return payload[pos : pos + length], pos + length
+
+
+def _blocks_v2(headers: bytes, label_text: bytes) -> tuple[SeriesBlock, ...]:
+    label_sets = _LABEL_SETS.decode(label_text)
+    heads = _BLOCKS.decode(headers)
+    if len(heads) != len(label_sets) or any(
+        count != len(sets) for (_, _, count), sets in zip(heads, label_sets, strict=True)
+    ):
+        raise ValueError("series blocks and label sets disagree")
+    return tuple(
+        SeriesBlock(first, sets, source)
+        for (first, source, _), sets in zip(heads, label_sets, strict=True)
+    )
+
+
+def _blocks_v1(defs: bytes) -> tuple[SeriesBlock, ...]:
+    blocks: list[SeriesBlock] = []
+    for i, src, lbls in msgspec.json.decode(defs):
+        labels: Labels = tuple((str(k), str(v)) for k, v in lbls)
+        blocks.append(SeriesBlock(int(i), (labels,), str(src)))
+    return tuple(blocks)
+
+
 def decode_frame(payload: bytes) -> MetricFrame:
     try:
         version, flags, seq = _HEAD.unpack_from(payload, 0)
-        if version != _VERSION:
+        if version not in (1, _VERSION):
             raise StorageError(f"cannot decode WAL record: unknown version {version}")
         pos = _HEAD.size
         (alen,) = struct.unpack_from("<H", payload, pos)
         pos += 2
         agent = payload[pos : pos + alen].decode()
         pos += alen
-        (dlen,) = struct.unpack_from("<I", payload, pos)
-        pos += 4
-        defs = msgspec.json.decode(payload[pos : pos + dlen])
-        pos += dlen
+        section, pos = _section(payload, pos)
+        if version == 1:
+            blocks = _blocks_v1(section)
+        else:
+            label_text, pos = _section(payload, pos)
+            blocks = _blocks_v2(section, label_text)
         (n,) = struct.unpack_from("<I", payload, pos)
         pos += 4
         sid_t = np.uint32 if flags & _SID32 else np.uint64
@@ -145,27 +206,25 @@ def decode_frame(payload: bytes) -> MetricFrame:
             ts = np.frombuffer(payload, dtype=np.int64, count=n, offset=pos).copy()
             pos += 8 * n
         values = np.frombuffer(payload, dtype=np.float64, count=n, offset=pos).copy()
-    except (struct.error, ValueError, UnicodeDecodeError, msgspec.DecodeError) as exc:
+    except (struct.error, ValueError, TypeError, UnicodeDecodeError, msgspec.DecodeError) as exc:
         raise StorageError(f"cannot decode WAL record: {exc}") from exc
-    new = tuple(
-        NewSeries(int(i), tuple((str(k), str(v)) for k, v in lbls), str(src))
-        for i, src, lbls in defs
-    )
-    return MetricFrame(sids, ts, values, new, agent, int(seq))
+    return MetricFrame(sids, ts, values, blocks, agent, int(seq))
 
 
 def series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
-    """``metric_series`` rows of the frames' new series as columns (``None`` when there
-    are none). The rows were made with each frame, so this only concatenates arrays: it
-    runs on the writer thread, where Python loops would hold the GIL against the event
-    loop. A replay may carry a series twice: the insert ignores ids already present."""
+    """``metric_series`` rows of the frames' new series, a column per field of
+    :class:`SeriesRows` (``first``, ``n``, ``labels``, ``source``) for
+    :data:`INSERT_SERIES`; ``None`` when there are none. The rows were made with each
+    frame, so this only concatenates arrays: it runs on the writer thread, where Python
+    loops would hold the GIL against the event loop."""
     rows = [
-        f.new_rows() for f in frames if f.new_series or (f.rows is not None and len(f.rows.ids))
+        f.new_rows() for f in frames if f.blocks or (f.rows is not None and len(f.rows.first_ids))
     ]
     if not rows:
         return None
     return {
-        "id": np.concatenate([r.ids for r in rows]),
+        "first": np.concatenate([r.first_ids for r in rows]),
+        "n": np.concatenate([r.counts for r in rows]),
         "labels": np.concatenate([r.labels for r in rows]),
         "source": np.concatenate([r.sources for r in rows]),
     }

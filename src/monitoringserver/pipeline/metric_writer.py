@@ -28,12 +28,13 @@ from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
 from monitoringserver.metrics.api import AppendResult, DedupKey
-from monitoringserver.metrics.index import NewSeries, SeriesIndex
+from monitoringserver.metrics.index import SeriesBlock, SeriesIndex
 from monitoringserver.metrics.schema import get_state, set_state
 from monitoringserver.metrics.selfmetrics import StoreMetrics
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.pipeline.metric_frame import (
+    INSERT_SERIES,
     MetricFrame,
     decode_frame,
     encode_frame,
@@ -88,7 +89,7 @@ class MetricWriter:
         self._queue: list[_Queued] = []
         self._queued_rows = 0  # acknowledged rows not yet committed to the head
         # Series created but not yet in a WAL record (ascending ids):
-        self._new_series: list[NewSeries] = []
+        self._new_blocks: list[SeriesBlock] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._subscribers: list[Callable[[SampleBatch], None]] = []
@@ -115,7 +116,8 @@ class MetricWriter:
             keep, rejected = self._window(batch.ts_ms)
             sub = batch if keep is None else batch.select(keep)
             sids, created = self._series_ids(sub, source)
-            self._new_series.extend(created)
+            if created is not None:
+                self._new_blocks.append(created)
             await self._write(
                 sids,
                 np.ascontiguousarray(sub.ts_ms, dtype=np.int64),
@@ -130,8 +132,9 @@ class MetricWriter:
         in the WAL with the next batch written (whichever caller's it is)."""
         if self._closing:
             raise UnavailableError("cannot resolve series: the metric store is shutting down")
-        ids, created = self._index.resolve(series, source)
-        self._new_series.extend(created)
+        ids, created = self._index.resolve_block(series, source)
+        if created is not None:
+            self._new_blocks.append(created)
         return ids
 
     async def append_ids(
@@ -194,7 +197,7 @@ class MetricWriter:
     ) -> None:
         """Write one WAL record (with every series created since the last record) and
         queue it; call under the append lock. ``batch`` builds what subscribers get."""
-        new, self._new_series = tuple(self._new_series), []
+        new, self._new_blocks = tuple(self._new_blocks), []
         frame = MetricFrame(
             sids,
             ts,
@@ -213,15 +216,15 @@ class MetricWriter:
             del payload
         except BaseException:
             # Series created meanwhile have higher ids: keep the order dense.
-            self._new_series[:0] = new
+            self._new_blocks[:0] = new
             raise
         if dedup is not None:
             self._last_seq[dedup.agent_id] = dedup.batch_seq
         if new:
-            # The queue keeps the rows only: a million NewSeries objects waiting for the
-            # commit would reach the oldest GC generation and trigger full collections
+            # The queue keeps the rows only: a million label sets waiting for the commit
+            # would reach the oldest GC generation and trigger full collections
             # (hundreds of ms on the event loop) while a fleet defines its series.
-            frame = dataclasses.replace(frame, new_series=())
+            frame = dataclasses.replace(frame, blocks=())
         self._queue.append(_Queued(lsn, frame))
         self._queued_rows += len(sids)
         self._index.observe(sids, ts)
@@ -251,17 +254,19 @@ class MetricWriter:
 
     def _series_ids(
         self, batch: SampleBatch, source: str
-    ) -> tuple[NDArray[np.uint64], list[NewSeries]]:
-        """Series id per sample: one index lookup per distinct label set the samples use,
-        then one vectorised ``take`` from batch positions to ids."""
+    ) -> tuple[NDArray[np.uint64], SeriesBlock | None]:
+        """Series id per sample (and the series created): one index lookup per distinct
+        label set the samples use, then one vectorised ``take`` from batch positions to ids."""
         n_series = len(batch.series)
         used = np.zeros(n_series, dtype=np.bool_)
         used[batch.series_idx] = True
         if used.all():
-            ids, created = self._index.resolve(batch.series, source)
+            ids, created = self._index.resolve_block(batch.series, source)
             return np.take(ids, batch.series_idx), created
         positions = np.flatnonzero(used)
-        ids, created = self._index.resolve([batch.series[i] for i in positions.tolist()], source)
+        ids, created = self._index.resolve_block(
+            [batch.series[i] for i in positions.tolist()], source
+        )
         lookup = np.zeros(n_series, dtype=np.uint64)
         lookup[positions] = ids
         return np.take(lookup, batch.series_idx), created
@@ -334,14 +339,11 @@ class MetricWriter:
 
         def commit(con: duckdb.DuckDBPyConnection) -> int:
             # DuckDB scans the numpy columns by their local variable names. The series rows
-            # are encoded here, on the writer thread: a round that defines a million
-            # series must not stall the event loop for the second it takes.
+            # come a block (one JSON text) at a time: the database splits them into rows
+            # itself, so a round that defines a million series holds the GIL only briefly.
             defs = series_columns(frames)
             if defs is not None:
-                con.execute(
-                    "INSERT OR IGNORE INTO metric_series "
-                    "SELECT id, labels, source, NULL, NULL FROM defs"
-                )
+                con.execute(INSERT_SERIES)
                 del defs
             if n:
                 rows = head_rows
@@ -372,7 +374,9 @@ class MetricWriter:
         for lsn, payload in self._wal.replay(start):
             frame = decode_frame(payload)
             self._index.load(
-                (s.series_id, s.labels, s.source, None, None) for s in frame.new_series
+                (block.first_id + i, labels, block.source, None, None)
+                for block in frame.blocks
+                for i, labels in enumerate(block.labels)
             )
             self._index.observe(frame.series_ids, frame.ts_ms)
             if frame.agent_id:

@@ -204,29 +204,30 @@ class LogAggregator:
         counts = collections.Counter(zip(*group_cols, strict=True))
         n = len(batch) if kept is None else sum(kept)
         hits: dict[str, _Hits] = {}
-        order: list[tuple[str, str]] = []
+        order_ids: list[str] = []
+        order_msgs: list[str] = []
         if rules.patterns:
-            hits, order = self._pattern_hits(batch, kept)
+            hits, order_ids, order_msgs = self._pattern_hits(batch, kept)
         now_ms = int(self._clock() * 1000)
         with self._lock:
             self._lines_total += n
             self._window_lines += n
             for key, c in counts.items():
                 self._totals[key] = self._totals.get(key, 0) + c
-            self._count_patterns(hits, order, now_ms)
+            self._count_patterns(hits, order_ids, order_msgs, now_ms)
 
     def _pattern_hits(
         self, batch: LogBatch, kept: list[bool] | None
-    ) -> tuple[dict[str, _Hits], list[tuple[str, str]]]:
+    ) -> tuple[dict[str, _Hits], list[str], list[str]]:
         """Template the lines of the templated levels: the hits per pattern id (their
-        samples as counting them line by line would leave them) and ``(pattern id,
-        message)`` of every hit in line order. Runs outside the lock: only
-        ``aggregate``, one call at a time, changes patterns' samples."""
+        samples as counting them line by line would leave them), and the pattern id and
+        message of every hit in line order. Runs outside the lock: only ``aggregate``,
+        one call at a time, changes patterns' samples."""
         rules = self._rules
         levels = set(rules.pattern_levels)
         lvls = batch.level
         if levels.isdisjoint(lvls):
-            return {}, []
+            return {}, [], []
         cache = self._shape_cache
         if len(cache) > _SHAPE_CACHE_MAX:
             cache.clear()
@@ -235,7 +236,10 @@ class LogAggregator:
             wanted = map(operator.and_, wanted, kept)
         limit = rules.samples_per_pattern
         hits: dict[str, _Hits] = {}
-        order: list[tuple[str, str]] = []
+        # Two flat lists, not a tuple per line: tuples are GC-tracked, and a batch's
+        # worth of them outlives young collections and feeds full ones.
+        order_ids: list[str] = []
+        order_msgs: list[str] = []
         patterns = self._patterns
         for msg, level in itertools.compress(zip(batch.message, lvls, strict=True), wanted):
             # Lines that differ only in numbers and ids nearly always share a template;
@@ -253,11 +257,12 @@ class LogAggregator:
             samples = h.samples
             if len(samples) < limit and msg not in samples:
                 samples.append(msg[:1024])
-            order.append((hit[0], msg))
-        return hits, order
+            order_ids.append(hit[0])
+            order_msgs.append(msg)
+        return hits, order_ids, order_msgs
 
     def _count_patterns(
-        self, hits: dict[str, _Hits], order: list[tuple[str, str]], now_ms: int
+        self, hits: dict[str, _Hits], order_ids: list[str], order_msgs: list[str], now_ms: int
     ) -> None:
         rules = self._rules
         if len(self._patterns) + sum(pid not in self._patterns for pid in hits) <= (
@@ -276,7 +281,7 @@ class LogAggregator:
                 info.samples = h.samples
             return
         # Under eviction pressure the order of the lines matters: one at a time.
-        for pid, msg in order:
+        for pid, msg in zip(order_ids, order_msgs, strict=True):
             info = self._patterns.get(pid)
             if info is None:
                 if len(self._patterns) >= rules.max_patterns:

@@ -16,6 +16,7 @@ Readers go through :func:`files_source`, which rebuilds the messages of every la
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -288,7 +289,7 @@ def build_archive(
     at ``index_fp_rate``). ``key_sets``: the indexes of the archives ``src`` is made of
     (:func:`mergeable_filters`), united instead of reading the lines again."""
     if layout == "tmpl":
-        encoded = templates.encoded_relation(src)
+        encoded = ""  # the relation of templates.encoded_tables, below
         # By template text, not its hash: similar templates (zero-padding variants of
         # one line shape) then sit next to each other too (~2 % smaller, sorts slower).
         order = "server_id, source, logger, tmpl, ts"
@@ -311,14 +312,18 @@ def build_archive(
     tmp = directory / f".{archive_id}.parquet.tmp"
     try:
         # The database runs with preserve_insertion_order=false; row-group pruning
-        # and compression need the file in exactly this order.
+        # and compression need the file in exactly this order (and the template
+        # encoder its temporary tables in the order it wrote them).
         cur.execute("SET SESSION preserve_insertion_order = true")
-        cur.execute(
-            f"COPY (SELECT * FROM {encoded} ORDER BY {order}) "  # noqa: S608
-            f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
-            f"COMPRESSION_LEVEL {int(level)}, PARQUET_VERSION V2, "
-            f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
-        ).fetchall()
+        with contextlib.ExitStack() as stack:
+            if layout == "tmpl":
+                encoded = stack.enter_context(templates.encoded_tables(cur, src))
+            cur.execute(
+                f"COPY (SELECT * FROM {encoded} ORDER BY {order}) "  # noqa: S608
+                f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, "
+                f"COMPRESSION_LEVEL {int(level)}, PARQUET_VERSION V2, "
+                f"ROW_GROUP_SIZE {int(opts.row_group_lines)})"
+            ).fetchall()
         fsync_path(tmp)
         hosts = sorted(
             r[0]

@@ -125,6 +125,16 @@ async def test_lasting_overload_is_resource_exhausted_with_the_store_hint(
     assert not logs.batches
 
 
+@pytest.mark.parametrize("served", [(30.0, 10**9, 1.0)], indirect=True)
+async def test_a_held_batch_is_refused_before_the_client_deadline(
+    served: tuple[Served, OverloadedLogs],
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await served[0].send()(_batch(1), timeout=1.5)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served[1].offers > 1
+
+
 @pytest.mark.parametrize("served", [(0.0, 1000, 1.0)], indirect=True)
 async def test_a_stream_refused_midway_reports_its_status_not_internal(
     served: tuple[Served, OverloadedLogs],

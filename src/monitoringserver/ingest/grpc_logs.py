@@ -19,8 +19,9 @@ Backpressure: when the log store refuses a decoded batch as overloaded (its writ
 is full), the batch is held and offered again, for up to ``GrpcOptions.overload_wait_s``
 in all, instead of being refused after its bytes were received and decoded. A
 ``StreamLogs`` call is not read further meanwhile, so HTTP/2 flow control slows the
-agent down. Only an overload that outlasts the wait (or whose retry hint is longer)
-becomes ``RESOURCE_EXHAUSTED`` with the store's ``retry-after-ms`` hint.
+agent down. Only an overload that outlasts the wait (or whose retry hint is longer, or
+that would outlast the client's deadline) becomes ``RESOURCE_EXHAUSTED`` with the
+store's ``retry-after-ms`` hint.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ __all__ = ["DecodedLogBatch", "LogIngest", "decode_log_batch", "log_batch_from_p
 #: First and longest pause between two offers of a batch the store refused as overloaded.
 _FIRST_PAUSE_S = 0.01
 _MAX_PAUSE_S = 0.2
+#: A held batch is refused this long before the client's deadline at the latest.
+_DEADLINE_MARGIN_S = 0.5
 
 _timestamp = operator.attrgetter("timestamp_ms")
 _level = operator.attrgetter("level")
@@ -135,7 +138,7 @@ class LogIngest:
         #: Batches the store refused as overloaded and that were offered again.
         self.held = 0
 
-    async def _append(self, raw: bytes) -> tuple[int, bool]:
+    async def _append(self, raw: bytes, context: grpc.aio.ServicerContext) -> tuple[int, bool]:
         if self._logs is None:
             raise UnavailableError("cannot accept logs: no log store is configured")
         with self._limiter:
@@ -147,7 +150,13 @@ class LogIngest:
             seq = got.batch_seq
             dedup = DedupKey(got.agent_id, seq) if seq else None
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._wait_s
+            # Not past the client's deadline: a refusal with a retry hint tells the
+            # agent more than DEADLINE_EXCEEDED would.
+            client_left = context.time_remaining()
+            wait_s = self._wait_s
+            if client_left is not None:
+                wait_s = min(wait_s, client_left - _DEADLINE_MARGIN_S)
+            deadline = loop.time() + wait_s
             pause = _FIRST_PAUSE_S
             while True:
                 try:
@@ -166,7 +175,7 @@ class LogIngest:
     async def send(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.SendLogsResponse:
         try:
             authorize(self._auth, context, Scope.WRITE)
-            accepted, duplicate = await self._append(raw)
+            accepted, duplicate = await self._append(raw, context)
             return pb.SendLogsResponse(accepted=accepted, duplicate=duplicate)
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
             await abort(context, exc)
@@ -181,7 +190,7 @@ class LogIngest:
         try:
             accepted = batches = duplicates = 0
             async for raw in request_iterator:
-                n, dup = await self._append(raw)
+                n, dup = await self._append(raw, context)
                 accepted += n
                 batches += 1
                 duplicates += int(dup)

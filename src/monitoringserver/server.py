@@ -45,6 +45,7 @@ from monitoringserver.web.app import (
     HealthCheck,
     HealthStatus,
     WebComponents,
+    asgi_entry,
     create_app,
 )
 
@@ -225,7 +226,7 @@ class Server:
         host, port = self._sock.getsockname()[:2]
         self.http_address = f"{_url_host(host)}:{port}"
         ucfg = uvicorn.Config(
-            app,
+            asgi_entry(app),
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -3,23 +3,29 @@
 The query endpoints are :class:`DirectRoute` objects that the application dispatches by
 path before FastAPI's routing; these tests check that the fast path keeps what routing
 gave them: token checks, the error shapes, method and slash handling, request metrics.
+Every test runs twice: against the FastAPI application, and against what the HTTP server
+runs (:func:`asgi_entry`: direct routes ahead of the framework's layers).
 """
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoringserver.auth.tokens import TokenStore
+from monitoringserver.errors import OverloadedError
 from monitoringserver.promql import Engine
 from monitoringserver.storage.db import Database
-from monitoringserver.web.app import WebComponents, create_app
+from monitoringserver.web.app import WebComponents, asgi_entry, create_app
 from monitoringserver.web.direct_routes import DirectRoute, direct_routes
+from monitoringserver.web.options import LimitsOptions
 from monitoringserver.web.routers.prometheus import create_router
 from tests.promql.memory_querier import MemoryQuerier
 from tests.web.test_prometheus_api import NOW_S, _querier
@@ -37,8 +43,8 @@ class _App:
         self.write = {"Authorization": f"Bearer {write}"}
 
 
-@pytest.fixture
-async def app() -> AsyncIterator[_App]:
+@pytest.fixture(params=["fastapi", "entry"])
+async def app(request: pytest.FixtureRequest) -> AsyncIterator[_App]:
     db = Database(":memory:")
     tokens = TokenStore(db, clock=lambda: NOW_S)
     tokens.open()
@@ -48,7 +54,8 @@ async def app() -> AsyncIterator[_App]:
     application = create_app(comps, [create_router(Engine(q), q, clock=lambda: NOW_S)])
     read = tokens.create("reader", ["monitoring:read"])[1]
     write = tokens.create("writer", ["monitoring:write"])[1]
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    served = asgi_entry(application) if request.param == "entry" else application
+    transport = httpx.ASGITransport(app=served, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield _App(client, registry, read, write)
     db.close()
@@ -145,9 +152,80 @@ async def test_a_root_path_prefix_is_stripped_before_the_lookup() -> None:
     comps = WebComponents(appender=q, querier=q, tokens=tokens, registry=CollectorRegistry())  # type: ignore[arg-type]
     comps.auth_enabled = False
     application = create_app(comps, [create_router(Engine(q), q, clock=lambda: NOW_S)])
-    transport = httpx.ASGITransport(app=application, root_path="/prom")
+    transport = httpx.ASGITransport(app=asgi_entry(application), root_path="/prom")
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         r = await client.get("/prom/api/v1/query_range", params=RANGE)
     db.close()
     assert r.status_code == 200
     assert r.json()["data"]["resultType"] == "matrix"
+
+
+async def _boom(request: Request) -> Response:
+    what = request.query_params.get("what", "")
+    if what == "busy":
+        raise OverloadedError("cannot append samples: busy", retry_after_s=2.0)
+    if what == "bug":
+        raise RuntimeError("internal detail")
+    return Response(await request.body())
+
+
+@pytest.mark.parametrize(
+    ("what", "body", "headers", "status", "expect"),
+    [
+        ("", b"x" * 10, {}, 200, b"x" * 10),
+        ("", gzip.compress(b"y" * 50, mtime=0), {"Content-Encoding": "gzip"}, 200, b"y" * 50),
+        ("", b"x" * 101, {}, 413, b"cannot read request body"),
+        (
+            "",
+            gzip.compress(b"z" * 500, mtime=0),
+            {"Content-Encoding": "gzip"},
+            413,
+            b"cannot decompress",
+        ),
+        ("busy", b"", {}, 429, b"cannot append samples: busy"),
+        ("bug", b"", {}, 500, b"cannot handle request: internal error"),
+    ],
+    ids=["plain", "gzip", "too-large", "gzip-bomb", "overloaded", "unhandled"],
+)
+async def test_the_entry_keeps_limits_errors_and_metrics(
+    what: str, body: bytes, headers: dict[str, str], status: int, expect: bytes
+) -> None:
+    q: MemoryQuerier = _querier()
+    db = Database(":memory:")
+    tokens = TokenStore(db, clock=lambda: NOW_S)
+    tokens.open()
+    registry = CollectorRegistry()
+    comps = WebComponents(
+        appender=q,  # type: ignore[arg-type]
+        querier=q,
+        tokens=tokens,
+        registry=registry,
+        limits=LimitsOptions(max_body_bytes=100, max_decompressed_bytes=200),
+    )
+    router = APIRouter()
+    router.routes.append(DirectRoute("/boom", _boom, methods=["POST"]))
+    entry = asgi_entry(create_app(comps, [router]))
+    transport = httpx.ASGITransport(app=entry, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.post("/boom", params={"what": what}, content=body, headers=headers)
+    db.close()
+    assert r.status_code == status
+    assert expect in r.content
+    if status == 429:
+        assert r.headers["Retry-After"] == "2"
+    count = registry.get_sample_value(
+        "monitoring_http_request_duration_seconds_count",
+        {"method": "POST", "route": "/boom", "code": str(status)},
+    )
+    assert count == 1.0
+
+
+def test_an_app_without_direct_routes_is_its_own_entry() -> None:
+    q: MemoryQuerier = _querier()
+    db = Database(":memory:")
+    tokens = TokenStore(db, clock=lambda: NOW_S)
+    tokens.open()
+    comps = WebComponents(appender=q, querier=q, tokens=tokens, registry=CollectorRegistry())  # type: ignore[arg-type]
+    application = create_app(comps)
+    db.close()
+    assert asgi_entry(application) is application

@@ -7,6 +7,10 @@ router module never constructs anything itself.
 Middleware order (outermost first): request latency metrics → catch-all 500 → body
 limit / gzip → direct routes (the fixed-path :class:`DirectRoute` objects of the
 included routers, served by one dict lookup) → FastAPI (exception handlers, routing).
+
+:func:`asgi_entry` is what the HTTP server runs: a request for a direct route (remote
+write, queries) enters those same project middlewares ahead of the framework's own
+layers (:class:`DirectEntry`); every other request goes to the FastAPI application.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from monitoringserver import __version__
 from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.auth.tokens import TokenStore
 from monitoringserver.ingest.json_metrics import JsonMetricsDecoder, SeriesCache
 from monitoringserver.metrics.api import MetricAppender, MetricQuerier
-from monitoringserver.web.direct_routes import DirectRoutesMiddleware, direct_routes
+from monitoringserver.web.direct_routes import DirectEntry, DirectRoutesMiddleware, direct_routes
 from monitoringserver.web.errors import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
@@ -38,7 +43,14 @@ from monitoringserver.web.options import LimitsOptions
 from monitoringserver.web.security import require_scope
 from monitoringserver.web.selfmetrics import HttpMetrics, HttpMetricsMiddleware, IngestMetrics
 
-__all__ = ["ComponentHealth", "HealthCheck", "HealthStatus", "WebComponents", "create_app"]
+__all__ = [
+    "ComponentHealth",
+    "HealthCheck",
+    "HealthStatus",
+    "WebComponents",
+    "asgi_entry",
+    "create_app",
+]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -131,11 +143,33 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
     direct = direct_routes(route for router in extra_routers for route in router.routes)
     if direct:
         app.add_middleware(DirectRoutesMiddleware, routes=direct)
+    limits = components.limits
+    http_metrics = HttpMetrics(components.registry)
     app.add_middleware(
         BodyLimitMiddleware,
-        max_body_bytes=components.limits.max_body_bytes,
-        max_decompressed_bytes=components.limits.max_decompressed_bytes,
+        max_body_bytes=limits.max_body_bytes,
+        max_decompressed_bytes=limits.max_decompressed_bytes,
     )
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(components.registry))
+    app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
+
+    def project_middlewares(inner: ASGIApp) -> ASGIApp:
+        """The three middlewares above, in the same order, around ``inner``."""
+        limited = BodyLimitMiddleware(
+            inner,
+            max_body_bytes=limits.max_body_bytes,
+            max_decompressed_bytes=limits.max_decompressed_bytes,
+        )
+        return HttpMetricsMiddleware(CatchAllMiddleware(limited), metrics=http_metrics)
+
+    app.state.asgi_entry = (
+        DirectEntry(app, routes=direct, wrap=project_middlewares) if direct else app
+    )
     return app
+
+
+def asgi_entry(app: FastAPI) -> ASGIApp:
+    """The ASGI application to serve for ``app`` (built by :func:`create_app`): ``app``
+    behind a :class:`DirectEntry` when it has direct routes."""
+    entry: ASGIApp = getattr(app.state, "asgi_entry", app)
+    return entry

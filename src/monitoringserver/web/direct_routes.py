@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["DirectRoute", "DirectRoutesMiddleware", "direct_routes"]
+__all__ = ["DirectEntry", "DirectRoute", "DirectRoutesMiddleware", "direct_routes"]
 
 #: A direct endpoint: takes the request, returns the whole response.
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -53,6 +53,18 @@ def direct_routes(routes: Iterable[object]) -> dict[str, DirectRoute]:
     return table
 
 
+def _match(routes: dict[str, DirectRoute], scope: Scope) -> DirectRoute | None:
+    """The direct route serving ``scope`` (an HTTP request), if any."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    route = routes.get(path)
+    if route is not None and route.methods and scope["method"] in route.methods:
+        return route
+    return None
+
+
 class DirectRoutesMiddleware:
     """Serves requests whose path and method match a :class:`DirectRoute`; passes the rest.
 
@@ -68,15 +80,51 @@ class DirectRoutesMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            route = self.routes.get(path)
-            if route is not None and route.methods and scope["method"] in route.methods:
+            route = _match(self.routes, scope)
+            if route is not None:
+                await _serve(route, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _serve(route: DirectRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    scope["route"] = route
+    scope["endpoint"] = route.endpoint
+    response = await route.direct_endpoint(Request(scope, receive, send))
+    await response(scope, receive, send)
+
+
+class DirectEntry:
+    """The outermost ASGI application: a request for a :class:`DirectRoute` goes through
+    ``wrap`` (the application's own request-metrics, error and body-limit middlewares,
+    built around the route) and skips the framework's layers (FastAPI's and Starlette's
+    exception, telemetry and body-size middlewares, which add nothing the project's
+    middlewares do not); everything else goes to ``app`` unchanged.
+
+    ``scope["app"]`` is set to ``app`` for the direct route, so ``request.app`` (its
+    ``state``) is what it is behind the full stack.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: dict[str, DirectRoute],
+        wrap: Callable[[ASGIApp], ASGIApp],
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.direct = wrap(self._direct)
+
+    async def _direct(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _serve(scope["route"], scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = _match(self.routes, scope)
+            if route is not None:
+                scope["app"] = self.app
                 scope["route"] = route
-                scope["endpoint"] = route.endpoint
-                response = await route.direct_endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await self.direct(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,19 @@ def test_try_append_leaves_rotation_to_append(tmp_path: Path) -> None:
     assert wal.try_append(b"z") is not None
     assert _records(wal) == [b"x" * 100, b"y" * 4000, b"z"]
     wal.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, 70_000])
+def test_frames_carry_zlib_crc32_so_older_logs_replay(tmp_path: Path, size: int) -> None:
+    payload = os.urandom(size)
+    wal = Wal(tmp_path, fsync="never")
+    wal.append(payload)
+    assert wal.try_append(payload[::-1]) is not None
+    wal.close()
+    data = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("*.wal")))
+    first = struct.pack("<II", size, zlib.crc32(payload)) + payload
+    second = struct.pack("<II", size, zlib.crc32(payload[::-1])) + payload[::-1]
+    assert data == first + second
+    reopened = Wal(tmp_path)
+    assert _records(reopened) == [payload, payload[::-1]]
+    reopened.close()

@@ -18,8 +18,8 @@ from monitoringserver.logs import templates
 from monitoringserver.logs.api import LogQuery
 from monitoringserver.logs.query import LogQueryEngine
 from monitoringserver.logs.store import LogStore, LogStoreOptions
-from monitoringserver.logs.templates import encoded_relation, encoded_tables
-from monitoringserver.logs.tmplsplit import INT_SLOTS, encode_messages
+from monitoringserver.logs.templates import INT_SLOTS, encoded_relation, encoded_tables
+from monitoringserver.logs.tmplsplit import encode_messages
 from monitoringserver.model.logs import LogBatch, LogRecord
 from monitoringserver.storage.db import Database
 
@@ -90,15 +90,15 @@ def test_encoded_fields() -> None:
     enc = encode_messages([f"id {U1} t={H32} w=DEADBEEF12 n=007", many, "x\x00y 5", ""])
     assert enc.tmpl[0] == "id \x01 t=\x02 w=\x04 n=00\x03"
     assert (enc.uuids[0], enc.hexids[0], enc.hexw[0]) == (U1, H32, "DEADBEEF12")
-    assert enc.ints[0, 0] == 7
-    assert list(enc.ints[:, 1]) == list(range(INT_SLOTS))
-    assert enc.rest[1] == ",".join(str(k) for k in range(INT_SLOTS, INT_SLOTS + 3))
+    assert enc.ints[0] == "7"
+    assert enc.ints[1] == ",".join(str(k) for k in range(INT_SLOTS + 3))
+    assert enc.ints[3] is None
     assert enc.tmpl[2] == "x\x00y \x03"  # a NUL in a message: templates cut by position
     assert enc.tmpl[3] == ""
     assert not enc.verbatim.any()
     empty = encode_messages([])
     assert empty.tmpl == []
-    assert empty.ints.shape == (INT_SLOTS, 0)
+    assert empty.ints == []
 
 
 def test_compaction_of_mixed_layouts_in_many_chunks_keeps_every_line(

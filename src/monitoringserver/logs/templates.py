@@ -41,7 +41,7 @@ import duckdb
 import numpy as np
 
 from monitoringserver.logs.schema import HEAD_COLUMNS
-from monitoringserver.logs.tmplsplit import INT_SLOTS, Encoded, encode_messages
+from monitoringserver.logs.tmplsplit import Encoded, encode_messages
 
 __all__ = [
     "INT_SLOTS",
@@ -54,10 +54,12 @@ __all__ = [
 ]
 
 TEMPLATES_SUFFIX = "+tmpl"
+#: Integer variables stored in their own column by position; the rest go to ``irest``.
+INT_SLOTS = 24
 #: Lines per numpy pass of :func:`encoded_tables`.
 CHUNK_LINES = 65_536
 # The list columns of a chunk, as comma-separated text.
-_SPARSE = ("irest", "ua", "ha", "wa")
+_SPARSE = ("ints", "ua", "ha", "wa")
 
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _HEX32 = "[0-9a-f]{32}"
@@ -124,18 +126,15 @@ def encoded_relation(src: str) -> str:
 def _final(rel: str) -> str:
     """The template-layout columns from ``rel``: ``_OTHER`` and the
     :class:`.tmplsplit.Encoded` fields (``v`` verbatim, ``tmpl`` (the message when
-    verbatim), ``i1..i24`` with -1 for none, ``irest``/``ua``/``ha``/``wa`` as
-    comma-separated text)."""
-    ints = ", ".join(
-        f"CASE WHEN NOT v THEN nullif(i{k}, -1) END AS i{k}" for k in range(1, INT_SLOTS + 1)
-    )
+    verbatim), ``ints``/``ua``/``ha``/``wa`` as comma-separated text)."""
+    ints = ", ".join(f"CASE WHEN NOT v THEN na[{k}] END AS i{k}" for k in range(1, INT_SLOTS + 1))
     return (
         f"(SELECT {_OTHER}, tmpl, v AS verbatim, {ints}, "  # noqa: S608
-        "CASE WHEN NOT v AND irest IS NOT NULL THEN string_split(irest, ',')::BIGINT[] "
-        "END AS irest, "
+        f"CASE WHEN NOT v AND len(na) > {INT_SLOTS} THEN na[{INT_SLOTS + 1}:] END AS irest, "
         "CASE WHEN v THEN []::UUID[] ELSE string_split(ua, ',')::UUID[] END AS uuids, "
         "CASE WHEN v THEN []::UUID[] ELSE string_split(ha, ',')::UUID[] END AS hexids, "
-        f"CASE WHEN NOT v THEN string_split(wa, ',') END AS hexw FROM {rel})"
+        "CASE WHEN NOT v THEN string_split(wa, ',') END AS hexw "
+        f"FROM (SELECT *, string_split(ints, ',')::BIGINT[] AS na FROM {rel}))"
     )
 
 
@@ -149,9 +148,7 @@ def _insert_chunk(
     for i in np.flatnonzero(enc.verbatim).tolist():
         tmpl[i] = messages[i]
     cols: dict[str, object] = {"tmpl": tmpl, "v": enc.verbatim}
-    for k in range(INT_SLOTS):
-        cols[f"i{k + 1}"] = enc.ints[k]
-    for col, values in zip(_SPARSE, (enc.rest, enc.uuids, enc.hexids, enc.hexw), strict=True):
+    for col, values in zip(_SPARSE, (enc.ints, enc.uuids, enc.hexids, enc.hexw), strict=True):
         cols[col] = np.array(values, dtype=object)
     cur.register(name, cols)
     try:
@@ -177,12 +174,11 @@ def encoded_tables(
     own) until the block ends."""
     chunk = chunk_lines or CHUNK_LINES
     name = f"_tmpl_{secrets.token_hex(4)}"
-    ints_cols = ", ".join(f"i{k} BIGINT" for k in range(1, INT_SLOTS + 1))
     try:
         cur.execute(f"CREATE TEMP TABLE {name}_m AS SELECT message FROM {src}")  # noqa: S608
         cur.execute(
-            f"CREATE TEMP TABLE {name}_e (tmpl VARCHAR, v BOOLEAN, {ints_cols}, "
-            "irest VARCHAR, ua VARCHAR, ha VARCHAR, wa VARCHAR)"
+            f"CREATE TEMP TABLE {name}_e "
+            "(tmpl VARCHAR, v BOOLEAN, ints VARCHAR, ua VARCHAR, ha VARCHAR, wa VARCHAR)"
         )
         total = int(cur.execute(f"SELECT count(*) FROM {name}_m").fetchall()[0][0])  # noqa: S608
         for lo in range(0, total, chunk):

@@ -33,28 +33,23 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["INT_SLOTS", "Encoded", "encode_messages"]
+__all__ = ["Encoded", "encode_messages"]
 
-#: Integers stored in their own column by position; the rest go to ``irest``.
-INT_SLOTS = 24
 _MAX_DIGITS = 18
 _SEP = 0  # between texts: not a digit, not a word character, not glued to a marker
-_FRONT = 24  # separators before the first text: 8-byte reads of up to 18 digits stay inside
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_FRONT = 8  # separators before the first text (and 4 after the last)
 _I64 = np.int64
 
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """Per message: ``tmpl`` (variables replaced by their markers); ``ints``
-    ``(INT_SLOTS, n)``, the k-th integer or -1; ``rest`` the integers after the
-    ``INT_SLOTS``-th; ``uuids`` / ``hexids`` / ``hexw`` the other variables in order;
-    lists as comma-separated text, None when empty. ``verbatim``: the line is stored
+    """Per message: ``tmpl`` (variables replaced by their markers); ``ints`` (decimal,
+    no leading zero), ``uuids``, ``hexids``, ``hexw``: the variables in order, as
+    comma-separated text, None when there are none. ``verbatim``: the line is stored
     as it is (its other fields are then meaningless)."""
 
     tmpl: list[str]
-    ints: NDArray[np.int64]
-    rest: list[str | None]
+    ints: list[str | None]
     uuids: list[str | None]
     hexids: list[str | None]
     hexw: list[str | None]
@@ -161,7 +156,7 @@ def _replace(
 
 def _uuid_spans(buf: NDArray[np.uint8], hexlow: NDArray[np.bool_]) -> NDArray[np.int64]:
     dash = buf == np.uint8(45)
-    d = np.flatnonzero(dash[: len(buf) - 28])
+    d = np.flatnonzero(dash[: max(0, len(buf) - 28)])
     cand = d[dash[d + 5] & dash[d + 10] & dash[d + 15]] - 8
     if not len(cand):
         return np.asarray(cand, dtype=_I64)
@@ -178,40 +173,6 @@ def _uuid_spans(buf: NDArray[np.uint8], hexlow: NDArray[np.bool_]) -> NDArray[np
                 kept.append(p)
         found = np.array(kept, dtype=_I64)
     return found
-
-
-def _parse8(
-    words: NDArray[np.uint64], end: NDArray[np.int64], count: NDArray[np.int64]
-) -> NDArray[np.uint64]:
-    """The value of the ``count`` (0..8) ASCII digits ending before ``end``: the 8-byte
-    word ending there, bytes before the digits set to ``"0"``, combined in three
-    multiply-shift steps (pairs, quads, then all eight)."""
-    w = words[end - 8]
-    pad = (8 - count).astype(np.uint64) * np.uint64(8)  # bits of the bytes in front
-    # (a shift by 64 is undefined: no digit at all means every byte is "0")
-    low = np.where(count == 0, _ALL, (np.uint64(1) << (pad & np.uint64(63))) - np.uint64(1))
-    w = (w & ~low) | (np.uint64(0x3030303030303030) & low)
-    v = w - np.uint64(0x3030303030303030)
-    v = (v * np.uint64(10) + (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
-    v = (v * np.uint64(100) + (v >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
-    out = (v * np.uint64(10000) + (v >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-    return np.asarray(out, dtype=np.uint64)
-
-
-def _parse(
-    buf: NDArray[np.uint8], end: NDArray[np.int64], count: NDArray[np.int64]
-) -> NDArray[np.int64]:
-    """The integers of ``count`` (1..18) ASCII digits ending before ``end`` in ``buf``
-    (which has at least 24 bytes before the first digit)."""
-    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    out = _parse8(words, end, np.minimum(count, 8))
-    more = np.flatnonzero(count > 8)  # rare: only these take the slower steps
-    if len(more):
-        e, c = end[more], count[more]
-        b = _parse8(words, e - 8, np.minimum(c - 8, 8))
-        a = _parse8(words, e - 16, np.clip(c - 16, 0, 8))
-        out[more] += a * np.uint64(10**16) + b * np.uint64(10**8)
-    return out.astype(_I64)
 
 
 def _texts(
@@ -279,6 +240,31 @@ def encode_messages(messages: Sequence[str]) -> Encoded:
     return _int_pass(t3, uuids, hexids, hexw, verbatim)
 
 
+def _int_texts(
+    buf: NDArray[np.uint8],
+    ds: NDArray[np.int64],
+    de: NDArray[np.int64],
+    line: NDArray[np.int64],
+    n: int,
+) -> list[str | None]:
+    """The digits ``buf[ds:de]`` of each integer, comma-separated per line (None for a
+    line without any): gathered into one buffer, each followed by ``,`` or by
+    ``chr(0)`` after the last of its line, then split once."""
+    out: list[str | None] = [None] * n
+    if not len(ds):
+        return out
+    count = de - ds
+    dest = np.cumsum(count + 1) - (count + 1)
+    joined = np.empty(int(count.sum() + len(ds)), dtype=np.uint8)
+    joined[_spread(dest, count)] = buf[_spread(ds, count)]
+    last = np.concatenate([line[1:] != line[:-1], [True]])
+    joined[dest + count] = np.where(last, np.uint8(0), np.uint8(44))
+    parts = joined.tobytes().decode("ascii").split("\0")[:-1]
+    holder = np.empty(n, dtype=object)
+    holder[line[last]] = parts
+    return list(holder)
+
+
 def _int_pass(
     t3: _Text,
     uuids: list[str | None],
@@ -305,21 +291,10 @@ def _int_pass(
         ds[todo] += 1
         todo = todo[buf[ds[todo]] == np.uint8(48)]
     de = np.minimum(e, ds + _MAX_DIGITS)
-    values = _parse(buf, de, de - ds)
-    line = t3.line_of(ds)
-    first = np.searchsorted(line, np.arange(n), side="left")
-    rank = np.arange(len(ds)) - first[line]
-    ints = np.full((INT_SLOTS, n), -1, dtype=_I64)
-    slot = rank < INT_SLOTS
-    ints[rank[slot], line[slot]] = values[slot]
-    rest: list[str | None] = [None] * n
-    over = np.flatnonzero(~slot)
-    for ln, v in zip(line[over].tolist(), values[over].tolist(), strict=True):
-        prev = rest[ln]
-        rest[ln] = str(v) if prev is None else f"{prev},{v}"
+    ints = _int_texts(buf, ds, de, t3.line_of(ds), n)
     t4 = _replace(t3, ds, de, np.full(len(ds), 3, np.uint8))
     if not n:
-        return Encoded([], ints, rest, uuids, hexids, hexw, verbatim)
+        return Encoded([], ints, uuids, hexids, hexw, verbatim)
     data = t4.buf.tobytes()
     body = data[int(t4.start[0]) : int(t4.start[-1] + t4.lens[-1])]
     if body.count(0) == n - 1:  # no message holds chr(0): one split at the separators
@@ -330,4 +305,4 @@ def _int_pass(
         tmpl = [
             data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)
         ]
-    return Encoded(tmpl, ints, rest, uuids, hexids, hexw, verbatim)
+    return Encoded(tmpl, ints, uuids, hexids, hexw, verbatim)

@@ -193,3 +193,84 @@ def test_resolve_new_series_in_order_and_repeats(batch: list[str], expected_new:
     assert again.tolist() == ids.tolist()
     assert none == []
     assert idx.select([Matcher("s", MatchOp.EQ, "a")]).tolist() == [by_name["a"]]
+
+
+def test_resolve_block_creates_one_block_of_the_new_series_in_id_order() -> None:
+    idx = SeriesIndex()
+    known = make_labels({"__name__": "m", "s": "k"})
+    idx.resolve([known], "src")
+    batch = [make_labels({"__name__": "m", "s": s}) for s in ("a", "b")]
+    ids, block = idx.resolve_block([batch[0], known, batch[1]], "other")
+    assert ids.tolist() == [1, 0, 2]
+    assert block is not None
+    assert (block.first_id, list(block.labels), block.source, len(block)) == (1, batch, "other", 2)
+    assert [s.series_id for s in block.new_series()] == [1, 2]
+    again, none = idx.resolve_block(batch, "other")
+    assert (again.tolist(), none) == ([1, 2], None)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ((("job", "x"),), "has no metric name"),
+        ((("__name__", "1bad"),), "cannot accept metric name"),
+        ((("__name__", "ok"), ("bad-name", "v")), "cannot accept label name"),
+        ((("__name__", "ok"), ("a", "")), "label a is empty"),
+        ((("__name__", "ok"), ("b", "1"), ("a", "2")), "not sorted or repeated"),
+        ((("__name__", "ok"), ("a", "1"), ("a", "2")), "not sorted or repeated"),
+        ((("job", "x"), ("__name__", "ok")), "not sorted or repeated"),  # known pairs only
+    ],
+)
+def test_a_refused_batch_leaves_nothing_behind(bad: Labels, message: str) -> None:
+    idx = SeriesIndex()
+    idx.resolve([make_labels({"__name__": "ok", "job": "x"})], "src")
+    good = make_labels({"__name__": "ok", "job": "new"})
+    size = len(idx)
+    with pytest.raises(BadDataError, match=message):
+        idx.resolve_block([good, bad], "src")
+    assert len(idx) == size
+    assert "new" not in idx.label_values("job")
+    ids, block = idx.resolve_block([good], "src")
+    assert ids.tolist() == [size]
+    assert block is not None
+    assert block.first_id == size
+
+
+def test_a_limit_refusal_leaves_nothing_behind() -> None:
+    idx = SeriesIndex(SeriesLimits(max_series=2))
+    new = [make_labels({"__name__": "m", "i": str(i)}) for i in range(3)]
+    with pytest.raises(CardinalityLimitError):
+        idx.resolve(new, "src")
+    assert len(idx) == 0
+    assert idx.resolve(new[1:], "src")[0].tolist() == [0, 1]
+
+
+def test_pairs_of_shared_strings_in_other_tuples_are_shared() -> None:
+    idx = SeriesIndex()
+    name, value = "zone", "eu"
+    idx.resolve([(("__name__", "m"), (name, value))], "src")
+    copy = ("".join(["__", "name__"]), "".join(["n"]))  # equal strings, other objects
+    [new] = idx.resolve([(copy, ("".join(["zo", "ne"]), "".join(["e", "u"])))], "src")[1]
+    assert new.labels[0][0] is idx.labels_of(0)[0][0]  # the shared "__name__"
+    assert new.labels[1] is idx.labels_of(0)[1]  # the shared (zone, eu) pair
+
+
+def test_load_registers_runs_of_sources_and_ranges() -> None:
+    idx = SeriesIndex(SeriesLimits(max_per_source=2))
+    rows = [
+        (0, SERIES[0], "a", 10, 20),
+        (1, SERIES[1], "a", None, None),
+        (2, SERIES[2], "b", 5, 6),
+        (3, SERIES[3], "a", None, None),
+    ]
+    idx.load(rows)
+    idx.load(rows[:2])  # replayed again: already known
+    assert len(idx) == 4
+    lo, hi = idx.time_ranges()
+    assert (lo[[0, 2]].tolist(), hi[[0, 2]].tolist()) == ([10, 5], [20, 6])
+    assert idx.select([Matcher.eq("host", "a")]).tolist() == [0, 3]
+    with pytest.raises(CardinalityLimitError, match="per-source limit is 2 and 3 exist"):
+        idx.resolve([make_labels({"__name__": "x"})], "a")
+    assert idx.resolve([make_labels({"__name__": "x"})], "b")[0].tolist() == [4]
+    with pytest.raises(BadDataError, match="dense, next is 5"):
+        idx.load([(7, SERIES[4], "a", None, None)])

@@ -9,6 +9,7 @@ from monitoringserver.model.labels import (
     make_labels,
     metric_name,
     sanitize_metric_name,
+    sorted_within,
     validate_label_name,
     validate_metric_name,
     with_label,
@@ -104,3 +105,18 @@ def test_sample_batch_validates_lengths() -> None:
 def test_stale_nan_is_distinguished_from_nan() -> None:
     arr = np.array([STALE_NAN, float("nan"), 1.0])
     assert is_stale_nan(arr).tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("names", "stops", "expected"),
+    [
+        (["__name__", "job", "__name__", "a"], [2, 4], True),  # each set ascends
+        (["__name__", "job", "a", "__name__"], [2, 4], False),
+        (["a", "a"], [2], False),  # a repeat
+        (["b", "a"], [1, 2], True),  # one name per set
+        ([], [], True),
+        (["a", "b"], [0, 2], True),  # an empty first set
+    ],
+)
+def test_sorted_within(names: list[str], stops: list[int], expected: bool) -> None:
+    assert sorted_within(names, stops) is expected

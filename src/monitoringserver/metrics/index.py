@@ -106,16 +106,18 @@ class SeriesIndex:
         self,
         series: Sequence[Labels],
         source: str,
+        *,
         flat: list[tuple[str, str]] | None = None,
         found: list[_PairEntry | None] | None = None,
         metrics: list[str] | None = None,
+        by_metric: Counter[str] | None = None,
     ) -> tuple[list[Labels], bool]:
         """Register ``series`` (new, distinct) under the next ids, in order, except in
         ``_ids``; returns their shared label sets and whether those are the objects
         given (adopted: an ingest decoder that shares its pairs holds no second copy).
-        ``flat``, ``found``, ``metrics``: their pairs, each pair's entry in ``_by_pair``
-        and their metric names, when the caller has them. Every per-pair step is a
-        C-level pass over all pairs."""
+        ``flat``, ``found``, ``metrics``, ``by_metric``: their pairs, each pair's entry in
+        ``_by_pair``, their metric names and how many per name, when the caller has
+        them. Every per-pair step is a C-level pass over all pairs."""
         first = len(self._labels)
         k = len(series)
         if flat is None:
@@ -143,8 +145,10 @@ class SeriesIndex:
         deque(map(array.append, map(_SECOND, entries), sids), maxlen=0)
         if metrics is None:
             metrics = list(map(metric_of, interned))
-        self._per_metric.update(metrics)
-        self._metric_of.extend(map(self._number_map("m", metrics).__getitem__, metrics))
+        if by_metric is None:
+            by_metric = Counter(metrics)
+        self._per_metric.update(by_metric)
+        self._metric_of.extend(map(self._number_map("m", by_metric).__getitem__, metrics))
         self._labels.extend(interned)
         self._per_source[source] = self._per_source.get(source, 0) + k
         self._active += k
@@ -241,8 +245,11 @@ class SeriesIndex:
                 ids.update(zip(new, range(first, first + len(new)), strict=True))
             try:
                 flat, pairs, metrics = self._checked_locked(new)
-                self._check_limits_locked(new, source, metrics)
-                added, adopted = self._add_many_locked(new, source, flat, pairs, metrics)
+                by_metric = Counter(metrics)
+                self._check_limits_locked(new, source, by_metric)
+                added, adopted = self._add_many_locked(
+                    new, source, flat=flat, found=pairs, metrics=metrics, by_metric=by_metric
+                )
             except BaseException:
                 self._forget_locked(new)
                 raise
@@ -286,7 +293,7 @@ class SeriesIndex:
         unseen = set(compress(flat, map(operator.is_, found, repeat(None))))
         return all(pair_ok(pair, self._valid_names) for pair in unseen)
 
-    def _check_limits_locked(self, new: list[Labels], source: str, metrics: list[str]) -> None:
+    def _check_limits_locked(self, new: list[Labels], source: str, by_metric: Counter[str]) -> None:
         lim = self._limits
         total = self._active
         if lim.max_series and total + len(new) > lim.max_series:
@@ -302,7 +309,7 @@ class SeriesIndex:
                     f"limit is {lim.max_per_source} and {have} exist"
                 )
         if lim.max_per_metric:
-            for name, count in Counter(metrics).items():
+            for name, count in by_metric.items():
                 have = self._per_metric.get(name, 0)
                 if have + count > lim.max_per_metric:
                     raise CardinalityLimitError(

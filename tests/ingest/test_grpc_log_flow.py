@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -193,17 +194,121 @@ async def test_unread_stream_paces_the_client(served: tuple[Served, OverloadedLo
         nonlocal sent
         for seq in range(1, 201):
             sent += 1
-            yield _batch(seq, lines=20, size=4000)
+            yield _batch(seq, lines=500, size=200)
 
     call = asyncio.ensure_future(srv.stream()(counting()))
     async with asyncio.timeout(10):
         while sent < 5:
             await asyncio.sleep(0.01)
-    # The server holds the first batch and reads no further: the transport's flow
-    # control windows fill and the client stalls far before its 200 batches (16 MB)
-    # are sent, however long it is given (half a second here).
+    # The server holds the first group (10 batches) and reads no further: the
+    # transport's flow control windows fill and the client stalls far before its 200
+    # batches (20 MB) are sent, however long it is given (half a second here).
     await asyncio.sleep(0.5)
     assert sent < 200
     gate.set()
     resp = pb.StreamLogsResponse.FromString(await call)
-    assert (resp.batches, resp.accepted) == (200, 4000)
+    assert (resp.batches, resp.accepted) == (200, 100_000)
+
+
+@dataclass
+class SeqStore:
+    """A log store with the writer's dedup rule (a batch whose sequence number is not
+    above the agent's last one is a duplicate); ``refuse(dedup)`` makes it overloaded."""
+
+    last: dict[str, int] = field(default_factory=dict)
+    stored: list[int] = field(default_factory=list)  # the batch of every stored line
+    keys: list[int] = field(default_factory=list)  # the sequence number of each append
+    refuse: Callable[[DedupKey | None], bool] = lambda dedup: False
+
+    async def append(
+        self, batch: LogBatch, *, source: str = "", dedup: DedupKey | None = None
+    ) -> LogAppendResult:
+        if self.refuse(dedup):
+            raise OverloadedError("cannot append logs: the write queue is full")
+        if dedup is not None:
+            if dedup.batch_seq <= self.last.get(dedup.agent_id, -1):
+                return LogAppendResult(accepted=0, duplicate=True)
+            self.last[dedup.agent_id] = dedup.batch_seq
+            self.keys.append(dedup.batch_seq)
+        self.stored += [int(m.partition(":")[0]) for m in batch.message]
+        return LogAppendResult(accepted=len(batch))
+
+
+@contextlib.asynccontextmanager
+async def _serving(store: SeqStore, wait_s: float) -> AsyncIterator[Served]:
+    service = NodeAgentService(
+        NoMetrics(), log_appender=store, options=GrpcOptions(overload_wait_s=wait_s)
+    )
+    server = GrpcServer(service, listen="127.0.0.1:0")
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(service, channel)
+    finally:
+        await channel.close()
+        await server.aclose(grace_s=1)
+
+
+def _seq_batch(seq: int, lines: int = 500, agent_id: str = "web-1") -> bytes:
+    records = [pb.LogRecord(level="info", message=f"{seq}:{i}") for i in range(lines)]
+    return pb.LogBatch(agent_id=agent_id, batch_seq=seq, records=records).SerializeToString()
+
+
+def _once(store: SeqStore, seqs: range, lines: int = 500) -> bool:
+    return sorted(store.stored) == [s for s in seqs for _ in range(lines)]
+
+
+async def test_a_stream_is_appended_in_groups_of_batches() -> None:
+    store = SeqStore()
+    async with _serving(store, 5.0) as srv:
+        raw = await srv.stream()(_gen([_seq_batch(s) for s in range(1, 31)]))
+    resp = pb.StreamLogsResponse.FromString(raw)
+    assert (resp.accepted, resp.batches, resp.duplicates) == (15_000, 30, 0)
+    # The first batch alone (its acceptance tells the store's state), then groups.
+    assert store.keys == [1, 10, 20, 30]
+    assert _once(store, range(1, 31))
+
+
+async def test_batches_without_sequence_numbers_are_grouped_too() -> None:
+    store = SeqStore()
+    async with _serving(store, 5.0) as srv:
+        raw = await srv.stream()(_gen([_seq_batch(0, lines=100)] * 7))
+    resp = pb.StreamLogsResponse.FromString(raw)
+    assert (resp.accepted, resp.batches, resp.duplicates) == (700, 7, 0)
+    assert srv.service.logs.appends == 1
+
+
+async def test_a_retried_stream_stores_each_batch_once() -> None:
+    store = SeqStore()
+    store.refuse = lambda dedup: dedup is not None and dedup.batch_seq == 20
+    async with _serving(store, 0.0) as srv:
+        batches = [_seq_batch(s) for s in range(1, 31)]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await srv.stream()(_gen(batches))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _once(store, range(1, 11))
+        store.refuse = lambda dedup: False
+        raw = await srv.stream()(_gen(batches))
+    resp = pb.StreamLogsResponse.FromString(raw)
+    assert (resp.accepted, resp.batches, resp.duplicates) == (10_000, 30, 10)
+    assert _once(store, range(1, 31))
+
+
+async def test_another_call_for_the_agent_stops_a_merge() -> None:
+    # Batch 1 of the stream is accepted; its group 2..10 is held (overloaded) until a
+    # second call has stored batch 2 on its own. Merging 2..10 now would store batch 2
+    # twice: the stream must notice the other append and go batch by batch.
+    store = SeqStore()
+    store.refuse = lambda dedup: (
+        dedup is not None and dedup.batch_seq == 10 and 2 not in store.stored
+    )
+    async with _serving(store, 10.0) as srv:
+        call = asyncio.ensure_future(srv.stream()(_gen([_seq_batch(s) for s in range(1, 11)])))
+        async with asyncio.timeout(10):
+            while srv.service.logs.held == 0:
+                await asyncio.sleep(0.01)
+        other = pb.SendLogsResponse.FromString(await srv.send()(_seq_batch(2)))
+        assert (other.accepted, other.duplicate) == (500, False)
+        resp = pb.StreamLogsResponse.FromString(await call)
+    assert (resp.accepted, resp.batches, resp.duplicates) == (4_500, 10, 1)
+    assert _once(store, range(1, 11))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import operator
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,7 +41,7 @@ from google.protobuf.message import DecodeError
 from monitoringserver.auth.api import Authenticator, Scope
 from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
 from monitoringserver.ingest.grpc_common import InflightLimiter, abort, authorize, run_to_completion
-from monitoringserver.logs.api import LogAppender
+from monitoringserver.logs.api import LogAppender, LogAppendResult
 from monitoringserver.metrics.api import DedupKey
 from monitoringserver.model.logs import LogBatch, normalize_level
 from monitoringserver.proto import monitoring_pb2 as pb
@@ -52,6 +53,12 @@ _FIRST_PAUSE_S = 0.01
 _MAX_PAUSE_S = 0.2
 #: A held batch is refused this long before the client's deadline at the latest.
 _DEADLINE_MARGIN_S = 0.5
+#: Lines of one StreamLogs group (see LogIngest); the log writer appends batches up to
+#: 5,000 lines on its event loop, larger ones through a thread.
+_GROUP_LINES = 5_000
+#: Agents whose latest offer is remembered (an agent forgotten merges nothing until its
+#: next accepted append).
+_MAX_MARKS = 100_000
 
 _timestamp = operator.attrgetter("timestamp_ms")
 _level = operator.attrgetter("level")
@@ -109,13 +116,40 @@ def decode_log_batch(
     return DecodedLogBatch(agent_id, msg.batch_seq, log_batch_from_pb(msg, agent_id, now_ms))
 
 
+@dataclass(slots=True)
+class _Totals:
+    accepted: int = 0
+    batches: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """After this stream's append of ``agent_id``'s batch ``seq`` was accepted, the
+    store's last sequence number of the agent is ``seq`` — while ``mark`` is still the
+    agent's latest append (no other call appended for it since)."""
+
+    agent_id: str
+    mark: int
+    seq: int
+
+
 class LogIngest:
     """``SendLogs`` and ``StreamLogs`` over a :class:`LogAppender` (``None``: both answer
-    UNAVAILABLE). ``limiter`` is shared with the other append RPCs; a batch holds one
-    slot from before it is decoded until the store took it. ``on_batch(agent_id)`` is
-    called for every decoded batch (the node registry's last-seen time). A
-    ``StreamLogs`` call that fails is read to its end (for up to ``drain_s``) before its
-    status is sent (see :func:`_drain`). Loop-affine."""
+    UNAVAILABLE). ``limiter`` is shared with the other append RPCs: decoding a batch and
+    offering lines to the store each hold one slot. ``on_batch(agent_id)`` is called for
+    every decoded batch (the node registry's last-seen time). A ``StreamLogs`` call that
+    fails is read to its end (for up to ``drain_s``) before its status is sent (see
+    :func:`_drain`). Loop-affine.
+
+    Consecutive batches of one agent in a ``StreamLogs`` call are offered to the store
+    as one append of up to ``_GROUP_LINES`` lines under the dedup key of the last one
+    (one WAL record and one dedup entry instead of ten). That is what appending them one
+    by one does only when the store's last sequence number of the agent is below the
+    first: so a group is merged only after this call's previous append for the agent was
+    accepted (its sequence number is then the store's) and no other call has appended
+    for the agent since (``_marks``); otherwise its batches go one by one.
+    """
 
     def __init__(
         self,
@@ -135,39 +169,70 @@ class LogIngest:
         self._wait_s = overload_wait_s
         self._drain_s = drain_s
         self._on_batch = on_batch
-        #: Batches the store refused as overloaded and that were offered again.
+        self._numbers = itertools.count(1)
+        #: agent id -> number of the latest offer of its sequenced lines (bounded, LRU).
+        self._marks: dict[str, int] = {}
+        #: Offers the store refused as overloaded and that were made again.
         self.held = 0
+        #: Appends made to the store (one per batch, or per group of a stream's batches).
+        self.appends = 0
 
-    async def _append(self, raw: bytes, context: grpc.aio.ServicerContext) -> tuple[int, bool]:
+    def _decode(self, raw: bytes) -> DecodedLogBatch:
         if self._logs is None:
             raise UnavailableError("cannot accept logs: no log store is configured")
         with self._limiter:
             got = decode_log_batch(raw, int(time.time() * 1000), self._check)
-            if self._on_batch is not None:
-                self._on_batch(got.agent_id)
-            if len(got.batch) == 0:
-                return 0, False
-            seq = got.batch_seq
-            dedup = DedupKey(got.agent_id, seq) if seq else None
-            loop = asyncio.get_running_loop()
-            # Not past the client's deadline: a refusal with a retry hint tells the
-            # agent more than DEADLINE_EXCEEDED would.
-            client_left = context.time_remaining()
-            wait_s = self._wait_s
-            if client_left is not None:
-                wait_s = min(wait_s, client_left - _DEADLINE_MARGIN_S)
-            deadline = loop.time() + wait_s
-            pause = _FIRST_PAUSE_S
+        if self._on_batch is not None:
+            self._on_batch(got.agent_id)
+        return got
+
+    def _mark(self, agent_id: str) -> int:
+        mark = next(self._numbers)
+        self._marks.pop(agent_id, None)
+        self._marks[agent_id] = mark
+        if len(self._marks) > _MAX_MARKS:
+            del self._marks[next(iter(self._marks))]
+        return mark
+
+    async def _offer(
+        self,
+        agent_id: str,
+        batch: LogBatch,
+        seq: int,
+        context: grpc.aio.ServicerContext,
+        expect: int | None = None,
+    ) -> tuple[LogAppendResult, int] | None:
+        """Append, holding the batch while the store is overloaded (module docstring);
+        returns the result and the mark this append took. With ``expect``, gives up
+        (``None``) as soon as the agent's latest mark is another one."""
+        assert self._logs is not None
+        dedup = DedupKey(agent_id, seq) if seq else None
+        loop = asyncio.get_running_loop()
+        # Not past the client's deadline: a refusal with a retry hint tells the agent
+        # more than DEADLINE_EXCEEDED would.
+        client_left = context.time_remaining()
+        wait_s = self._wait_s
+        if client_left is not None:
+            wait_s = min(wait_s, client_left - _DEADLINE_MARGIN_S)
+        deadline = loop.time() + wait_s
+        pause = _FIRST_PAUSE_S
+        with self._limiter:
             while True:
+                if expect is not None and self._marks.get(agent_id) != expect:
+                    return None
+                mark = self._mark(agent_id) if seq else 0
                 try:
                     result = await run_to_completion(
-                        self._logs.append(got.batch, source=got.agent_id, dedup=dedup)
+                        self._logs.append(batch, source=agent_id, dedup=dedup)
                     )
-                    return result.accepted, result.duplicate
+                    self.appends += 1
+                    return result, mark
                 except OverloadedError as exc:
                     left = deadline - loop.time()
                     if left < pause or exc.retry_after_s > self._wait_s:
                         raise
+                if expect is not None:
+                    expect = mark  # a refused offer changes nothing in the store
                 self.held += 1
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, _MAX_PAUSE_S)
@@ -175,8 +240,13 @@ class LogIngest:
     async def send(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.SendLogsResponse:
         try:
             authorize(self._auth, context, Scope.WRITE)
-            accepted, duplicate = await self._append(raw, context)
-            return pb.SendLogsResponse(accepted=accepted, duplicate=duplicate)
+            got = self._decode(raw)
+            if len(got.batch) == 0:
+                return pb.SendLogsResponse(accepted=0, duplicate=False)
+            offered = await self._offer(got.agent_id, got.batch, got.batch_seq, context)
+            assert offered is not None
+            result = offered[0]
+            return pb.SendLogsResponse(accepted=result.accepted, duplicate=result.duplicate)
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
             await abort(context, exc)
 
@@ -188,16 +258,86 @@ class LogIngest:
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
             await abort(context, exc)
         try:
-            accepted = batches = duplicates = 0
+            totals = _Totals()
+            known: _Known | None = None
+            group: list[DecodedLogBatch] = []
+            lines = 0
             async for raw in request_iterator:
-                n, dup = await self._append(raw, context)
-                accepted += n
-                batches += 1
-                duplicates += int(dup)
-            return pb.StreamLogsResponse(accepted=accepted, batches=batches, duplicates=duplicates)
+                got = self._decode(raw)
+                if group and not _joins(group[-1], got, lines):
+                    known = await self._flush(group, known, totals, context)
+                    group, lines = [], 0
+                group.append(got)
+                lines += len(got.batch)
+                if lines >= _GROUP_LINES:
+                    known = await self._flush(group, known, totals, context)
+                    group, lines = [], 0
+            if group:
+                await self._flush(group, known, totals, context)
+            return pb.StreamLogsResponse(
+                accepted=totals.accepted, batches=totals.batches, duplicates=totals.duplicates
+            )
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
             await _drain(request_iterator, self._drain_s)
             await abort(context, exc)
+
+    async def _flush(
+        self,
+        group: list[DecodedLogBatch],
+        known: _Known | None,
+        totals: _Totals,
+        context: grpc.aio.ServicerContext,
+    ) -> _Known | None:
+        """Append ``group`` (one agent; sequence numbers all 0 or increasing); returns
+        what this stream then knows of the store's state (see :class:`_Known`)."""
+        totals.batches += len(group)
+        work = [g for g in group if len(g.batch)]
+        if not work:
+            return known
+        agent_id = work[0].agent_id
+        if work[0].batch_seq == 0:  # no dedup keys: one append is exact
+            offered = await self._offer(
+                agent_id, LogBatch.concat([w.batch for w in work]), 0, context
+            )
+            assert offered is not None
+            totals.accepted += offered[0].accepted
+            return known
+        i = 0
+        while i < len(work):
+            seq = work[i].batch_seq
+            if (
+                i + 1 < len(work)
+                and known is not None
+                and known.agent_id == agent_id
+                and known.seq < seq
+            ):
+                rest = work[i:]
+                last = rest[-1].batch_seq
+                offered = await self._offer(
+                    agent_id, LogBatch.concat([w.batch for w in rest]), last, context, known.mark
+                )
+                if offered is not None:
+                    result, mark = offered
+                    totals.accepted += result.accepted
+                    if result.duplicate:  # not expected: the store was ahead after all
+                        totals.duplicates += len(rest)
+                        return None
+                    return _Known(agent_id, mark, last)
+            offered = await self._offer(agent_id, work[i].batch, seq, context)
+            assert offered is not None
+            result, mark = offered
+            totals.accepted += result.accepted
+            totals.duplicates += int(result.duplicate)
+            known = None if result.duplicate else _Known(agent_id, mark, seq)
+            i += 1
+        return known
+
+
+def _joins(last: DecodedLogBatch, got: DecodedLogBatch, lines: int) -> bool:
+    """Whether ``got`` may join the group that ends with ``last`` and holds ``lines``."""
+    if got.agent_id != last.agent_id or lines + len(got.batch) > _GROUP_LINES:
+        return False
+    return got.batch_seq > last.batch_seq if last.batch_seq else got.batch_seq == 0
 
 
 async def _drain(request_iterator: AsyncIterator[bytes], limit_s: float) -> None:

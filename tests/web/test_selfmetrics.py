@@ -11,7 +11,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from monitoringserver.web import selfmetrics
-from monitoringserver.web.selfmetrics import HttpMetrics, HttpMetricsMiddleware
+from monitoringserver.web.selfmetrics import HttpMetrics, HttpMetricsMiddleware, IngestMetrics
 
 
 async def _item(request: Request) -> PlainTextResponse:
@@ -42,3 +42,20 @@ async def test_requests_are_counted_per_method_route_and_code(
     assert count("GET", "/items/{name}", "200") == 3
     assert count("GET", "other", "404") == 1
     assert count("POST", "/items/{name}", "405") == 1
+
+
+def test_count_ok_adds_to_the_same_series_as_the_labelled_counters() -> None:
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    metrics.samples.labels("remote_write").inc(3)
+    metrics.requests.labels("remote_write", "ok").inc()
+    for accepted in (5, 0, 7):
+        metrics.count_ok("remote_write", accepted)
+    metrics.count_ok("influx", 2)
+    assert (
+        registry.get_sample_value("monitoring_ingest_samples_total", {"format": "remote_write"})
+        == 15
+    )
+    assert registry.get_sample_value("monitoring_ingest_samples_total", {"format": "influx"}) == 2
+    ok = {"format": "remote_write", "outcome": "ok"}
+    assert registry.get_sample_value("monitoring_ingest_requests_total", ok) == 4

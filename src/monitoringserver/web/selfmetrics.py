@@ -54,6 +54,19 @@ class IngestMetrics:
             ["format", "outcome"],
             registry=registry,
         )
+        # format -> (samples child, requests{outcome="ok"} child): skips two label lookups
+        # per request on the hot ingest paths (bounded: one entry per wire format).
+        self._ok: dict[str, tuple[Counter, Counter]] = {}
+
+    def count_ok(self, fmt: str, accepted: int) -> None:
+        """Count a request of ``fmt`` that refused nothing: ``accepted`` samples, one
+        ``ok`` request (the same series as ``samples.labels(fmt).inc(...)`` and
+        ``requests.labels(fmt, "ok").inc()``)."""
+        children = self._ok.get(fmt)
+        if children is None:
+            children = self._ok[fmt] = (self.samples.labels(fmt), self.requests.labels(fmt, "ok"))
+        children[0].inc(accepted)
+        children[1].inc()
 
 
 class HttpMetricsMiddleware:

@@ -112,7 +112,9 @@ async def _append_ids(
         count_error(comps, _FORMAT)
         raise
     metrics = comps.ingest_metrics
-    if metrics is not None:
+    if metrics is not None and not result.rejected:
+        metrics.count_ok(_FORMAT, result.accepted)
+    elif metrics is not None:
         metrics.samples.labels(_FORMAT).inc(result.accepted)
         for reason, n in result.rejected.items():
             metrics.rejected.labels(_FORMAT, reason).inc(n)

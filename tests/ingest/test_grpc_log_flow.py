@@ -235,10 +235,16 @@ class SeqStore:
 
 
 @contextlib.asynccontextmanager
-async def _serving(store: SeqStore, wait_s: float) -> AsyncIterator[Served]:
+async def _serving(
+    store: SeqStore, wait_s: float, group_wait_s: float = 30.0
+) -> AsyncIterator[Served]:
+    """A server over ``store``; groups wait long for the next batch (by default), so
+    they form by size, whatever the machine's load."""
     service = NodeAgentService(
         NoMetrics(), log_appender=store, options=GrpcOptions(overload_wait_s=wait_s)
     )
+    service.logs.group_wait_s = group_wait_s
+    service.logs.group_wait_s = group_wait_s
     server = GrpcServer(service, listen="127.0.0.1:0")
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -312,3 +318,33 @@ async def test_another_call_for_the_agent_stops_a_merge() -> None:
         resp = pb.StreamLogsResponse.FromString(await call)
     assert (resp.accepted, resp.batches, resp.duplicates) == (4_500, 10, 1)
     assert _once(store, range(1, 11))
+
+
+async def test_a_slow_stream_is_not_held_back_for_a_group() -> None:
+    # Each batch is sent only once the previous one is in the store: a server waiting
+    # to fill a group would never get the next one.
+    store = SeqStore()
+    async with _serving(store, 5.0, group_wait_s=0.02) as srv:
+
+        async def lockstep() -> AsyncIterator[bytes]:
+            for seq in range(1, 6):
+                async with asyncio.timeout(10):
+                    while len(store.stored) < (seq - 1) * 10:
+                        await asyncio.sleep(0.01)
+                yield _seq_batch(seq, lines=10)
+
+        raw = await srv.stream()(lockstep())
+    resp = pb.StreamLogsResponse.FromString(raw)
+    assert (resp.accepted, resp.batches, resp.duplicates) == (50, 5, 0)
+    assert _once(store, range(1, 6), lines=10)
+    assert srv.service.logs._buffered == 0
+
+
+async def test_a_stream_failing_with_a_group_pending_releases_it() -> None:
+    store = SeqStore()
+    async with _serving(store, 5.0) as srv:
+        batches = [_seq_batch(1, lines=10), _seq_batch(2, lines=10), b"\xff\xff"]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await srv.stream()(_gen(batches))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert srv.service.logs._buffered == 0

@@ -56,6 +56,10 @@ _DEADLINE_MARGIN_S = 0.5
 #: Lines of one StreamLogs group (see LogIngest); the log writer appends batches up to
 #: 5,000 lines on its event loop, larger ones through a thread.
 _GROUP_LINES = 5_000
+#: How long a group waits for a stream's next batch before it is appended as it is.
+_GROUP_WAIT_S = 0.02
+#: Decoded lines all streams may hold in groups; beyond it batches go one by one.
+_MAX_BUFFERED_LINES = 200_000
 #: Agents whose latest offer is remembered (an agent forgotten merges nothing until its
 #: next accepted append).
 _MAX_MARKS = 100_000
@@ -176,6 +180,10 @@ class LogIngest:
         self.held = 0
         #: Appends made to the store (one per batch, or per group of a stream's batches).
         self.appends = 0
+        #: Decoded lines that streams hold in groups not yet offered to the store.
+        self._buffered = 0
+        #: How long a group waits for its stream's next batch (seconds).
+        self.group_wait_s = _GROUP_WAIT_S
 
     def _decode(self, raw: bytes) -> DecodedLogBatch:
         if self._logs is None:
@@ -257,29 +265,55 @@ class LogIngest:
             authorize(self._auth, context, Scope.WRITE)
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
             await abort(context, exc)
-        try:
-            totals = _Totals()
-            known: _Known | None = None
-            group: list[DecodedLogBatch] = []
+        totals = _Totals()
+        known: _Known | None = None
+        group: list[DecodedLogBatch] = []
+        lines = 0  # in ``group``, counted in ``self._buffered``
+
+        async def flush() -> None:
+            nonlocal known, group, lines
+            taken, group = group, []
+            self._buffered -= lines
             lines = 0
-            async for raw in request_iterator:
+            known = await self._flush(taken, known, totals, context)
+
+        upcoming: asyncio.Future[bytes | None] | None = None
+        try:
+            messages = request_iterator.__aiter__()
+            while True:
+                if group:
+                    # A group waits for the next batch only briefly: the lines of a
+                    # slow stream reach the store (and live tail) without waiting for
+                    # batches that are not on their way yet.
+                    upcoming = asyncio.ensure_future(anext(messages, None))
+                    done, _ = await asyncio.wait((upcoming,), timeout=self.group_wait_s)
+                    if not done:
+                        await flush()
+                    raw = await upcoming
+                else:
+                    raw = await anext(messages, None)
+                if raw is None:
+                    break
                 got = self._decode(raw)
                 if group and not _joins(group[-1], got, lines):
-                    known = await self._flush(group, known, totals, context)
-                    group, lines = [], 0
+                    await flush()
                 group.append(got)
                 lines += len(got.batch)
-                if lines >= _GROUP_LINES:
-                    known = await self._flush(group, known, totals, context)
-                    group, lines = [], 0
+                self._buffered += len(got.batch)
+                if lines >= _GROUP_LINES or self._buffered > _MAX_BUFFERED_LINES:
+                    await flush()
             if group:
-                await self._flush(group, known, totals, context)
+                await flush()
             return pb.StreamLogsResponse(
                 accepted=totals.accepted, batches=totals.batches, duplicates=totals.duplicates
             )
         except Exception as exc:  # noqa: BLE001 (every error becomes a status)
-            await _drain(request_iterator, self._drain_s)
+            await _drain(request_iterator, self._drain_s, upcoming)
             await abort(context, exc)
+        finally:
+            self._buffered -= lines
+            if upcoming is not None and not upcoming.done():
+                upcoming.cancel()
 
     async def _flush(
         self,
@@ -340,8 +374,13 @@ def _joins(last: DecodedLogBatch, got: DecodedLogBatch, lines: int) -> bool:
     return got.batch_seq > last.batch_seq if last.batch_seq else got.batch_seq == 0
 
 
-async def _drain(request_iterator: AsyncIterator[bytes], limit_s: float) -> None:
-    """Read and drop what the client still sends (undecoded), for up to ``limit_s``.
+async def _drain(
+    request_iterator: AsyncIterator[bytes],
+    limit_s: float,
+    pending: asyncio.Future[bytes | None] | None = None,
+) -> None:
+    """Read and drop what the client still sends (undecoded), for up to ``limit_s``;
+    ``pending``: a read already under way (``None`` at the end of the stream).
 
     When a client-streaming call ends before the client half-closed, the client's next
     write fails, and the grpc.aio client then reports ``INTERNAL: Internal error from
@@ -350,5 +389,7 @@ async def _drain(request_iterator: AsyncIterator[bytes], limit_s: float) -> None
     """
     with contextlib.suppress(Exception):
         async with asyncio.timeout(limit_s):
+            if pending is not None and await pending is None:
+                return
             async for _ in request_iterator:
                 pass

@@ -138,3 +138,22 @@ async def test_resolve_series_keeps_the_limits_and_refuses_when_closing(data_dir
             writer.resolve_series([CPU])
         with pytest.raises(UnavailableError):
             await writer.append_ids(*cols([], [], []))
+
+
+async def test_resolving_the_label_sets_of_the_last_appended_batch(data_dir: Path) -> None:
+    async with open_store(data_dir) as h:
+        writer = h.handle.writer
+        writer.resolve_series([CPU], source="agent")
+        appended = batch([(MEM, T0_MS, 1.0), (CPU, T0_MS, 2.0)])
+        await writer.append(appended)
+        assert list(appended.series) == [MEM, CPU]
+        assert writer.resolve_series(appended.series).tolist() == [1, 0]
+        again = writer.resolve_series(appended.series)
+        again[0] = 99  # the caller's copy
+        assert writer.resolve_series(list(appended.series)).tolist() == [1, 0]
+        # Equal label sets that are other objects, or other sets, are looked up.
+        copies = [series("mem", host="a"), series("cpu", host="a")]
+        assert writer.resolve_series(copies).tolist() == [1, 0]
+        assert writer.resolve_series([CPU, MEM]).tolist() == [0, 1]
+        assert writer.resolve_series([MEM]).tolist() == [1]
+        assert writer.resolve_series([]).tolist() == []

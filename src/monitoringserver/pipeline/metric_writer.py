@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from monitoringserver.storage.options import StorageOptions
 __all__ = ["MetricWriter"]
 
 log = logging.getLogger(__name__)
+_NO_IDS = np.empty(0, dtype=np.uint64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ class MetricWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self._subscribers: list[Callable[[SampleBatch], None]] = []
+        # The label sets of the last batch appended by label and their ids:
+        self._recent: tuple[tuple[Labels, ...], NDArray[np.uint64]] = ((), _NO_IDS)
 
     def subscribe(self, callback: Callable[[SampleBatch], None]) -> None:
         """Call ``callback(batch)`` with every acknowledged batch (the samples accepted,
@@ -132,6 +136,12 @@ class MetricWriter:
         in the WAL with the next batch written (whichever caller's it is)."""
         if self._closing:
             raise UnavailableError("cannot resolve series: the metric store is shutting down")
+        recent, recent_ids = self._recent
+        if len(series) == len(recent) and all(map(operator.is_, series, recent)):
+            # The label sets of the last appended batch, the very objects: ids are for
+            # life and label sets immutable, so no second lookup (a remote-write route
+            # learning the ids of a batch it has just appended).
+            return recent_ids.copy()
         ids, created = self._index.resolve_block(series, source)
         if created is not None:
             self._new_blocks.append(created)
@@ -262,6 +272,7 @@ class MetricWriter:
         used[batch.series_idx] = True
         if used.all():
             ids, created = self._index.resolve_block(batch.series, source)
+            self._recent = (tuple(batch.series), ids)
             return np.take(ids, batch.series_idx), created
         positions = np.flatnonzero(used)
         ids, created = self._index.resolve_block(

@@ -246,9 +246,11 @@ async def _http_phase(
             r.raise_for_status()
             fresh = (await client.get("/api/v1/logs/stats")).json()["data"]["store"]
             t_c = time.perf_counter()
+            cpu_c = srv.cpu_seconds()
             r = await client.post("/api/v1/logs/rotate", params={"compact": "true"})
             r.raise_for_status()
             compact_s = time.perf_counter() - t_c
+            compact_cpu = srv.cpu_seconds() - cpu_c
             stats = (await client.get("/api/v1/logs/stats")).json()["data"]
             needle_res = await _timed_get(
                 client, {"q": needle, "start_time": str(now_ms - 86_400_000)}
@@ -275,6 +277,7 @@ async def _http_phase(
         "fresh": fresh,
         "stats": stats,
         "compact_s": compact_s,
+        "compact_cpu_s": compact_cpu,
         "needle": needle_res,
         "top": top_res,
         "tail": tail,
@@ -372,7 +375,11 @@ async def run(lines: int, profile: Path | None = None) -> dict[str, object]:
             "fresh_archives_zstd3_bytes_per_line": round(fresh["stored_bytes"] / lines, 2),
             "after_compaction_zstd9_bytes_per_line": round(store["stored_bytes"] / lines, 2),
             "compaction_s": round(float(str(http["compact_s"])), 1),
-            "bloom_index_bytes_per_line": round(store["index_bytes"] / lines, 2),
+            "compaction_server_cpu_s": round(float(str(http["compact_cpu_s"])), 1),
+            "token_index_bytes_per_line": round(store["index_bytes"] / lines, 2),
+            "archives_plus_index_bytes_per_line": round(
+                (store["stored_bytes"] + store["index_bytes"]) / lines, 2
+            ),
             "zstd3_1MiB_frames_bytes_per_line": round(frames / lines, 2),
             "raw_message_bytes_per_line": round(store["raw_bytes"] / lines, 1),
         },

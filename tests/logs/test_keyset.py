@@ -33,7 +33,7 @@ def test_false_positive_rate_and_size(rate: float) -> None:
     ks = KeySet.build(_HASHES, bits_for(len(_HASHES), rate))
     others = _RNG.integers(0, 2**64, size=20_000, dtype=np.uint64)
     fp = sum(ks.might_contain_all(others[i : i + 1]) for i in range(len(others)))
-    assert fp / len(others) <= rate * 1.3
+    assert fp / len(others) <= rate * 1.5
     # Elias-Fano: log2(1/p) + ~2 bits per key (an optimal bloom filter: 1.44 log2(1/p)).
     assert len(ks) * 8 / ks.keys <= np.log2(1 / rate) + 3
 

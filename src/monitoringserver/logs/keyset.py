@@ -53,10 +53,10 @@ def _distinct(values: NDArray[np.uint64]) -> NDArray[np.uint64]:
 
 def bits_for(n: int, fp_rate: float) -> int:
     """Fingerprint bits for ``n`` keys at about ``fp_rate`` false positives per key
-    (between ``fp_rate / 2`` and ``fp_rate``)."""
+    (the nearest power of two: between ``0.71 * fp_rate`` and ``1.41 * fp_rate``)."""
     if not 0 < fp_rate < 1:
         raise ValueError("fp_rate must be in (0, 1)")
-    return max(1, min(64, math.ceil(math.log2(max(1, n) / fp_rate))))
+    return max(1, min(64, round(math.log2(max(1, n) / fp_rate))))
 
 
 class KeySet:

@@ -224,6 +224,10 @@ def test_archive_filter_and_needs_flush(db: Database, tmp_path: Path, clock: Fak
         LogStoreOptions(compression_level=0)
     with pytest.raises(BadDataError):
         LogStoreOptions(flush_lines=0)
+    with pytest.raises(BadDataError, match="index_fp_rate"):
+        LogStoreOptions(index_fp_rate=0.0)
+    with pytest.raises(BadDataError):
+        LogStoreOptions(compact_dictionary_limit=0)
 
 
 def test_rows_inserted_during_a_flush_stay_in_the_head(

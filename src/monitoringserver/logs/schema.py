@@ -3,8 +3,10 @@
 * ``log_head``: lines not yet archived. ``attrs`` is a JSON object text ('' when empty);
   ``batch`` numbers inserts so a flush can archive exactly the rows it copied.
 * ``log_archives``: the manifest. An archive file is visible only through its row.
-  ``bloom`` holds the token bloom filter; ``hash_version`` the DuckDB version whose
-  ``hash()`` built it (a different version disables pruning, never correctness);
+  ``bloom`` holds the token index (an ``LKS1`` key set, or an ``LBF1``/``LBF2`` bloom
+  filter in older archives); ``hash_version`` the DuckDB version whose ``hash()`` built
+  a filter of DuckDB-hashed keys (a different version disables pruning, never
+  correctness) and ``+`` flags for the kind of keys, index and file layout;
   ``compacted``: the archive is the product of a merge (not merged again).
 * ``log_state``: ``committed_lsn`` = WAL position whose records are all in DuckDB.
 * ``log_dedup``: the last applied ``batch_seq`` per agent.

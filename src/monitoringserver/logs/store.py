@@ -9,7 +9,7 @@ archives as templates + typed variables, see :mod:`.templates`), fsynced, rename
 then listed in ``log_archives`` in the same transaction that empties the head. Files
 the manifest does not list are crash leftovers and are removed when the store opens.
 Each archive carries its time range, hosts, attrs keys, line count, raw and stored
-bytes and a token bloom filter (for needle searches).
+bytes and a token index (for needle searches; see :mod:`.keyset`).
 
 Thread-safety: every method may be called from any thread; writes are funnelled
 through :class:`~monitoringserver.storage.db.Database`'s writer thread.
@@ -160,7 +160,7 @@ class LogStore:
     def flush(self) -> ArchiveInfo | None:
         """Move the head (every row inserted so far) into a new archive; None when empty.
 
-        The file, its bloom filter and its metadata are built on the calling thread
+        The file, its token index and its metadata are built on the calling thread
         with a read cursor (inserts continue meanwhile); only the manifest insert and
         the head delete run on the writer thread, in one short transaction."""
         with self._flush_lock:
@@ -294,7 +294,7 @@ class LogStore:
         self, flt: ArchiveFilter | None = None, *, blooms: bool = True
     ) -> list[ArchiveEntry]:
         """Manifest rows overlapping the filter, oldest first (``blooms=False``: without
-        loading the bloom filters, for listings)."""
+        loading the token indexes, for listings)."""
         cols = ARCHIVE_COLS.replace("bloom,", "CASE WHEN ? THEN bloom END,")
         sql = f"SELECT {cols}, octet_length(bloom) FROM log_archives WHERE true"  # noqa: S608
         params: list[object] = [blooms]

@@ -19,6 +19,9 @@ The variables are taken out in four passes (UUIDs, hex ids, hex words, integers)
 a ``regexp_extract_all`` and a ``regexp_replace`` with the same pattern over the text
 of the previous pass, so each pass's list holds exactly the spans its marker replaced;
 an integer is kept only in a form whose decimal text is the span (no leading zero).
+:func:`encoded_relation` spells this out in SQL (the definition, and the reference the
+tests hold the encoder to); compaction uses :func:`encoded_tables`, the same values
+found with numpy (:mod:`.tmplsplit`) at a fraction of the CPU.
 :func:`restored_relation` puts the values back (the markers are distinct bytes, so the
 order of the passes does not matter on the way back): the exact original text.
 Rows are sorted by host, source, logger, template, time: rows of one template sit
@@ -88,7 +91,7 @@ def _ids(found: str, cast: str) -> str:
 def encoded_relation(src: str) -> str:
     """The rows of relation ``src`` (``HEAD_COLUMNS``) in the template layout: every
     column but ``message``, then ``tmpl``, ``verbatim``, ``i1..i24``, ``irest``,
-    ``uuids``, ``hexids``, ``hexw``."""
+    ``uuids``, ``hexids``, ``hexw`` (the SQL definition; see :func:`encoded_tables`)."""
     p1 = (
         f"SELECT {_OTHER}, {_MARKED} AS verbatim, message, "  # noqa: S608 -- constants
         f"regexp_extract_all(message, '{_UUID}') AS ua, "

@@ -111,6 +111,20 @@ async def test_dedup_and_replay_after_crash(tmp_path: Path) -> None:
     db.close()
 
 
+async def test_one_commit_stores_the_highest_sequence_of_each_agent(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    db = Database(tmp_path / "db", threads=1)
+    p = _open(db, tmp_path / "logs", clock)
+    for agent, seq in [("a", 1), ("b", 7), ("a", 2), ("a", 3), ("b", 8)]:
+        assert (await p.writer.append(_batch(1), dedup=DedupKey(agent, seq))).accepted == 1
+    assert await p.writer.commit_pending() == 5
+    assert p.store.dedup_state() == {"a": 3, "b": 8}
+    for agent, seq in [("a", 3), ("b", 2)]:
+        assert (await p.writer.append(_batch(1), dedup=DedupKey(agent, seq))).duplicate
+    await p.aclose()
+    db.close()
+
+
 async def test_run_loop_commits_and_closing_refuses(tmp_path: Path) -> None:
     clock = FakeClock(NOW)
     db = Database(tmp_path / "db", threads=1)

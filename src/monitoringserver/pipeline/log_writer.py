@@ -25,7 +25,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -304,7 +304,7 @@ class LogWriter:
             if not taken:
                 return 0
             batch = concat_batches([q.batch for q in taken])
-            dedups = [q.dedup for q in taken if q.dedup is not None]
+            dedups = _highest_per_agent(q.dedup for q in taken)
             try:
                 await self._store.ainsert(batch, lsn=taken[-1].lsn, dedup=dedups)
             except BaseException:
@@ -392,3 +392,16 @@ class LogWriter:
                 pass  # a commit the batcher started has also counted its lines
             if self._maintenance is not None:
                 await self._maintenance
+
+
+def _highest_per_agent(keys: Iterable[DedupKey | None]) -> list[DedupKey]:
+    """The highest ``batch_seq`` of each agent among ``keys``: the store keeps the
+    greatest sequence per agent, so one row per agent per commit stores the same state
+    as one per queued batch (each is a DuckDB upsert, 1-2 ms)."""
+    best: dict[str, DedupKey] = {}
+    for key in keys:
+        if key is not None:
+            prev = best.get(key.agent_id)
+            if prev is None or key.batch_seq > prev.batch_seq:
+                best[key.agent_id] = key
+    return list(best.values())

@@ -131,3 +131,20 @@ def test_compaction_of_mixed_layouts_in_many_chunks_keeps_every_line(
     got = LogQueryEngine(store).query(LogQuery(limit=10_000, direction="forward"))
     want = sorted(records, key=lambda r: (r.ts_ms, r.server_id, r.source, r.logger, r.message))
     assert list(got.batch.records()) == want[:10_000]
+
+
+def test_sources_that_change_order_fail_instead_of_mixing_rows(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    n = 2000
+    con.execute(
+        "CREATE TEMP TABLE src AS SELECT i AS ts, 'h' || (i % 7) AS server_id, 'info' AS level, "
+        "'l' AS logger, 's' AS source, 'line ' || i AS message, '' AS attrs FROM range(?) t(i)",
+        [n],
+    )
+    shuffled = "(SELECT * FROM src ORDER BY random())"
+    with (
+        encoded_tables(con, shuffled, chunk_lines=500) as rel,
+        pytest.raises(duckdb.InvalidInputException, match="another order"),
+    ):
+        con.execute(f"SELECT * FROM {rel}").fetchall()

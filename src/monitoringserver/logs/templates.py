@@ -131,8 +131,14 @@ def _final(rel: str) -> str:
     :class:`.tmplsplit.Encoded` fields (``v`` verbatim, ``tmpl`` (the message when
     verbatim), ``ints``/``ua``/``ha``/``wa`` as comma-separated text)."""
     ints = ", ".join(f"CASE WHEN NOT v THEN na[{k}] END AS i{k}" for k in range(1, INT_SLOTS + 1))
+    # A row whose other columns are not those its message was read with stops the
+    # statement (the sources gave their rows in another order the second time).
+    checked = (
+        "CASE WHEN rk = rk2 THEN tmpl ELSE error('cannot encode log lines: "
+        "the sources gave their rows in another order') END"
+    )
     return (
-        f"(SELECT {_OTHER}, tmpl, v AS verbatim, {ints}, "  # noqa: S608
+        f"(SELECT {_OTHER}, {checked} AS tmpl, v AS verbatim, {ints}, "  # noqa: S608
         f"CASE WHEN NOT v AND len(na) > {INT_SLOTS} THEN na[{INT_SLOTS + 1}:] END AS irest, "
         "CASE WHEN v THEN []::UUID[] ELSE string_split(ua, ',')::UUID[] END AS uuids, "
         "CASE WHEN v THEN []::UUID[] ELSE string_split(ha, ',')::UUID[] END AS hexids, "
@@ -142,15 +148,19 @@ def _final(rel: str) -> str:
 
 
 def _insert_chunk(
-    cur: duckdb.DuckDBPyConnection, table: str, messages: list[str], enc: Encoded
+    cur: duckdb.DuckDBPyConnection,
+    table: str,
+    row_keys: object,
+    messages: list[str],
+    enc: Encoded,
 ) -> None:
     """Append the rows of ``enc`` to ``table`` (numpy columns; lists as text; the
-    message itself as the template of a verbatim line)."""
+    message itself as the template of a verbatim line), each with its row key."""
     name = f"{table}_in"
     tmpl = np.array(enc.tmpl, dtype=object)
     for i in np.flatnonzero(enc.verbatim).tolist():
         tmpl[i] = messages[i]
-    cols: dict[str, object] = {"tmpl": tmpl, "v": enc.verbatim}
+    cols: dict[str, object] = {"rk": row_keys, "tmpl": tmpl, "v": enc.verbatim}
     for col, values in zip(_SPARSE, (enc.ints, enc.uuids, enc.hexids, enc.hexw), strict=True):
         cols[col] = np.array(values, dtype=object)
     cur.register(name, cols)
@@ -168,31 +178,37 @@ def encoded_tables(
     :func:`encoded_relation`, found with numpy (:func:`.tmplsplit.encode_messages`,
     several times cheaper than DuckDB's regex functions, whose cost is per match).
 
-    The messages of ``src`` are copied into a temporary table, encoded ``chunk_lines``
-    (default :data:`CHUNK_LINES`)
-    at a time into a second one, and dropped; the relation yielded joins ``src``
-    (scanned again, in the same order) with the encoded rows by position. ``src``
-    must give its rows in the same order every time and ``cur`` must run with
-    ``preserve_insertion_order`` on; the table lives on ``cur`` (a connection of its
-    own) until the block ends."""
+    The messages of ``src`` are copied into a temporary table (with a hash of the
+    row's other columns), encoded ``chunk_lines`` (default :data:`CHUNK_LINES`) at a
+    time into a second one, and dropped; the relation yielded joins ``src`` (scanned
+    again for the other columns: cheaper than keeping them) with the encoded rows by
+    position. ``src`` must give its rows in the same order every time (``cur`` with
+    ``preserve_insertion_order`` on): a row whose hash differs fails the statement
+    reading the relation, never a silent mix-up (rows equal in every other column may
+    trade messages: the same set of rows). The tables live on ``cur`` (a connection of
+    its own) until the block ends."""
     chunk = chunk_lines or CHUNK_LINES
     name = f"_tmpl_{secrets.token_hex(4)}"
     try:
-        cur.execute(f"CREATE TEMP TABLE {name}_m AS SELECT message FROM {src}")  # noqa: S608
         cur.execute(
-            f"CREATE TEMP TABLE {name}_e "
-            "(tmpl VARCHAR, v BOOLEAN, ints VARCHAR, ua VARCHAR, ha VARCHAR, wa VARCHAR)"
+            f"CREATE TEMP TABLE {name}_m AS SELECT hash({_OTHER}) AS rk, message FROM {src}"  # noqa: S608
+        )
+        cur.execute(
+            f"CREATE TEMP TABLE {name}_e (rk UBIGINT, tmpl VARCHAR, v BOOLEAN, "
+            "ints VARCHAR, ua VARCHAR, ha VARCHAR, wa VARCHAR)"
         )
         total = int(cur.execute(f"SELECT count(*) FROM {name}_m").fetchall()[0][0])  # noqa: S608
         for lo in range(0, total, chunk):
-            texts = cur.execute(
-                f"SELECT message FROM {name}_m WHERE rowid >= ? AND rowid < ?",  # noqa: S608
+            part = cur.execute(
+                f"SELECT rk, message FROM {name}_m WHERE rowid >= ? AND rowid < ?",  # noqa: S608
                 [lo, lo + chunk],
-            ).fetchnumpy()["message"]
-            messages = texts.tolist()
-            _insert_chunk(cur, f"{name}_e", messages, encode_messages(messages))
+            ).fetchnumpy()
+            messages = part["message"].tolist()
+            enc = encode_messages(messages)
+            _insert_chunk(cur, f"{name}_e", part["rk"], messages, enc)
         cur.execute(f"DROP TABLE {name}_m")
-        rel = f"(SELECT * FROM (SELECT {_OTHER} FROM {src}) POSITIONAL JOIN {name}_e)"  # noqa: S608
+        again = f"SELECT {_OTHER}, hash({_OTHER}) AS rk2 FROM {src}"  # noqa: S608
+        rel = f"(SELECT * FROM ({again}) POSITIONAL JOIN {name}_e)"  # noqa: S608
         yield _final(rel)
     finally:
         cur.execute(f"DROP TABLE IF EXISTS {name}_m")

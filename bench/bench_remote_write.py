@@ -8,7 +8,8 @@ goes to the receivers). Points are sent in three time-ordered rounds so no recei
 sees a series go backwards.
 
 Per receiver: samples/s, CPU-seconds per million samples (utime+stime from
-``/proc/<pid>/stat`` over the ingest), peak RSS (``VmHWM``), bytes per sample on disk
+``/proc/<pid>/stat`` over the ingest, child processes included), peak RSS (``VmHWM``,
+summed over child processes), bytes per sample on disk
 after flushing (this server: Parquet parts after the head flush; VictoriaMetrics: after
 ``/internal/force_flush`` and ``force_merge``; Prometheus: a TSDB snapshot block of the
 head), and warm median latency (5 runs after 1 warm-up) of three ``/api/v1/query_range``
@@ -62,16 +63,48 @@ def free_port() -> int:
         return port
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid``'s live child processes and theirs (e.g. this server's decode worker)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        for child in map(int, text.split()):
+            out += [child, *descendants(child)]
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of ``pid`` and its live descendants (a receiver that decodes in
+    child processes is charged for them)."""
+    total = 0.0
+    for p in (pid, *descendants(pid)):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak RSS (``VmHWM``) of ``pid`` plus that of its live descendants."""
+    total = 0.0
+    for p in (pid, *descendants(pid)):
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def du_bytes(path: Path) -> int:
@@ -86,6 +119,7 @@ class Receiver:
     base: str
     headers: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
 
     @property
     def hostport(self) -> tuple[str, int]:
@@ -183,6 +217,10 @@ def make_rounds(hosts: int, end_ms: int) -> tuple[list[list[bytes]], int]:
 
 
 async def _sender(rx: Receiver, queue: asyncio.Queue[bytes]) -> None:
+    """Send bodies from ``queue`` over one keep-alive connection. A 429 or 503 is
+    retried as Prometheus retries it (after ``Retry-After``, else 30 ms, the minimum
+    back-off of its queue manager) and counted in ``rx.retries``; any other non-2xx
+    fails the run."""
     host, port = rx.hostport
     reader, writer = await asyncio.open_connection(host, port)
     extra = "".join(f"{k}: {v}\r\n" for k, v in rx.headers.items())
@@ -201,18 +239,27 @@ async def _sender(rx: Receiver, queue: asyncio.Queue[bytes]) -> None:
             status = await reader.readline()
             length = 0
             chunked = False
+            retry_after = 0.03
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 low = line.lower()
                 if low.startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
                 elif low.startswith(b"transfer-encoding:") and b"chunked" in low:
                     chunked = True
+                elif low.startswith(b"retry-after:"):
+                    retry_after = float(line.split(b":")[1])
             payload = await reader.readexactly(length) if not chunked else b""
             if chunked:
                 while (size := int((await reader.readline()).strip() or b"0", 16)) > 0:
                     payload += await reader.readexactly(size + 2)
                 await reader.readline()
-            if not status.split()[1].startswith(b"2"):
+            code = status.split()[1]
+            if code in (b"429", b"503"):
+                rx.retries[code.decode()] = rx.retries.get(code.decode(), 0) + 1
+                await asyncio.sleep(retry_after)
+                queue.put_nowait(body)
+                continue
+            if not code.startswith(b"2"):
                 raise RuntimeError(f"{rx.name}: {status!r} {payload[:300]!r}")
     finally:
         writer.close()
@@ -341,6 +388,7 @@ def main(argv: list[str]) -> int:
                     "samples_per_s": round(total / secs),
                     "ingest_seconds": round(secs, 2),
                     "cpu_seconds_per_million_samples": round(cpu / (total / 1e6), 3),
+                    "retried_by_status": dict(rx.retries),
                 }
             start_s = (end_ms - (POINTS - 1) * INTERVAL_MS) / 1000
             for rx in receivers:

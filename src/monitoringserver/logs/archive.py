@@ -120,7 +120,7 @@ class LogStoreOptions:
     flush_lines: int = 1_000_000
     flush_interval_s: float = 300.0
     row_group_lines: int = 65_536
-    compact_dictionary_limit: int = 300
+    compact_dictionary_limit: int = 5000
     retention_s: float | None = 7 * 86_400.0
     max_total_bytes: int | None = None
     bloom_bits_per_key: int = 16

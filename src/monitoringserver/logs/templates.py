@@ -37,8 +37,11 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -61,6 +64,7 @@ TEMPLATES_SUFFIX = "+tmpl"
 INT_SLOTS = 24
 #: Lines per numpy pass of :func:`encoded_tables`.
 CHUNK_LINES = 65_536
+_ENCODERS = 2  # chunks encoded at once (threads); at most one more waits to be inserted
 # The list columns of a chunk, as comma-separated text.
 _SPARSE = ("ints", "ua", "ha", "wa")
 
@@ -198,14 +202,23 @@ def encoded_tables(
             "ints VARCHAR, ua VARCHAR, ha VARCHAR, wa VARCHAR)"
         )
         total = int(cur.execute(f"SELECT count(*) FROM {name}_m").fetchall()[0][0])  # noqa: S608
-        for lo in range(0, total, chunk):
-            part = cur.execute(
-                f"SELECT rk, message FROM {name}_m WHERE rowid >= ? AND rowid < ?",  # noqa: S608
-                [lo, lo + chunk],
-            ).fetchnumpy()
-            messages = part["message"].tolist()
-            enc = encode_messages(messages)
-            _insert_chunk(cur, f"{name}_e", part["rk"], messages, enc)
+        # numpy releases the GIL for most of the encoding: two chunks at a time use
+        # both cores; chunks are fetched and inserted in order on this thread.
+        with ThreadPoolExecutor(max_workers=_ENCODERS) as pool:
+            pending: deque[tuple[Any, list[str], Future[Encoded]]] = deque()
+            for lo in range(0, total, chunk):
+                part = cur.execute(
+                    f"SELECT rk, message FROM {name}_m WHERE rowid >= ? AND rowid < ?",  # noqa: S608
+                    [lo, lo + chunk],
+                ).fetchnumpy()
+                messages = part["message"].tolist()
+                pending.append((part["rk"], messages, pool.submit(encode_messages, messages)))
+                if len(pending) > _ENCODERS:
+                    keys, done, enc = pending.popleft()
+                    _insert_chunk(cur, f"{name}_e", keys, done, enc.result())
+            while pending:
+                keys, done, enc = pending.popleft()
+                _insert_chunk(cur, f"{name}_e", keys, done, enc.result())
         cur.execute(f"DROP TABLE {name}_m")
         again = f"SELECT {_OTHER}, hash({_OTHER}) AS rk2 FROM {src}"  # noqa: S608
         rel = f"(SELECT * FROM ({again}) POSITIONAL JOIN {name}_e)"  # noqa: S608

@@ -136,10 +136,10 @@ def _final(rel: str) -> str:
     verbatim), ``ints``/``ua``/``ha``/``wa`` as comma-separated text)."""
     ints = ", ".join(f"CASE WHEN NOT v THEN na[{k}] END AS i{k}" for k in range(1, INT_SLOTS + 1))
     # A row whose other columns are not those its message was read with stops the
-    # statement (the sources gave their rows in another order the second time).
+    # statement (the two tables did not line up).
     checked = (
         "CASE WHEN rk = rk2 THEN tmpl ELSE error('cannot encode log lines: "
-        "the sources gave their rows in another order') END"
+        "an encoded row does not line up with its columns') END"
     )
     return (
         f"(SELECT {_OTHER}, {checked} AS tmpl, v AS verbatim, {ints}, "  # noqa: S608
@@ -182,20 +182,21 @@ def encoded_tables(
     :func:`encoded_relation`, found with numpy (:func:`.tmplsplit.encode_messages`,
     several times cheaper than DuckDB's regex functions, whose cost is per match).
 
-    The messages of ``src`` are copied into a temporary table (with a hash of the
-    row's other columns), encoded ``chunk_lines`` (default :data:`CHUNK_LINES`) at a
-    time into a second one, and dropped; the relation yielded joins ``src`` (scanned
-    again for the other columns: cheaper than keeping them) with the encoded rows by
-    position. ``src`` must give its rows in the same order every time (``cur`` with
-    ``preserve_insertion_order`` on): a row whose hash differs fails the statement
-    reading the relation, never a silent mix-up (rows equal in every other column may
-    trade messages: the same set of rows). The tables live on ``cur`` (a connection of
-    its own) until the block ends."""
+    The rows of ``src`` are copied into a temporary table (``src`` is read once: a
+    union of files need not give its rows in the same order twice), their messages
+    encoded ``chunk_lines`` (default :data:`CHUNK_LINES`) at a time into a second one;
+    the other columns are then copied out and the messages dropped, and the relation
+    yielded joins the two tables by position (``cur`` runs with
+    ``preserve_insertion_order`` on, so a table scan keeps its order). Each encoded row
+    carries a hash of its other columns, checked in the join: a misaligned row fails
+    the statement reading the relation, never a silent mix-up. The tables live on
+    ``cur`` (a connection of its own) until the block ends."""
     chunk = chunk_lines or CHUNK_LINES
     name = f"_tmpl_{secrets.token_hex(4)}"
     try:
         cur.execute(
-            f"CREATE TEMP TABLE {name}_m AS SELECT hash({_OTHER}) AS rk, message FROM {src}"  # noqa: S608
+            f"CREATE TEMP TABLE {name}_m AS "  # noqa: S608
+            f"SELECT {_OTHER}, hash({_OTHER}) AS rk, message FROM {src}"
         )
         cur.execute(
             f"CREATE TEMP TABLE {name}_e (rk UBIGINT, tmpl VARCHAR, v BOOLEAN, "
@@ -219,13 +220,17 @@ def encoded_tables(
             while pending:
                 keys, done, enc = pending.popleft()
                 _insert_chunk(cur, f"{name}_e", keys, done, enc.result())
+        # Keep the other columns (same order: one table's scan), free the messages.
+        cur.execute(
+            f"CREATE TEMP TABLE {name}_o AS "  # noqa: S608
+            f"SELECT {_OTHER}, hash({_OTHER}) AS rk2 FROM {name}_m"
+        )
         cur.execute(f"DROP TABLE {name}_m")
-        again = f"SELECT {_OTHER}, hash({_OTHER}) AS rk2 FROM {src}"  # noqa: S608
-        rel = f"(SELECT * FROM ({again}) POSITIONAL JOIN {name}_e)"  # noqa: S608
+        rel = f"(SELECT * FROM {name}_o POSITIONAL JOIN {name}_e)"  # noqa: S608
         yield _final(rel)
     finally:
-        cur.execute(f"DROP TABLE IF EXISTS {name}_m")
-        cur.execute(f"DROP TABLE IF EXISTS {name}_e")
+        for table in ("m", "o", "e"):
+            cur.execute(f"DROP TABLE IF EXISTS {name}_{table}")
 
 
 def _back(text: str, values: str, marker: int, render: str) -> str:

@@ -40,6 +40,7 @@ from monitoringserver.pipeline.metric_store import (
     open_metric_store,
 )
 from monitoringserver.storage.db import Database
+from monitoringserver.util.gcpolicy import GcPolicy, GcPolicyHandle, apply_gc_policy
 from monitoringserver.web.app import (
     ComponentHealth,
     HealthCheck,
@@ -169,6 +170,10 @@ class Server:
     #: Probes behind ``/api/v1/health``; factories may add their component's probe here.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: Applied at the end of :meth:`start` (the series index and the app exist by then),
+    #: undone by :meth:`aclose`; see :mod:`monitoringserver.util.gcpolicy`.
+    gc_policy: GcPolicy = field(default_factory=GcPolicy)
+    gc_handle: GcPolicyHandle | None = None
     lock: DataDirLock | None = None
     database: Database | None = None
     tokens: TokenStore | None = None
@@ -234,6 +239,8 @@ class Server:
             server_header=False,
         )
         self._http = _Uvicorn(ucfg)
+        # Last: what start-up built lives as long as the process and is frozen here.
+        self.gc_handle = apply_gc_policy(self.gc_policy)
 
     def _bootstrap_admin(self) -> None:
         assert self.tokens is not None
@@ -324,6 +331,9 @@ class Server:
             (self.data_dir / HTTP_ADDR_FILE).unlink()
         if self.lock is not None:
             self.lock.release()
+        if self.gc_handle is not None:
+            self.gc_handle.remove()
+            self.gc_handle = None
 
 
 def compose(server: Server) -> None:

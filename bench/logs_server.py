@@ -3,7 +3,9 @@ gRPC NodeAgent service over the embedded log pipeline, on a uvloop loop like
 ``server.py``, auth off) and its handle in the bench (start, CPU seconds, py-spy).
 
 ``python -m bench.logs_server DATA_DIR PORT_FILE`` serves until SIGTERM and
-writes ``HTTP_PORT GRPC_PORT`` to ``PORT_FILE`` once both listen.
+writes ``HTTP_PORT GRPC_PORT`` to ``PORT_FILE`` once both listen. It applies the
+server's GC policy once listening (``BENCH_GC_POLICY`` / ``BENCH_GC_STATS``: see
+:mod:`bench.common.gcbench`).
 """
 
 from __future__ import annotations
@@ -40,15 +42,18 @@ def serve(data_dir: Path, port_file: Path) -> None:
     import uvloop
     from fastapi import FastAPI
 
+    from bench.common.gcbench import bench_gc_policy, start_gc_stats
     from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
     from monitoringserver.logs.store import LogStoreOptions
     from monitoringserver.pipeline.log_pipeline import open_log_pipeline
     from monitoringserver.pipeline.log_writer import LogWriterOptions
     from monitoringserver.storage.db import Database
+    from monitoringserver.util.gcpolicy import apply_gc_policy
     from monitoringserver.web.errors import install_error_handlers
     from monitoringserver.web.routers.logs import LogsWeb, logs_router
     from monitoringserver.web.routers.loki import loki_router
 
+    start_gc_stats()
     db = Database(data_dir / "db.duckdb", threads=2)
     pipeline = open_log_pipeline(
         db,
@@ -77,6 +82,7 @@ def serve(data_dir: Path, port_file: Path) -> None:
         while not server.started:
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
+        apply_gc_policy(bench_gc_policy())  # like server.Server at the end of start()
         port_file.write_text(f"{port} {grpc_port}")
         await serving
         await grpc_server.aclose()

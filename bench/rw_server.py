@@ -3,6 +3,8 @@
 Until ``server.compose()`` includes them, the remote-write benchmark starts the server
 through this launcher (same ``Server`` class, same config loading, same event loop as
 ``monitoring-server serve``): ``python -m bench.rw_server --data-dir D --http-listen A``.
+``BENCH_GC_POLICY`` / ``BENCH_GC_STATS`` select and record the GC policy
+(:mod:`bench.common.gcbench`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import uvloop
 from fastapi import APIRouter
 
+from bench.common.gcbench import bench_gc_policy, start_gc_stats
 from monitoringserver.config import load_config
 from monitoringserver.promql.engine import Engine
 from monitoringserver.server import Server, compose
@@ -33,7 +36,8 @@ async def _run(args: argparse.Namespace) -> int:
         flags={"data_dir": args.data_dir, "http_listen": args.http_listen,
                "grpc_listen": "127.0.0.1:0"},
     )  # fmt: skip
-    server = Server(config=config, out=sys.stdout)
+    start_gc_stats()
+    server = Server(config=config, out=sys.stdout, gc_policy=bench_gc_policy())
     compose(server)
     server.router_factories.extend([remote_write_router, _query_router])
     loop = asyncio.get_running_loop()

@@ -169,3 +169,22 @@ def test_a_queued_frame_without_its_series_objects_still_feeds_the_series_column
         series_columns([MetricFrame(EMPTY_IDS, EMPTY_TS, EMPTY_VALUES, (), rows=series_rows(()))])
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("sids", "ts"),
+    [
+        ([5, 3, 9], [1_700_000_000_010, 1_700_000_000_000, 1_700_000_000_020]),
+        ([2**33, 1], [0, 2**40]),  # wide ids, wide span: 64-bit columns
+    ],
+)
+def test_given_bounds_give_the_same_record(sids: list[int], ts: list[int]) -> None:
+    frame = MetricFrame(
+        np.array(sids, dtype=np.uint64),
+        np.array(ts, dtype=np.int64),
+        np.arange(len(sids), dtype=np.float64),
+    )
+    record = encode_frame(frame, (max(sids), min(ts), max(ts)))
+    assert record == encode_frame(frame)
+    out = decode_frame(record)
+    assert (out.series_ids.tolist(), out.ts_ms.tolist()) == (sids, ts)

@@ -40,6 +40,7 @@ _VERSION = 2
 _SID32 = 1
 _TS32 = 2
 _HEAD = struct.Struct("<BBq")
+_BASE = struct.Struct("<q")
 _JSON = msgspec.json.Encoder()
 _BLOCKS = msgspec.json.Decoder(list[tuple[int, str, int]])
 _LABEL_SETS = msgspec.json.Decoder(list[list[tuple[tuple[str, str], ...]]])
@@ -113,20 +114,27 @@ class MetricFrame:
         return series_rows(self.blocks)
 
 
-def encode_frame(frame: MetricFrame) -> bytes:
+def encode_frame(frame: MetricFrame, bounds: tuple[int, int, int] | None = None) -> bytes:
+    """The WAL record of ``frame``. ``bounds`` is ``(max series id, min ts, max ts)`` of
+    its samples when the caller has them already (they must be exact: they pick the
+    column widths and the time base); without them they are computed here."""
     sids, ts = frame.series_ids, frame.ts_ms
-    flags = 0
     n = len(ts)
-    if n == 0 or int(sids.max()) < 2**32:
-        flags |= _SID32
-    base = int(ts.min()) if n else 0
-    if n == 0 or int(ts.max()) - base < 2**32:
-        flags |= _TS32
+    if not n:
+        sid_max = base = ts_max = 0
+    elif bounds is None:
+        sid_max, base, ts_max = int(sids.max()), int(ts.min()), int(ts.max())
+    else:
+        sid_max, base, ts_max = bounds
+    flags = (_SID32 if sid_max < 2**32 else 0) | (_TS32 if ts_max - base < 2**32 else 0)
     agent = frame.agent_id.encode()
-    blocks = _JSON.encode([(b.first_id, b.source, len(b)) for b in frame.blocks])
-    # The rows' label texts are JSON already (one array per block): joined, not encoded again.
-    texts = frame.new_rows().labels.tolist() if frame.blocks else []
-    label_sets = ("[" + ",".join(texts) + "]").encode()
+    if frame.blocks:
+        blocks = _JSON.encode([(b.first_id, b.source, len(b)) for b in frame.blocks])
+        # The rows' label texts are JSON already (one array per block): joined, not
+        # encoded again.
+        label_sets = ("[" + ",".join(frame.new_rows().labels.tolist()) + "]").encode()
+    else:
+        blocks, label_sets = b"[]", b"[]"
     out = [
         _HEAD.pack(_VERSION, flags, frame.batch_seq),
         struct.pack("<H", len(agent)),
@@ -136,13 +144,13 @@ def encode_frame(frame: MetricFrame) -> bytes:
         struct.pack("<I", len(label_sets)),
         label_sets,
         struct.pack("<I", n),
-        (sids.astype(np.uint32) if flags & _SID32 else sids.astype(np.uint64)).tobytes(),
+        sids.astype(np.uint32 if flags & _SID32 else np.uint64, copy=False).tobytes(),
     ]
     if flags & _TS32:
-        out += [struct.pack("<q", base), (ts - base).astype(np.uint32).tobytes()]
+        out += [_BASE.pack(base), (ts - base).astype(np.uint32).tobytes()]
     else:
-        out.append(ts.astype(np.int64).tobytes())
-    out.append(frame.values.astype(np.float64).tobytes())
+        out.append(ts.astype(np.int64, copy=False).tobytes())
+    out.append(frame.values.astype(np.float64, copy=False).tobytes())
     return b"".join(out)
 
 

@@ -58,6 +58,11 @@ class _Queued:
     frame: MetricFrame
 
 
+def _ts_range(ts: NDArray[np.int64]) -> tuple[int, int] | None:
+    """``(min, max)`` of ``ts``, or ``None`` when it is empty."""
+    return (int(ts.min()), int(ts.max())) if len(ts) else None
+
+
 class MetricWriter:
     """Implements :class:`~monitoringserver.metrics.api.MetricAppender` and
     :class:`~monitoringserver.metrics.api.SeriesIdAppender`."""
@@ -117,7 +122,7 @@ class MetricWriter:
         async with self._append_lock:
             if self._is_duplicate(dedup):
                 return AppendResult(accepted=0, duplicate=True)
-            keep, rejected = self._window(batch.ts_ms)
+            keep, rejected = self._window(batch.ts_ms, _ts_range(batch.ts_ms))
             sub = batch if keep is None else batch.select(keep)
             sids, created = self._series_ids(sub, source)
             if created is not None:
@@ -128,6 +133,7 @@ class MetricWriter:
                 np.ascontiguousarray(sub.values, dtype=np.float64),
                 dedup,
                 lambda: sub,
+                bounds=None,
             )
         return await self._acknowledged(len(sids), rejected)
 
@@ -164,20 +170,27 @@ class MetricWriter:
                 f"({len(series_ids)}, {n}, {len(values)})"
             )
         sids = np.ascontiguousarray(series_ids, dtype=np.uint64)
-        if n and int(sids.max()) >= len(self._index):
-            raise BadDataError(
-                f"cannot append samples: series id {int(sids.max())} was never issued"
-            )
+        sid_max = int(sids.max()) if n else 0
+        if n and sid_max >= len(self._index):
+            raise BadDataError(f"cannot append samples: series id {sid_max} was never issued")
         self._admit(n)
         ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
         vals = np.ascontiguousarray(values, dtype=np.float64)
+        # Each bound is computed once per request: the window check and the WAL record's
+        # column widths share them (the event loop runs this for every request).
+        span = _ts_range(ts)
         async with self._append_lock:
             if self._is_duplicate(dedup):
                 return AppendResult(accepted=0, duplicate=True)
-            keep, rejected = self._window(ts)
+            keep, rejected = self._window(ts, span)
+            bounds = None
             if keep is not None:
                 sids, ts, vals = sids[keep], ts[keep], vals[keep]
-            await self._write(sids, ts, vals, dedup, lambda: self._batch_of(sids, ts, vals))
+            elif span is not None:
+                bounds = (sid_max, *span)
+            await self._write(
+                sids, ts, vals, dedup, lambda: self._batch_of(sids, ts, vals), bounds=bounds
+            )
         return await self._acknowledged(len(sids), rejected)
 
     def _admit(self, n: int) -> None:
@@ -204,9 +217,12 @@ class MetricWriter:
         values: NDArray[np.float64],
         dedup: DedupKey | None,
         batch: Callable[[], SampleBatch],
+        *,
+        bounds: tuple[int, int, int] | None,
     ) -> None:
         """Write one WAL record (with every series created since the last record) and
-        queue it; call under the append lock. ``batch`` builds what subscribers get."""
+        queue it; call under the append lock. ``batch`` builds what subscribers get;
+        ``bounds`` is ``(max id, min ts, max ts)`` of the samples when known (exact)."""
         new, self._new_blocks = tuple(self._new_blocks), []
         frame = MetricFrame(
             sids,
@@ -218,7 +234,7 @@ class MetricWriter:
             series_rows(new) if new else None,
         )
         try:
-            payload = encode_frame(frame)
+            payload = encode_frame(frame, bounds)
             # A buffered write that cannot block is cheaper inline than a thread hop.
             lsn = self._wal.try_append(payload)
             if lsn is None:
@@ -282,14 +298,17 @@ class MetricWriter:
         lookup[positions] = ids
         return np.take(lookup, batch.series_idx), created
 
-    def _window(self, ts: NDArray[np.int64]) -> tuple[NDArray[np.bool_] | None, dict[str, int]]:
-        """``(keep mask or None when every sample is inside, rejected counts by reason)``."""
-        if not len(ts):
+    def _window(
+        self, ts: NDArray[np.int64], span: tuple[int, int] | None
+    ) -> tuple[NDArray[np.bool_] | None, dict[str, int]]:
+        """``(keep mask or None when every sample is inside, rejected counts by reason)``;
+        ``span`` is ``_ts_range(ts)``."""
+        if span is None:
             return None, {}
         now_ms = int(self._clock() * 1000)
         hi = now_ms + int(self._opt.max_future_skew_s * 1000)
         lo = now_ms - int(self._opt.sample_age_limit_s * 1000)
-        if lo <= int(ts.min()) and int(ts.max()) <= hi:
+        if lo <= span[0] and span[1] <= hi:
             return None, {}
         future = ts > hi
         old = ts < lo

@@ -350,7 +350,9 @@ class MetricWriter:
 
     def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], int]:
         """The head transaction for ``taken``: four set-based statements over numpy
-        columns (the samples concatenated here, the series rows on the writer thread)."""
+        columns, built on the writer thread (numpy copies the samples of each frame
+        into the columns with the GIL released; on the event loop they would stall
+        every request for the length of the copy)."""
         self._batch += 1
         batch = self._batch
         frames = [q.frame for q in taken]
@@ -361,11 +363,6 @@ class MetricWriter:
             "last_seq": np.fromiter(seqs.values(), dtype=np.int64, count=len(seqs)),
         }
         n = sum(len(f.ts_ms) for f in frames)
-        head_rows = {
-            "series_id": np.concatenate([f.series_ids for f in frames]),
-            "ts": np.concatenate([f.ts_ms for f in frames]),
-            "bits": np.concatenate([f.values for f in frames]).view(np.int64),
-        }
 
         def commit(con: duckdb.DuckDBPyConnection) -> int:
             # DuckDB scans the numpy columns by their local variable names. The series rows
@@ -376,7 +373,11 @@ class MetricWriter:
                 con.execute(INSERT_SERIES)
                 del defs
             if n:
-                rows = head_rows
+                rows = {
+                    "series_id": np.concatenate([f.series_ids for f in frames]),
+                    "ts": np.concatenate([f.ts_ms for f in frames]),
+                    "bits": np.concatenate([f.values for f in frames]).view(np.int64),
+                }
                 con.execute(
                     "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
                     [batch],

@@ -12,6 +12,7 @@ from monitoringserver.metrics.index import NewSeries, SeriesBlock
 from monitoringserver.pipeline.metric_frame import (
     INSERT_SERIES,
     MetricFrame,
+    SampleStage,
     decode_frame,
     encode_frame,
     series_columns,
@@ -188,3 +189,41 @@ def test_given_bounds_give_the_same_record(sids: list[int], ts: list[int]) -> No
     assert record == encode_frame(frame)
     out = decode_frame(record)
     assert (out.series_ids.tolist(), out.ts_ms.tolist()) == (sids, ts)
+
+
+def _batch(first: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.arange(first, first + n, dtype=np.uint64)
+    return ids, ids.astype(np.int64) * 10, ids.astype(np.float64) / 2
+
+
+@pytest.mark.parametrize(
+    ("chunk_rows", "sizes", "runs"),
+    [
+        (100, [3, 0, 4, 5], 1),  # one chunk: views, no copy
+        (5, [3, 4, 5], 3),  # each batch overflows the chunk: a new chunk each
+        (4, [2, 2, 9, 1], 3),  # a batch larger than a chunk gets one of its own
+    ],
+)
+def test_sample_stage_keeps_batches_in_order(chunk_rows: int, sizes: list[int], runs: int) -> None:
+    stage = SampleStage(chunk_rows)
+    batches, staged, first = [], [], 0
+    for n in sizes:
+        cols = _batch(first, n)
+        first += n
+        batches.append(cols)
+        staged.append(stage.add(*cols))
+    assert [s is None for s in staged] == [n == 0 for n in sizes]
+    assert len({id(s.chunk) for s in staged if s is not None}) == runs
+    sids, ts, values = SampleStage.columns(staged)
+    for got, i in ((sids, 0), (ts, 1), (values, 2)):
+        assert got.tolist() == np.concatenate([b[i] for b in batches]).tolist()
+    chunk = next(s.chunk for s in staged if s is not None)
+    assert np.shares_memory(sids, chunk.sids) == (runs == 1)
+    # A later slice of the same chunk alone is a view of it too.
+    assert SampleStage.columns(staged[-1:])[1].tolist() == batches[-1][1].tolist()
+
+
+def test_sample_stage_edge_cases() -> None:
+    assert [len(c) for c in SampleStage.columns([None])] == [0, 0, 0]
+    with pytest.raises(ValueError, match="chunk_rows 0"):
+        SampleStage(0)

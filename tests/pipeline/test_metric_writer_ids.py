@@ -157,3 +157,30 @@ async def test_resolving_the_label_sets_of_the_last_appended_batch(data_dir: Pat
         assert writer.resolve_series([CPU, MEM]).tolist() == [0, 1]
         assert writer.resolve_series([MEM]).tolist() == [1]
         assert writer.resolve_series([]).tolist() == []
+
+
+async def test_batches_staged_across_chunks_commit_in_order_and_replay(data_dir: Path) -> None:
+    labels = [series("m", i=str(i)) for i in range(4)]
+    sizes = [2, 2, 5, 1, 3]  # batch_rows 3: chunks of 3 rows, one batch larger than that
+    expected: dict[int, list[float]] = {i: [] for i in range(4)}
+    async with open_store(data_dir, batch_rows=3, max_pending_rows=100) as h:
+        writer = h.handle.writer
+        ids = writer.resolve_series(labels)
+        k = 0
+        for n in sizes:
+            sids = ids[np.arange(k, k + n) % 4]
+            ts = T0_MS - 1000 + np.arange(k, k + n, dtype=np.int64)
+            vals = np.arange(k, k + n, dtype=np.float64)
+            await writer.append_ids(sids, ts, vals)
+            for i, v in zip((np.arange(k, k + n) % 4).tolist(), vals.tolist(), strict=True):
+                expected[i].append(v)
+            k += n
+        await writer.commit_pending()
+        got = {s.labels: s.values.tolist() for s in h.handle.querier.select([], 0, T0_MS)}
+        assert got == {labels[i]: v for i, v in expected.items()}
+        await writer.append_ids(*cols([int(ids[0])], [T0_MS], [99.0]))
+        writer._queue.clear()  # killed before the batcher committed
+        writer._queued_rows = 0
+    async with open_store(data_dir, batch_rows=3) as h:
+        got = {s.labels: s.values.tolist() for s in h.handle.querier.select([], 0, T0_MS)}
+        assert got == {labels[i]: v + ([99.0] if i == 0 else []) for i, v in expected.items()}

@@ -29,7 +29,9 @@ from monitoringserver.model.labels import Labels
 __all__ = [
     "INSERT_SERIES",
     "MetricFrame",
+    "SampleStage",
     "SeriesRows",
+    "StagedRows",
     "decode_frame",
     "encode_frame",
     "series_columns",
@@ -44,6 +46,9 @@ _BASE = struct.Struct("<q")
 _JSON = msgspec.json.Encoder()
 _BLOCKS = msgspec.json.Decoder(list[tuple[int, str, int]])
 _LABEL_SETS = msgspec.json.Decoder(list[list[tuple[tuple[str, str], ...]]])
+_NO_SIDS = np.empty(0, dtype=np.uint64)
+_NO_TS = np.empty(0, dtype=np.int64)
+_NO_VALUES = np.empty(0, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,3 +241,85 @@ def series_columns(frames: list[MetricFrame]) -> dict[str, NDArray[Any]] | None:
         "labels": np.concatenate([r.labels for r in rows]),
         "source": np.concatenate([r.sources for r in rows]),
     }
+
+
+class _Chunk:
+    """Preallocated sample columns, filled from the front and never rewritten."""
+
+    __slots__ = ("fill", "sids", "ts", "values")
+
+    def __init__(self, capacity: int) -> None:
+        self.sids = np.empty(capacity, dtype=np.uint64)
+        self.ts = np.empty(capacity, dtype=np.int64)
+        self.values = np.empty(capacity, dtype=np.float64)
+        self.fill = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRows:
+    """Where :meth:`SampleStage.add` put one batch: rows ``[start, stop)`` of a chunk."""
+
+    chunk: _Chunk
+    start: int
+    stop: int
+
+
+class SampleStage:
+    """Queued samples, copied as they are acknowledged into large preallocated columns
+    (chunks of ``chunk_rows`` rows, or one batch's size when bigger). Batches added one
+    after another sit side by side, so a commit scans a few contiguous slices instead
+    of concatenating every batch: a concatenation of a thousand small arrays on the
+    writer thread hands the GIL back and forth with the event loop once per array.
+    A chunk's rows are never overwritten (a full chunk is replaced by a new one), so
+    slices handed out stay valid while the rows are committed, retried or replayed.
+    Not thread-safe: ``add`` runs on one thread (the event loop, or replay)."""
+
+    def __init__(self, chunk_rows: int) -> None:
+        if chunk_rows < 1:
+            raise ValueError(f"cannot stage samples: chunk_rows {chunk_rows} is below 1")
+        self._chunk_rows = chunk_rows
+        self._chunk: _Chunk | None = None
+
+    def add(
+        self, sids: NDArray[np.uint64], ts: NDArray[np.int64], values: NDArray[np.float64]
+    ) -> StagedRows | None:
+        """Copy one batch (equal lengths); ``None`` for an empty one."""
+        n = len(ts)
+        if not n:
+            return None
+        chunk = self._chunk
+        if chunk is None or chunk.fill + n > len(chunk.ts):
+            chunk = self._chunk = _Chunk(max(n, self._chunk_rows))
+        start = chunk.fill
+        stop = start + n
+        chunk.sids[start:stop] = sids
+        chunk.ts[start:stop] = ts
+        chunk.values[start:stop] = values
+        chunk.fill = stop
+        return StagedRows(chunk, start, stop)
+
+    @staticmethod
+    def columns(
+        staged: Sequence[StagedRows | None],
+    ) -> tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]:
+        """``(series ids, ts, values)`` of ``staged`` in order: views of the chunks when
+        the rows are adjacent, else one concatenation of the few adjacent runs."""
+        runs: list[list[Any]] = []
+        for rows in staged:
+            if rows is None:
+                continue
+            last = runs[-1] if runs else None
+            if last is not None and last[0] is rows.chunk and last[2] == rows.start:
+                last[2] = rows.stop
+            else:
+                runs.append([rows.chunk, rows.start, rows.stop])
+        if not runs:
+            return _NO_SIDS, _NO_TS, _NO_VALUES
+        if len(runs) == 1:
+            chunk, a, b = runs[0]
+            return chunk.sids[a:b], chunk.ts[a:b], chunk.values[a:b]
+        return (
+            np.concatenate([c.sids[a:b] for c, a, b in runs]),
+            np.concatenate([c.ts[a:b] for c, a, b in runs]),
+            np.concatenate([c.values[a:b] for c, a, b in runs]),
+        )

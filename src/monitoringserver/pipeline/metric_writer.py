@@ -37,6 +37,8 @@ from monitoringserver.model.samples import SampleBatch
 from monitoringserver.pipeline.metric_frame import (
     INSERT_SERIES,
     MetricFrame,
+    SampleStage,
+    StagedRows,
     decode_frame,
     encode_frame,
     series_columns,
@@ -50,12 +52,21 @@ __all__ = ["MetricWriter"]
 
 log = logging.getLogger(__name__)
 _NO_IDS = np.empty(0, dtype=np.uint64)
+_NO_TS = np.empty(0, dtype=np.int64)
+_NO_VALUES = np.empty(0, dtype=np.float64)
+_MAX_CHUNK_ROWS = 1 << 20  # 24 MiB of staged columns
 
 
 @dataclass(frozen=True, slots=True)
 class _Queued:
     lsn: int
+    #: The record's series rows, agent and sequence (its columns are in ``rows``).
     frame: MetricFrame
+    rows: StagedRows | None
+
+    @property
+    def count(self) -> int:
+        return 0 if self.rows is None else self.rows.stop - self.rows.start
 
 
 def _ts_range(ts: NDArray[np.int64]) -> tuple[int, int] | None:
@@ -94,6 +105,7 @@ class MetricWriter:
         self._append_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._queue: list[_Queued] = []
+        self._stage = SampleStage(min(options.batch_rows, _MAX_CHUNK_ROWS))
         self._queued_rows = 0  # acknowledged rows not yet committed to the head
         # Series created but not yet in a WAL record (ascending ids):
         self._new_blocks: list[SeriesBlock] = []
@@ -246,12 +258,14 @@ class MetricWriter:
             raise
         if dedup is not None:
             self._last_seq[dedup.agent_id] = dedup.batch_seq
+        # The queue keeps the series rows only: a million label sets waiting for the
+        # commit would reach the oldest GC generation and trigger full collections
+        # (hundreds of ms on the event loop) while a fleet defines its series. The
+        # samples are staged side by side for the commit to scan.
+        meta = MetricFrame(_NO_IDS, _NO_TS, _NO_VALUES, (), frame.agent_id, frame.batch_seq)
         if new:
-            # The queue keeps the rows only: a million label sets waiting for the commit
-            # would reach the oldest GC generation and trigger full collections
-            # (hundreds of ms on the event loop) while a fleet defines its series.
-            frame = dataclasses.replace(frame, blocks=())
-        self._queue.append(_Queued(lsn, frame))
+            meta = dataclasses.replace(meta, rows=frame.rows)
+        self._queue.append(_Queued(lsn, meta, self._stage.add(sids, ts, values)))
         self._queued_rows += len(sids)
         self._index.observe(sids, ts)
         if self._subscribers:
@@ -350,9 +364,7 @@ class MetricWriter:
 
     def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], int]:
         """The head transaction for ``taken``: four set-based statements over numpy
-        columns, built on the writer thread (numpy copies the samples of each frame
-        into the columns with the GIL released; on the event loop they would stall
-        every request for the length of the copy)."""
+        columns; the samples are slices of the stage (see :class:`SampleStage`)."""
         self._batch += 1
         batch = self._batch
         frames = [q.frame for q in taken]
@@ -362,7 +374,8 @@ class MetricWriter:
             "agent_id": np.array(list(seqs), dtype=object),
             "last_seq": np.fromiter(seqs.values(), dtype=np.int64, count=len(seqs)),
         }
-        n = sum(len(f.ts_ms) for f in frames)
+        n = sum(q.count for q in taken)
+        staged = [q.rows for q in taken]
 
         def commit(con: duckdb.DuckDBPyConnection) -> int:
             # DuckDB scans the numpy columns by their local variable names. The series rows
@@ -373,11 +386,8 @@ class MetricWriter:
                 con.execute(INSERT_SERIES)
                 del defs
             if n:
-                rows = {
-                    "series_id": np.concatenate([f.series_ids for f in frames]),
-                    "ts": np.concatenate([f.ts_ms for f in frames]),
-                    "bits": np.concatenate([f.values for f in frames]).view(np.int64),
-                }
+                sids, ts, values = SampleStage.columns(staged)
+                rows = {"series_id": sids, "ts": ts, "bits": values.view(np.int64)}
                 con.execute(
                     "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
                     [batch],
@@ -413,7 +423,8 @@ class MetricWriter:
             if frame.agent_id:
                 prev = self._last_seq.get(frame.agent_id, -1)
                 self._last_seq[frame.agent_id] = max(prev, frame.batch_seq)
-            chunk.append(_Queued(lsn, frame))
+            staged = self._stage.add(frame.series_ids, frame.ts_ms, frame.values)
+            chunk.append(_Queued(lsn, frame, staged))
             rows += len(frame.ts_ms)
             last = lsn
             if rows >= self._opt.batch_rows:

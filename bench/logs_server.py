@@ -82,12 +82,13 @@ def serve(data_dir: Path, port_file: Path) -> None:
         while not server.started:
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
-        apply_gc_policy(bench_gc_policy())  # like server.Server at the end of start()
+        gc_handle = apply_gc_policy(bench_gc_policy())  # like Server at the end of start()
         port_file.write_text(f"{port} {grpc_port}")
         await serving
         await grpc_server.aclose()
         await pipeline.aclose()
         runner.cancel()
+        gc_handle.remove()  # like Server.aclose(): nothing stays frozen at exit
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
         loop_runner.run(main())

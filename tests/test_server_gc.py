@@ -43,5 +43,5 @@ async def test_start_applies_the_policy_and_aclose_restores(
 async def test_default_server_policy_is_the_documented_one(data_dir: Path) -> None:
     srv = Server(config=config(data_dir), out=io.StringIO())
     assert srv.gc_policy == GcPolicy()
-    assert GcPolicy().threshold0 == 50_000
+    assert GcPolicy().threshold0 == 700
     assert GcPolicy().unfreeze_interval_s == 3600.0

@@ -170,20 +170,7 @@ class RemoteWriteDecoder:
 
     def _labels_of(self, encoded: Sequence[bytes]) -> Labels:
         """The label set of encoded ``Label`` messages (pairs shared through ``_pairs``)."""
-        shared = self._pairs
-        pairs = list(map(shared.get, encoded))
-        if None in pairs:
-            for i, item in enumerate(encoded):
-                if pairs[i] is None:
-                    label = remote_pb2.Label.FromString(item)
-                    name = label.name
-                    if name not in self._valid_names:
-                        if not _LABEL_NAME_RE.fullmatch(name):
-                            raise BadDataError(f"{_PREFIX}: invalid label name {name!r}")
-                        self._valid_names.add(name)
-                    self._empty_values |= not label.value  # (set before it is shared)
-                    pairs[i] = shared[item] = (sys.intern(name), label.value)
-        return _checked(pairs, names_checked=True)  # type: ignore[arg-type]
+        return _checked(self._pairs_of(list(encoded)), names_checked=True)
 
     def _fast(self, raw: bytes) -> SampleBatch | None:
         request = remote_pb2.WriteRequestRaw()

@@ -19,6 +19,8 @@ Usage: ``python -m bench.bench_grpc_ingest [--out PATH] [--only null|store|fleet
 [rounds [agents [fleet_agents]]]``; ``--out`` writes the results elsewhere (e.g. a temp
 file while iterating), ``--only`` (repeatable) runs a subset; the environment variable
 ``BENCH_FLEET_ROUNDS`` overrides ``FLEET_ROUNDS`` (e.g. 1 to profile round 0 alone).
+The server side applies the server's GC policy once listening, as ``Server.start()``
+does (``BENCH_GC_POLICY``: see :mod:`bench.common.gcbench`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry
 
+from bench.common.gcbench import bench_gc_policy
 from monitoringserver.ingest.grpc_common import GrpcOptions
 from monitoringserver.ingest.grpc_server import GrpcServer, NodeAgentService
 from monitoringserver.metrics.api import AppendResult, DedupKey
@@ -46,6 +49,7 @@ from monitoringserver.pipeline.metric_store import open_metric_store
 from monitoringserver.proto import monitoring_pb2 as pb
 from monitoringserver.proto import monitoring_pb2_grpc as pb_grpc
 from monitoringserver.storage.options import StorageOptions
+from monitoringserver.util.gcpolicy import apply_gc_policy
 
 RESULTS = Path(__file__).parent / "results" / "grpc_ingest.json"
 AGENTS = 1000
@@ -281,6 +285,7 @@ async def _run_fleet(agents: int) -> dict[str, Any]:
         )
         server = GrpcServer(service, listen="127.0.0.1:0")
         port = await server.start()
+        gc_handle = apply_gc_policy(bench_gc_policy())  # as Server.start() does
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         proc = ctx.Process(target=_fleet_main, args=(f"127.0.0.1:{port}", agents, q))
@@ -299,6 +304,7 @@ async def _run_fleet(agents: int) -> dict[str, Any]:
         proc.join(30)
         result["control_streams_connected_peak"] = peak
         result["registered"] = len(registry.list(include_stale=True))
+        gc_handle.remove()
         await server.aclose(1)
         await registry.aclose()
         await handle.aclose()
@@ -323,6 +329,7 @@ async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
         service = NodeAgentService(appender, options=GrpcOptions())
         server = GrpcServer(service, listen="127.0.0.1:0")
         port = await server.start()
+        gc_handle = apply_gc_policy(bench_gc_policy())  # as Server.start() does
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         proc = ctx.Process(target=_client_main, args=(f"127.0.0.1:{port}", rounds, agents, q))
@@ -338,6 +345,7 @@ async def _run(kind: str, rounds: int, agents: int) -> dict[str, Any]:
             result["series_in_store"] = stats.series
             await handle.aclose()
             await store_task
+        gc_handle.remove()
         await server.aclose(1)
     result["kind"] = kind
     result["samples_per_s"] = result["samples"] / result["elapsed_s"]

@@ -13,17 +13,19 @@ index before the ``metric_series`` table has them. Version 1 records (one
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+import duckdb
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
 from monitoringserver.errors import StorageError
 from monitoringserver.metrics.index import NewSeries, SeriesBlock
+from monitoringserver.metrics.schema import set_state
 from monitoringserver.model.labels import Labels
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "StagedRows",
     "decode_frame",
     "encode_frame",
+    "head_commit",
     "series_columns",
     "series_rows",
 ]
@@ -323,3 +326,46 @@ class SampleStage:
             np.concatenate([c.ts[a:b] for c, a, b in runs]),
             np.concatenate([c.values[a:b] for c, a, b in runs]),
         )
+
+
+def head_commit(
+    frames: Sequence[MetricFrame], staged: Sequence[StagedRows | None], batch: int, lsn: int
+) -> Callable[[duckdb.DuckDBPyConnection], int]:
+    """The head transaction of queued records (their frames' series rows, agents and
+    sequence numbers; their samples as ``staged``): four set-based statements over
+    numpy columns, run on the writer thread — new series, samples (head batch number
+    ``batch``), agent sequence numbers, and the committed WAL position ``lsn``. It
+    returns the samples inserted."""
+    seqs = {f.agent_id: f.batch_seq for f in frames if f.agent_id}
+    dedup_rows = {
+        "agent_id": np.array(list(seqs), dtype=object),
+        "last_seq": np.fromiter(seqs.values(), dtype=np.int64, count=len(seqs)),
+    }
+    n = sum(0 if r is None else r.stop - r.start for r in staged)
+
+    def commit(con: duckdb.DuckDBPyConnection) -> int:
+        # DuckDB scans the numpy columns by their local variable names. The series rows
+        # come a block (one JSON text) at a time: the database splits them into rows
+        # itself, so a round that defines a million series holds the GIL only briefly.
+        defs = series_columns(list(frames))
+        if defs is not None:
+            con.execute(INSERT_SERIES)
+            del defs
+        if n:
+            sids, ts, values = SampleStage.columns(staged)
+            rows = {"series_id": sids, "ts": ts, "bits": values.view(np.int64)}
+            con.execute(
+                "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
+                [batch],
+            )
+            del rows
+        if seqs:
+            seq_rows = dedup_rows
+            con.execute(
+                "INSERT OR REPLACE INTO metric_dedup SELECT agent_id, last_seq FROM seq_rows"
+            )
+            del seq_rows
+        set_state(con, "wal_lsn", lsn)
+        return n
+
+    return commit

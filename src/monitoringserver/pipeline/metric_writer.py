@@ -30,18 +30,17 @@ from numpy.typing import NDArray
 from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
 from monitoringserver.metrics.api import AppendResult, DedupKey
 from monitoringserver.metrics.index import SeriesBlock, SeriesIndex
-from monitoringserver.metrics.schema import get_state, set_state
+from monitoringserver.metrics.schema import get_state
 from monitoringserver.metrics.selfmetrics import StoreMetrics
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.pipeline.metric_frame import (
-    INSERT_SERIES,
     MetricFrame,
     SampleStage,
     StagedRows,
     decode_frame,
     encode_frame,
-    series_columns,
+    head_commit,
     series_rows,
 )
 from monitoringserver.pipeline.wal import Wal
@@ -63,10 +62,6 @@ class _Queued:
     #: The record's series rows, agent and sequence (its columns are in ``rows``).
     frame: MetricFrame
     rows: StagedRows | None
-
-    @property
-    def count(self) -> int:
-        return 0 if self.rows is None else self.rows.stop - self.rows.start
 
 
 def _ts_range(ts: NDArray[np.int64]) -> tuple[int, int] | None:
@@ -363,46 +358,10 @@ class MetricWriter:
             return rows
 
     def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], int]:
-        """The head transaction for ``taken``: four set-based statements over numpy
-        columns; the samples are slices of the stage (see :class:`SampleStage`)."""
+        """The head transaction for ``taken`` (see :func:`head_commit`)."""
         self._batch += 1
-        batch = self._batch
         frames = [q.frame for q in taken]
-        lsn = taken[-1].lsn
-        seqs = {f.agent_id: f.batch_seq for f in frames if f.agent_id}
-        dedup_rows = {
-            "agent_id": np.array(list(seqs), dtype=object),
-            "last_seq": np.fromiter(seqs.values(), dtype=np.int64, count=len(seqs)),
-        }
-        n = sum(q.count for q in taken)
-        staged = [q.rows for q in taken]
-
-        def commit(con: duckdb.DuckDBPyConnection) -> int:
-            # DuckDB scans the numpy columns by their local variable names. The series rows
-            # come a block (one JSON text) at a time: the database splits them into rows
-            # itself, so a round that defines a million series holds the GIL only briefly.
-            defs = series_columns(frames)
-            if defs is not None:
-                con.execute(INSERT_SERIES)
-                del defs
-            if n:
-                sids, ts, values = SampleStage.columns(staged)
-                rows = {"series_id": sids, "ts": ts, "bits": values.view(np.int64)}
-                con.execute(
-                    "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
-                    [batch],
-                )
-                del rows
-            if seqs:
-                seq_rows = dedup_rows
-                con.execute(
-                    "INSERT OR REPLACE INTO metric_dedup SELECT agent_id, last_seq FROM seq_rows"
-                )
-                del seq_rows
-            set_state(con, "wal_lsn", lsn)
-            return n
-
-        return commit
+        return head_commit(frames, [q.rows for q in taken], self._batch, taken[-1].lsn)
 
     # -- replay and close --------------------------------------------------------------
 

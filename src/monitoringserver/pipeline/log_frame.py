@@ -1,4 +1,4 @@
-"""The log WAL record and batch joining used by :mod:`~monitoringserver.pipeline.log_writer`.
+"""The log WAL record used by :mod:`~monitoringserver.pipeline.log_writer`.
 
 One WAL record holds one accepted batch, column by column (msgpack, array-like: the
 timestamps as little-endian int64 bytes, the other columns as lists) plus the agent's
@@ -13,7 +13,7 @@ import numpy as np
 from monitoringserver.logs.api import DedupKey
 from monitoringserver.model.logs import LogBatch
 
-__all__ = ["concat_batches", "decode_frame", "encode_frame"]
+__all__ = ["decode_frame", "encode_frame"]
 
 
 class _Frame(msgspec.Struct, array_like=True):
@@ -56,35 +56,3 @@ def decode_frame(payload: bytes) -> tuple[LogBatch, DedupKey | None]:
         f.attrs,
     )
     return batch, (DedupKey(f.agent_id, f.batch_seq) if f.agent_id else None)
-
-
-def concat_batches(batches: list[LogBatch]) -> LogBatch:
-    """``LogBatch.concat`` with the columns joined by ``list.extend`` (a block copy of
-    references per batch): the batcher runs it on the event loop for every commit, over
-    about 100 k lines."""
-    if len(batches) == 1:
-        return batches[0]
-    if not batches:
-        return LogBatch.empty()
-    server_id: list[str] = []
-    level: list[str] = []
-    logger: list[str] = []
-    source: list[str] = []
-    message: list[str] = []
-    attrs: list[dict[str, str]] = []
-    for b in batches:
-        server_id += b.server_id
-        level += b.level
-        logger += b.logger
-        source += b.source
-        message += b.message
-        attrs += b.attrs
-    return LogBatch(
-        np.concatenate([b.ts_ms for b in batches]),
-        server_id,
-        level,
-        logger,
-        source,
-        message,
-        attrs,
-    )

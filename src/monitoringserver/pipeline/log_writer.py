@@ -37,7 +37,7 @@ from monitoringserver.logs.parser import LogParser
 from monitoringserver.logs.store import LogStore
 from monitoringserver.model.logs import LogBatch
 from monitoringserver.pipeline.bus import Bus
-from monitoringserver.pipeline.log_frame import concat_batches, decode_frame, encode_frame
+from monitoringserver.pipeline.log_frame import decode_frame, encode_frame
 from monitoringserver.pipeline.wal import Wal
 
 __all__ = ["LogWriter", "LogWriterOptions", "RateLimiter"]
@@ -303,7 +303,7 @@ class LogWriter:
             taken, self._queue = self._queue, []
             if not taken:
                 return 0
-            batch = concat_batches([q.batch for q in taken])
+            batch = LogBatch.concat([q.batch for q in taken])
             dedups = _highest_per_agent(q.dedup for q in taken)
             try:
                 await self._store.ainsert(batch, lsn=taken[-1].lsn, dedup=dedups)
@@ -364,14 +364,14 @@ class LogWriter:
             chunk.append(batch)
             last = lsn
             if sum(len(b) for b in chunk) >= self._opt.batch_lines:
-                merged = concat_batches(chunk)
+                merged = LogBatch.concat(chunk)
                 self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
                 if self._aggregator is not None:
                     self._aggregator.aggregate(merged)
                 total += len(merged)
                 chunk, dedups = [], {}
         if chunk or dedups:
-            merged = concat_batches(chunk)
+            merged = LogBatch.concat(chunk)
             self._store.insert(merged, lsn=last, dedup=list(dedups.values()))
             if self._aggregator is not None:
                 self._aggregator.aggregate(merged)

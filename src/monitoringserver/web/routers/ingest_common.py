@@ -31,13 +31,24 @@ async def append_counted(
     except MonitoringError:
         count_error(comps, fmt)
         raise
-    if metrics is not None:
-        metrics.samples.labels(fmt).inc(result.accepted)
-        for reason, n in result.rejected.items():
-            metrics.rejected.labels(fmt, reason).inc(n)
-        outcome = "rejected" if result.accepted == 0 and result.rejected else "ok"
-        metrics.requests.labels(fmt, outcome).inc()
+    count_result(comps, fmt, result)
     return result
+
+
+def count_result(comps: WebComponents, fmt: str, result: AppendResult) -> None:
+    """Count one appended request of ``fmt``: its accepted and rejected samples, and the
+    request as ``ok`` (``rejected`` when it refused every sample)."""
+    metrics = comps.ingest_metrics
+    if metrics is None:
+        return
+    if not result.rejected:
+        metrics.count_ok(fmt, result.accepted)
+        return
+    metrics.samples.labels(fmt).inc(result.accepted)
+    for reason, n in result.rejected.items():
+        metrics.rejected.labels(fmt, reason).inc(n)
+    outcome = "rejected" if result.accepted == 0 else "ok"
+    metrics.requests.labels(fmt, outcome).inc()
 
 
 def count_error(comps: WebComponents, fmt: str) -> None:

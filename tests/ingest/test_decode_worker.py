@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -167,9 +168,7 @@ async def test_the_route_uses_the_worker_for_known_series_in_a_real_server(
     async with running_server(data_dir, [remote_write.router], [service]) as (srv, headers):
         worker = remote_write.worker
         assert worker is not None
-        async with asyncio.timeout(30):
-            while not worker.alive:
-                await asyncio.sleep(0.01)
+        assert not worker.alive  # spawned by the first remote write, not at start
         now = int(time.time() * 1000) // 1000 * 1000
         async with httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client:
             for i in range(4):  # new series; learnt; in-process (all known); worker
@@ -195,6 +194,28 @@ async def test_the_route_uses_the_worker_for_known_series_in_a_real_server(
         assert found[UP] == [now - 4000, now - 3000, now - 2000, now - 1000, now + 1000]
         assert found[MEM] == [now]
     assert not worker.alive
+
+
+async def test_a_worker_that_cannot_be_spawned_is_not_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = write_request([(UP, [(NOW_MS, 1.0)])])
+    w = DecodeWorker()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    await w.ensure_started()
+    assert not w.alive
+    monkeypatch.undo()
+    await w.ensure_started()
+    assert not w.alive
+    assert await w.decode_known(body, compressed=True, max_bytes=1 << 20) is None
+    await w.aclose()
+
+
+async def test_a_closed_worker_is_not_started() -> None:
+    w = DecodeWorker()
+    await w.aclose()
+    await w.ensure_started()
+    assert not w.alive
 
 
 def test_the_option_turns_the_worker_off() -> None:

@@ -17,7 +17,9 @@ Contract:
   decode or is over ``max_bytes``, too many requests in flight, a worker not started,
   busy starting or gone. ``None`` means "decode it in-process", which then answers
   exactly as without a worker (errors included), so the worker never changes a result;
-* a worker that dies is not restarted: decoding stays in-process (logged once);
+* the worker is spawned by :meth:`DecodeWorker.ensure_started` on the first remote
+  write, not at server start; one that dies is not restarted: decoding stays
+  in-process (logged once);
 * :meth:`DecodeWorker.aclose` closes the socket (the worker exits at end of input) and
   waits for the process; learn messages beyond ``max_buffered_bytes`` of unsent output
   are dropped (the worker then declines those series), never queued without bound.
@@ -124,6 +126,8 @@ class DecodeWorker:
         self._process: asyncio.subprocess.Process | None = None
         self._next_id = 0
         self._lost_logged = False
+        self._start_lock = asyncio.Lock()
+        self._given_up = False  # closed, or could not be spawned: never started again
         self.decoded = 0
 
     @property
@@ -154,6 +158,24 @@ class DecodeWorker:
             theirs.close()
         loop = asyncio.get_running_loop()
         _transport, self._channel = await loop.create_connection(_Channel, sock=ours)
+
+    async def ensure_started(self) -> None:
+        """Spawn the worker on first use (a server that takes no remote write runs no
+        worker). Call it before the first :meth:`learn`: learns sent while the worker
+        is absent are lost. A spawn that fails is logged and not tried again (decoding
+        stays in-process); after :meth:`aclose` this does nothing."""
+        if self._process is not None or self._given_up:
+            return
+        async with self._start_lock:
+            if self._process is not None or self._given_up:
+                return
+            try:
+                await self.start()
+            except OSError as exc:
+                self._given_up = True
+                _log.warning(
+                    "cannot start remote-write decode worker: %s (decoding in-process)", exc
+                )
 
     def _open_transport(self) -> asyncio.Transport | None:
         channel = self._channel
@@ -217,6 +239,7 @@ class DecodeWorker:
         """Close the socket and wait for the worker to exit (killed after 10 s)."""
         channel, process = self._channel, self._process
         self._channel = self._process = None
+        self._given_up = True
         if channel is not None and channel.transport is not None:
             channel.transport.close()
             await channel.closed.wait()

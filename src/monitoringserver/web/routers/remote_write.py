@@ -37,6 +37,7 @@ from monitoringserver.web.errors import error_response
 from monitoringserver.web.routers.ingest_common import (
     append_counted,
     count_error,
+    count_result,
     prom_ingest_options,
 )
 
@@ -111,15 +112,7 @@ async def _append_ids(
     except MonitoringError:
         count_error(comps, _FORMAT)
         raise
-    metrics = comps.ingest_metrics
-    if metrics is not None and not result.rejected:
-        metrics.count_ok(_FORMAT, result.accepted)
-    elif metrics is not None:
-        metrics.samples.labels(_FORMAT).inc(result.accepted)
-        for reason, n in result.rejected.items():
-            metrics.rejected.labels(_FORMAT, reason).inc(n)
-        outcome = "rejected" if result.accepted == 0 and result.rejected else "ok"
-        metrics.requests.labels(_FORMAT, outcome).inc()
+    count_result(comps, _FORMAT, result)
     return result
 
 
@@ -154,6 +147,8 @@ def create_remote_write_router(
             )
         body = await request.body()
         encoding = request.headers.get("content-encoding", "snappy").strip().lower()
+        if decode_worker is not None and proto == _V1:
+            await decode_worker.ensure_started()  # before the first learn
         appender = comps.appender
         known = store_ids.for_appender(appender) if proto == _V1 else None
         id_appender = store_ids.owner if known is not None else None
@@ -230,9 +225,9 @@ def remote_write_router(server: object) -> APIRouter:
 class RemoteWrite:
     """The remote-write route and, when ``prometheus_ingest.remote_write_decode_worker``
     is on, its decode worker process: :meth:`router` for ``Server.router_factories``,
-    :meth:`service` (``(name, run, stop)``) for ``Server.service_factories``. ``run``
-    spawns the worker (a failure is logged and decoding stays in-process) and waits;
-    ``stop`` closes it and waits for it to exit."""
+    :meth:`service` (``(name, run, stop)``) for ``Server.service_factories``. The route
+    spawns the worker on the first remote write (a failure is logged and decoding stays
+    in-process); ``run`` waits, ``stop`` closes the worker and waits for it to exit."""
 
     def __init__(self) -> None:
         self.worker: DecodeWorker | None = None
@@ -254,14 +249,8 @@ class RemoteWrite:
         return "remote-write-decode", self._run, self._stop
 
     async def _run(self) -> None:
-        if self.worker is None:
-            return
-        try:
-            await self.worker.start()
-        except OSError as exc:
-            _log.warning("cannot start remote-write decode worker: %s (decoding in-process)", exc)
-            return
-        await self._stopped.wait()
+        if self.worker is not None:  # the route spawns it on the first request
+            await self._stopped.wait()
 
     async def _stop(self) -> None:
         self._stopped.set()

@@ -27,6 +27,7 @@ from monitoringserver.nodes.registry import NodeRegistry
 from monitoringserver.pipeline.log_pipeline import LogPipeline, open_log_pipeline
 from monitoringserver.promql.engine import Engine
 from monitoringserver.server import Server, Service
+from monitoringserver.web.routers.admin_storage import create_admin_storage_router
 from monitoringserver.web.routers.dashboard import dashboard_router
 from monitoringserver.web.routers.dashboard_events import EventHub
 from monitoringserver.web.routers.federate import federate_router
@@ -64,6 +65,7 @@ def wire_all(server: Server) -> None:
 
     server.router_factories += [
         _promql_router,
+        _admin_storage_router,
         remote_write.router,
         import_router,
         federate_router,
@@ -91,6 +93,11 @@ def _promql_router(server: Server) -> APIRouter:
     assert server.store is not None
     querier = server.store.querier
     return prometheus_router(Engine(querier, server.config.promql), querier)
+
+
+def _admin_storage_router(server: Server) -> APIRouter:
+    assert server.store is not None
+    return create_admin_storage_router(server.store.flush_now)
 
 
 async def _nothing() -> None:

@@ -1,10 +1,13 @@
-"""Run ``monitoring-server serve`` with the remote-write and PromQL routers wired in.
+"""Run ``monitoring-server serve`` for the benchmarks, with a benchmark GC policy.
 
-Until ``server.compose()`` includes them, the remote-write benchmark starts the server
-through this launcher (same ``Server`` class, same config loading, same event loop as
-``monitoring-server serve``): ``python -m bench.rw_server --data-dir D --http-listen A``.
+The same ``Server`` class, config loading (defaults plus ``MONITORING_*`` environment
+variables), ``server.compose()`` wiring and uvloop event loop as ``monitoring-server
+serve``: the remote-write route with its decode worker, PromQL, the admin flush and
+everything else come from ``compose()``; this launcher adds no route of its own.
 ``BENCH_GC_POLICY`` / ``BENCH_GC_STATS`` select and record the GC policy
 (:mod:`bench.common.gcbench`).
+
+Usage: ``python -m bench.rw_server --data-dir D [--http-listen A]`` (gRPC on a free port).
 """
 
 from __future__ import annotations
@@ -15,19 +18,10 @@ import signal
 import sys
 
 import uvloop
-from fastapi import APIRouter
 
 from bench.common.gcbench import bench_gc_policy, start_gc_stats
 from monitoringserver.config import load_config
-from monitoringserver.promql.engine import Engine
 from monitoringserver.server import Server, compose
-from monitoringserver.web.routers.prometheus import create_router
-from monitoringserver.web.routers.remote_write import remote_write_router
-
-
-def _query_router(server: Server) -> APIRouter:
-    assert server.store is not None
-    return create_router(Engine(server.store.querier), server.store.querier)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -39,7 +33,6 @@ async def _run(args: argparse.Namespace) -> int:
     start_gc_stats()
     server = Server(config=config, out=sys.stdout, gc_policy=bench_gc_policy())
     compose(server)
-    server.router_factories.extend([remote_write_router, _query_router])
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)

@@ -1,8 +1,9 @@
 """The LSM: head → Parquet parts → merged blocks → rollups → retention.
 
-* :meth:`Compactor.flush_head` writes every head row (up to the newest committed batch)
-  into level-0 parts, one file per raw time partition and series range, then in one
-  transaction lists them in the manifest and deletes those rows from the head.
+* :meth:`Compactor.flush_head` writes every row of the in-memory head (up to its newest
+  batch) into level-0 parts, one file per raw time partition and series range, then in
+  one transaction lists them in the manifest and records the WAL position they cover
+  (``head_lsn``); inside the same manifest publication the head drops those batches.
 * :meth:`Compactor.merge_once` merges, per resolution and time partition, ``merge_fan_in``
   runs of one level into the next; a closed partition (its end plus the grace period has
   passed) is merged into its final block, and for raw data the 5 m and 1 h rollups are
@@ -31,6 +32,7 @@ import duckdb
 import numpy as np
 
 from monitoringserver.metrics import blocks, layout
+from monitoringserver.metrics.head import MemHead
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import (
     BLOCK_LEVEL,
@@ -71,11 +73,13 @@ class Compactor:
         db: Database,
         manifest: Manifest,
         index: SeriesIndex,
+        head: MemHead,
         options: StorageOptions,
         *,
         on_job: Callable[[CompactionReport], None] | None = None,
     ) -> None:
         self._db = db
+        self._head = head
         self._manifest = manifest
         self._index = index
         self._opt = options
@@ -129,7 +133,11 @@ class Compactor:
         added: list[FileEntry],
         removed: list[FileEntry],
         extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        applied: Callable[[], None] | None = None,
     ) -> None:
+        """List ``added`` and unlist ``removed`` in one transaction (with ``extra``);
+        ``applied`` runs once the manifest shows them, before readers may go on."""
+
         def commit(con: duckdb.DuckDBPyConnection) -> None:
             insert_entries(con, added)
             delete_entries(con, removed)
@@ -140,6 +148,8 @@ class Compactor:
             with self._manifest.publishing(head=extra is not None):
                 self._db.write(commit)
                 self._manifest.apply(added, removed)
+                if applied is not None:
+                    applied()
         except BaseException:
             for f in added:
                 (self._manifest.root / f.path).unlink(missing_ok=True)
@@ -167,45 +177,35 @@ class Compactor:
             if self._stopped.is_set():
                 return 0
             t0 = time.perf_counter()
-            cur = self._db.cursor()
-            top = cur.execute("SELECT max(batch) FROM metric_head").fetchall()
-            if top[0][0] is None:
+            view = self._head.flush_view()
+            if view is None:
                 return 0
-            batch = int(top[0][0])
+            cur = self._db.cursor()
             seq = get_state(cur, "flush_seq") + 1
             pms = self._opt.partition_ms("raw")
-            groups = cur.execute(
-                "SELECT ts - ts % ? AS p, series_id, count(*) AS n FROM metric_head "
-                "WHERE batch <= ? GROUP BY ALL ORDER BY p, series_id",
-                [pms, batch],
-            ).fetchnumpy()
+            run = view.run
             outputs: list[FileOutput] = []
-            rows = 0
             try:
-                p_col = np.asarray(groups["p"], dtype=np.int64)
-                for p in np.unique(p_col).tolist():
-                    sel = p_col == p
-                    sids = np.asarray(groups["series_id"], dtype=np.uint64)[sel]
-                    counts = np.asarray(groups["n"], dtype=np.int64)[sel]
+                for p in np.unique(run.ts - run.ts % pms).tolist():
+                    part = run.in_time(p, p + pms - 1)
                     out = self._output(
                         cur, resolution="raw", partition=p, level=0, seq=seq, rolled_up=False
                     )
                     outputs.append(out)
-                    for lo, hi in blocks.split_by_rows(sids, counts, self._opt.merge_chunk_rows):
+                    offsets = part.offsets()
+                    for lo, hi in blocks.split_by_rows(
+                        part.sids, part.lengths, self._opt.merge_chunk_rows
+                    ):
                         self._check_stopped()
-                        got = cur.execute(
-                            "SELECT series_id, ts, bits, batch FROM metric_head WHERE batch <= ? "
-                            "AND ts >= ? AND ts < ? AND series_id BETWEEN ? AND ? "
-                            "ORDER BY series_id, ts, batch",
-                            [batch, p, p + pms, lo, hi],
-                        ).fetchnumpy()
-                        cols = blocks.head_columns(got)
-                        del got
-                        cols.pop("batch")  # sorted by it within each key: the last row wins
-                        merged = blocks.dedup_last([cols])
-                        del cols
-                        rows += len(merged["ts"])
-                        out.add(merged)
+                        a, b = np.searchsorted(part.sids, [lo, hi + 1]).tolist()
+                        rows_a, rows_b = int(offsets[a]), int(offsets[b])
+                        out.add(
+                            {
+                                "series_id": np.repeat(part.sids[a:b], part.lengths[a:b]),
+                                "ts": part.ts[rows_a:rows_b],
+                                "value": part.values[rows_a:rows_b],
+                            }
+                        )
                     out.seal()
             except BaseException:
                 for out in outputs:
@@ -215,13 +215,15 @@ class Compactor:
             lo_ts, hi_ts = self._index.time_ranges()
 
             def extra(con: duckdb.DuckDBPyConnection) -> None:
-                con.execute("DELETE FROM metric_head WHERE batch <= ?", [batch])
+                # Rows an older release kept in the head table are in this flush too.
+                con.execute("DELETE FROM metric_head WHERE batch <= ?", [view.through])
                 set_state(con, "flush_seq", seq)
+                set_state(con, "head_lsn", view.lsn)
                 save_series_ranges(con, lo_ts, hi_ts)
 
-            self._publish(added, [], extra)
-            self._report("flush", 0, len(added), rows, t0)
-            return rows
+            self._publish(added, [], extra, lambda: self._head.drop_through(view.through))
+            self._report("flush", 0, len(added), len(run), t0)
+            return len(run)
 
     # -- merge -------------------------------------------------------------------------
 

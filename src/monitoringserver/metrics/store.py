@@ -1,6 +1,7 @@
 """``EmbeddedMetricStore``: the :class:`MetricQuerier` over head, parts, blocks and rollups.
 
-A query resolves matchers with the series index, then reads the head table and every
+A query resolves matchers with the series index, then reads the in-memory head
+(:class:`~monitoringserver.metrics.head.MemHead`) and every
 manifest file whose series and time ranges overlap, merging them so that of equal
 ``(series, ts)`` keys the newest write wins (head over files, higher ``seq`` over lower).
 A manifest generation check around the read retries when a flush or merge committed in
@@ -15,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
@@ -30,7 +30,7 @@ from monitoringserver.metrics.api import (
     StoreStats,
 )
 from monitoringserver.metrics.filereader import FileReader
-from monitoringserver.metrics.headmirror import HeadMirror
+from monitoringserver.metrics.head import MemHead
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
 from monitoringserver.metrics.partcache import CacheStats
@@ -57,6 +57,7 @@ class EmbeddedMetricStore:
         db: Database,
         index: SeriesIndex,
         manifest: Manifest,
+        head: MemHead,
         options: StorageOptions,
         *,
         wal_bytes: Callable[[], int] = lambda: 0,
@@ -70,60 +71,14 @@ class EmbeddedMetricStore:
         self._compaction = compaction
         self._files = FileReader(manifest.root, index, options.read_cache_bytes)
         manifest.on_remove(self._files.forget)
-        # The head mirror may hold up to half the read cache's bound (16 bytes a row).
-        self._mirror = HeadMirror(
-            lambda: db.commits, lambda: manifest.head_epoch, options.read_cache_bytes // 32
-        )
-        # (database commits when read, head extent); replaced whole, so no lock needed.
-        self._extent: tuple[int, tuple[int, int, int, int] | None] | None = None
-        self._head_parts: tuple[int, int, frozenset[int]] | None = None  # (commits, pms, ...)
+        self._mem = head
 
     # -- raw ---------------------------------------------------------------------------
 
-    def _head(
-        self, cur: duckdb.DuckDBPyConnection, ids: IdArray, start_ms: int, end_ms: int
-    ) -> Run:
+    def _head(self, ids: IdArray, start_ms: int, end_ms: int) -> Run:
         """Head rows of ``ids`` in the range, sorted by ``(series_id, ts)``, the last
-        write of each key kept: from the in-memory mirror while the head fits in it,
-        else from DuckDB, skipping the query when the head's extent (re-read once per
-        database commit) cannot hold such rows."""
-        mirrored = self._mirror.rows(cur, ids, start_ms, end_ms)
-        if mirrored is not None:
-            return mirrored
-        extent = self._head_extent(cur)
-        if (
-            extent is None
-            or extent[1] < int(ids[0])
-            or extent[0] > int(ids[-1])
-            or extent[3] < start_ms
-            or extent[2] > end_ms
-        ):
-            return Run.empty()
-        wanted = {"sid": ids}  # scanned by name
-        where, params = blocks.id_filter(ids)
-        got = cur.execute(
-            "SELECT series_id, ts, bits, batch FROM metric_head "  # noqa: S608 (no input)
-            f"WHERE ts BETWEEN ? AND ? AND {where}",
-            [start_ms, end_ms, *params],
-        ).fetchnumpy()
-        del wanted
-        cols = blocks.head_columns(got)
-        order = np.argsort(cols.pop("batch"), kind="stable")
-        return Run.from_columns(blocks.dedup_last([blocks.take(cols, order)]))
-
-    def _head_extent(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int] | None:
-        """``(min series id, max series id, min ts, max ts)`` of the head, or ``None``
-        when it is empty; cached until the next database commit."""
-        version = self._db.commits
-        cached = self._extent
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        row = cur.execute(
-            "SELECT min(series_id), max(series_id), min(ts), max(ts) FROM metric_head"
-        ).fetchall()[0]
-        extent = None if row[0] is None else (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
-        self._extent = (version, extent)
-        return extent
+        write of each key kept."""
+        return self._mem.rows(ids, start_ms, end_ms)
 
     def _read_raw(self, ids: IdArray, start_ms: int, end_ms: int) -> tuple[Run, Snapshot]:
         """Merged raw rows of ``ids`` in the range, and the snapshot they came from."""
@@ -134,7 +89,7 @@ class EmbeddedMetricStore:
                 stored = self._files.raw(cur, files, ids)
                 if not all(start_ms <= f.min_ts and f.max_ts <= end_ms for f in files):
                     stored = stored.in_time(start_ms, end_ms)
-                head = self._head(cur, ids, start_ms, end_ms)
+                head = self._head(ids, start_ms, end_ms)
                 stable = snap.generation % 2 == 0
                 if (stable and self._manifest.generation == snap.generation) or (
                     attempt == _RETRIES - 1
@@ -257,20 +212,8 @@ class EmbeddedMetricStore:
         ]
 
     def _head_partitions(self, pms: int) -> set[int]:
-        """Starts of the raw partitions the head has rows in; cached until the next
-        database commit, like the head's extent."""
-        version = self._db.commits
-        cached = self._head_parts
-        if cached is not None and cached[:2] == (version, pms):
-            return set(cached[2])
-        cur = self._db.cursor()
-        if self._head_extent(cur) is None:
-            parts: frozenset[int] = frozenset()
-        else:
-            rows = cur.execute("SELECT DISTINCT ts - ts % ? FROM metric_head", [pms]).fetchall()
-            parts = frozenset(int(r[0]) for r in rows)
-        self._head_parts = (version, pms, parts)
-        return set(parts)
+        """Starts of the raw partitions the head has rows in."""
+        return self._mem.partitions(pms)
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -291,8 +234,7 @@ class EmbeddedMetricStore:
         return self._index.label_values(name, self._index.select(matchers, start_ms, end_ms))
 
     def head_samples(self) -> int:
-        rows = self._db.cursor().execute("SELECT count(*) FROM metric_head").fetchall()
-        return int(rows[0][0])
+        return len(self._mem)
 
     def stats(self) -> StoreStats:
         files = self._manifest.files()

@@ -329,21 +329,20 @@ class SampleStage:
 
 
 def head_commit(
-    frames: Sequence[MetricFrame], staged: Sequence[StagedRows | None], batch: int, lsn: int
-) -> Callable[[duckdb.DuckDBPyConnection], int]:
-    """The head transaction of queued records (their frames' series rows, agents and
-    sequence numbers; their samples as ``staged``): four set-based statements over
-    numpy columns, run on the writer thread — new series, samples (head batch number
-    ``batch``), agent sequence numbers, and the committed WAL position ``lsn``. It
-    returns the samples inserted."""
+    frames: Sequence[MetricFrame], lsn: int
+) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    """The database part of committing queued records (their frames' series rows,
+    agents and sequence numbers): three set-based statements run on the writer thread —
+    new series, agent sequence numbers, and the committed WAL position ``lsn``. The
+    samples themselves go to the in-memory head (:class:`~monitoringserver.metrics.head.
+    MemHead`) once this transaction has committed; the WAL keeps them until a flush."""
     seqs = {f.agent_id: f.batch_seq for f in frames if f.agent_id}
     dedup_rows = {
         "agent_id": np.array(list(seqs), dtype=object),
         "last_seq": np.fromiter(seqs.values(), dtype=np.int64, count=len(seqs)),
     }
-    n = sum(0 if r is None else r.stop - r.start for r in staged)
 
-    def commit(con: duckdb.DuckDBPyConnection) -> int:
+    def commit(con: duckdb.DuckDBPyConnection) -> None:
         # DuckDB scans the numpy columns by their local variable names. The series rows
         # come a block (one JSON text) at a time: the database splits them into rows
         # itself, so a round that defines a million series holds the GIL only briefly.
@@ -351,14 +350,6 @@ def head_commit(
         if defs is not None:
             con.execute(INSERT_SERIES)
             del defs
-        if n:
-            sids, ts, values = SampleStage.columns(staged)
-            rows = {"series_id": sids, "ts": ts, "bits": values.view(np.int64)}
-            con.execute(
-                "INSERT INTO metric_head SELECT series_id, ts, bits, ?::BIGINT FROM rows",
-                [batch],
-            )
-            del rows
         if seqs:
             seq_rows = dedup_rows
             con.execute(
@@ -366,6 +357,5 @@ def head_commit(
             )
             del seq_rows
         set_state(con, "wal_lsn", lsn)
-        return n
 
     return commit

@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitoringserver.metrics.api import MetricAppender, MetricQuerier
 from monitoringserver.metrics.compactor import CompactionReport, Compactor
+from monitoringserver.metrics.head import MemHead
 from monitoringserver.metrics.index import SeriesIndex, SeriesLimits
 from monitoringserver.metrics.manifest import Manifest
-from monitoringserver.metrics.schema import create_tables, load_series
+from monitoringserver.metrics.schema import create_tables, get_state, load_series, set_state
 from monitoringserver.metrics.selfmetrics import StoreMetrics
 from monitoringserver.metrics.store import EmbeddedMetricStore
 from monitoringserver.pipeline.metric_writer import MetricWriter
@@ -51,10 +54,14 @@ class MetricStoreHandle:
         store: EmbeddedMetricStore,
         compactor: Compactor,
         index: SeriesIndex,
+        head: MemHead,
+        head_full: asyncio.Event,
         options: StorageOptions,
         clock: Callable[[], float],
     ) -> None:
         self._index = index
+        self.head = head
+        self._head_full = head_full
         self.database = database
         self.writer = writer
         self.store = store
@@ -81,9 +88,7 @@ class MetricStoreHandle:
         """Run the batcher, head flushes, merges and retention until :meth:`aclose`."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.writer.run(), name="metric-batcher")
-            tg.create_task(
-                self._every(self._opt.flush_interval_s, self.flush_now), name="metric-flush"
-            )
+            tg.create_task(self._flush_loop(), name="metric-flush")
             tg.create_task(
                 self._every(self._opt.merge_check_interval_s, self.maintain_now),
                 name="metric-merge",
@@ -105,13 +110,29 @@ class MetricStoreHandle:
             except Exception:
                 log.exception("metric store background job failed; will retry")
 
+    async def _flush_loop(self) -> None:
+        """Flush every ``flush_interval_s``, or sooner when the head is full."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._head_full.wait(), timeout=self._opt.flush_interval_s)
+            self._head_full.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                await self.flush_now()
+            except Exception:
+                log.exception("metric store background job failed; will retry")
+
     async def _sync_wal(self) -> None:
         await asyncio.to_thread(self._wal.sync)
 
     async def flush_now(self) -> int:
-        """Commit queued samples, then flush the head into Parquet parts; return rows."""
+        """Commit queued samples, flush the head into Parquet parts and release the WAL
+        segments whose samples are all in parts now; return rows written."""
         await self.writer.commit_pending()
-        return await asyncio.to_thread(self.compactor.flush_head)
+        rows = await asyncio.to_thread(self.compactor.flush_head)
+        await asyncio.to_thread(self._wal.truncate_before, self.head.flushed_lsn)
+        return rows
 
     async def maintain_now(self) -> None:
         """Run every due merge, then retention."""
@@ -126,6 +147,7 @@ class MetricStoreHandle:
         """Flush, merge everything due and apply retention (tests and benchmarks)."""
         await self.writer.commit_pending()
         await asyncio.to_thread(self.compactor.compact_all, self._now_ms())
+        await asyncio.to_thread(self._wal.truncate_before, self.head.flushed_lsn)
 
     async def aclose(self) -> None:
         """Commit everything acknowledged (within the shutdown timeout) and close."""
@@ -133,6 +155,7 @@ class MetricStoreHandle:
             return
         self._closed = True
         self._stopping.set()
+        self._head_full.set()  # wakes the flush loop
         try:
             await self.writer.aclose()
         finally:
@@ -170,6 +193,7 @@ def _open(
     db = database or Database(data_dir / DATABASE_FILE, memory_limit=options.memory_limit)
     try:
         db.write(create_tables)
+        db.write(_mark_head_lsn)
         index = SeriesIndex(
             SeriesLimits(
                 options.max_series, options.max_series_per_metric, options.max_series_per_source
@@ -196,8 +220,12 @@ def _open(
     def on_job(report: CompactionReport) -> None:
         metrics.compaction.labels(report.kind).observe(report.seconds)
 
-    compactor = Compactor(db, manifest, index, options, on_job=on_job)
-    writer = MetricWriter(db, index, wal, options, clock=clock, metrics=metrics)
+    head = _legacy_head(db)
+    head_full = asyncio.Event()  # set from the event loop only (the writer's commits)
+    compactor = Compactor(db, manifest, index, head, options, on_job=on_job)
+    writer = MetricWriter(
+        db, index, wal, options, head, clock=clock, metrics=metrics, on_head_full=head_full.set
+    )
     replayed = writer.replay()
     if replayed:
         log.info("replayed %d samples from the write-ahead log", replayed)
@@ -205,6 +233,7 @@ def _open(
         db,
         index,
         manifest,
+        head,
         options,
         wal_bytes=wal.size_bytes,
         compaction=lambda: (compactor.last_job_wall_ms, compactor.last_job_seconds),
@@ -218,6 +247,37 @@ def _open(
         store=store,
         compactor=compactor,
         index=index,
+        head=head,
+        head_full=head_full,
         options=options,
         clock=clock,
     )
+
+
+def _mark_head_lsn(con: duckdb.DuckDBPyConnection) -> None:
+    """Record ``head_lsn`` (where WAL replay starts) for a store made by a release that
+    kept committed samples in the ``metric_head`` table: they are in that table or in
+    parts up to ``wal_lsn``. A new store gets 0 (everything in the WAL is replayed)."""
+    if con.execute("SELECT 1 FROM metric_state WHERE key = 'head_lsn'").fetchall():
+        return
+    set_state(con, "head_lsn", get_state(con, "wal_lsn"))
+
+
+def _legacy_head(db: Database) -> MemHead:
+    """A head holding the rows of the ``metric_head`` table, which releases before
+    this one kept committed samples in (empty for stores made by this one; a flush
+    deletes the rows it wrote out)."""
+    head = MemHead()
+    cur = db.cursor()
+    got = cur.execute(
+        "SELECT series_id, ts, bits, batch FROM metric_head ORDER BY batch"
+    ).fetchnumpy()
+    if len(got["ts"]):
+        head.add(
+            int(got["batch"][-1]),
+            get_state(cur, "wal_lsn"),
+            np.asarray(got["series_id"], dtype=np.uint64),
+            np.asarray(got["ts"], dtype=np.int64),
+            np.asarray(got["bits"], dtype=np.int64).view(np.float64),
+        )
+    return head

@@ -2,11 +2,13 @@
 
 ``append`` validates and filters a batch (time window), resolves series ids (cardinality
 limits), writes one WAL record and only then returns (the acknowledgement). A batcher
-task inserts queued records into the DuckDB head table — at least ``batch_rows`` rows at
-a time, or whatever is queued after ``batch_interval_s`` — and, in the same transaction,
-new series, agent sequence numbers and the committed WAL position; WAL segments are
-truncated only after that commit. :meth:`replay` re-applies WAL records past the
-committed position at start.
+task commits queued records — at least ``batch_rows`` rows at a time, or whatever is
+queued after ``batch_interval_s``: one DuckDB transaction stores their new series, agent
+sequence numbers and the committed WAL position (``wal_lsn``), then their samples join
+the in-memory head (:class:`~monitoringserver.metrics.head.MemHead`) as one batch. WAL
+segments are truncated only by a head flush, up to the last record whose samples are in
+Parquet parts (``head_lsn``). :meth:`replay` rebuilds the head at start from the records
+after ``head_lsn`` and re-applies the ones after ``wal_lsn`` to the database too.
 
 Loop affinity: ``append``, ``run``, ``commit_pending`` and ``aclose`` run on one event
 loop; blocking work (WAL writes, DuckDB) goes to threads.
@@ -29,6 +31,7 @@ from numpy.typing import NDArray
 
 from monitoringserver.errors import BadDataError, OverloadedError, UnavailableError
 from monitoringserver.metrics.api import AppendResult, DedupKey
+from monitoringserver.metrics.head import MemHead
 from monitoringserver.metrics.index import SeriesBlock, SeriesIndex
 from monitoringserver.metrics.schema import get_state
 from monitoringserver.metrics.selfmetrics import StoreMetrics
@@ -79,11 +82,15 @@ class MetricWriter:
         index: SeriesIndex,
         wal: Wal,
         options: StorageOptions,
+        head: MemHead,
         *,
         clock: Callable[[], float] = time.time,
         metrics: StoreMetrics | None = None,
+        on_head_full: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
+        self._head = head
+        self._on_head_full = on_head_full
         self._index = index
         self._wal = wal
         self._opt = options
@@ -94,8 +101,7 @@ class MetricWriter:
             str(a): int(s)
             for a, s in cur.execute("SELECT agent_id, last_seq FROM metric_dedup").fetchall()
         }
-        top = cur.execute("SELECT max(batch) FROM metric_head").fetchall()
-        self._batch = int(top[0][0]) if top[0][0] is not None else 0
+        self._batch = head.last_batch  # the number of the last head batch
         # Loop-confined state:
         self._append_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
@@ -343,57 +349,81 @@ class MetricWriter:
                 await asyncio.sleep(self._opt.batch_interval_s)
 
     async def commit_pending(self) -> int:
-        """Insert every queued record into the head table now; return rows committed."""
+        """Commit every queued record now (database, then head); return rows committed."""
         async with self._commit_lock:
             taken, self._queue = self._queue, []
             if not taken:
                 return 0
             try:
-                rows = await self._db.awrite(self._commit_fn(taken))
+                await self._db.awrite(self._commit_fn(taken))
             except BaseException:
                 self._queue = taken + self._queue
                 raise
+            rows = self._to_head(taken)
             self._queued_rows -= rows
-            await asyncio.to_thread(self._wal.truncate_before, taken[-1].lsn)
             return rows
 
-    def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], int]:
-        """The head transaction for ``taken`` (see :func:`head_commit`)."""
+    def _commit_fn(self, taken: list[_Queued]) -> Callable[[duckdb.DuckDBPyConnection], None]:
+        """The database transaction for ``taken`` (see :func:`head_commit`)."""
+        return head_commit([q.frame for q in taken], taken[-1].lsn)
+
+    def _to_head(self, taken: list[_Queued]) -> int:
+        """Hand the samples of committed records to the head as one batch; return rows."""
+        sids, ts, values = SampleStage.columns([q.rows for q in taken])
         self._batch += 1
-        frames = [q.frame for q in taken]
-        return head_commit(frames, [q.rows for q in taken], self._batch, taken[-1].lsn)
+        self._head.add(self._batch, taken[-1].lsn, sids, ts, values)
+        if self._on_head_full is not None and len(self._head) >= self._opt.head_max_rows:
+            self._on_head_full()
+        return len(ts)
 
     # -- replay and close --------------------------------------------------------------
 
     def replay(self) -> int:
-        """Re-apply WAL records past the committed position (call before ``run``)."""
-        start = get_state(self._db.cursor(), "wal_lsn")
+        """Rebuild the head from the WAL records past the last flush (``head_lsn``) and
+        re-apply those past the committed position (``wal_lsn``) to the database too;
+        return the samples put back in the head. Call before ``run``."""
+        cur = self._db.cursor()
+        committed = get_state(cur, "wal_lsn")
+        start = min(get_state(cur, "head_lsn"), committed)
         chunk: list[_Queued] = []
         rows = total = 0
-        last = start
         for lsn, payload in self._wal.replay(start):
             frame = decode_frame(payload)
-            self._index.load(
-                (block.first_id + i, labels, block.source, None, None)
-                for block in frame.blocks
-                for i, labels in enumerate(block.labels)
-            )
+            if lsn <= committed:
+                # Its series and sequence numbers are in the database already: only the
+                # samples come back (into the head).
+                if chunk and chunk[-1].lsn > committed:  # pragma: no cover (ordered log)
+                    raise AssertionError("write-ahead log records out of order")
+                frame = MetricFrame(frame.series_ids, frame.ts_ms, frame.values, (), "", -1)
+            else:
+                if chunk and chunk[-1].lsn <= committed:
+                    total += self._replay_chunk(chunk, committed)
+                    chunk, rows = [], 0
+                self._index.load(
+                    (block.first_id + i, labels, block.source, None, None)
+                    for block in frame.blocks
+                    for i, labels in enumerate(block.labels)
+                )
+                if frame.agent_id:
+                    prev = self._last_seq.get(frame.agent_id, -1)
+                    self._last_seq[frame.agent_id] = max(prev, frame.batch_seq)
             self._index.observe(frame.series_ids, frame.ts_ms)
-            if frame.agent_id:
-                prev = self._last_seq.get(frame.agent_id, -1)
-                self._last_seq[frame.agent_id] = max(prev, frame.batch_seq)
             staged = self._stage.add(frame.series_ids, frame.ts_ms, frame.values)
             chunk.append(_Queued(lsn, frame, staged))
             rows += len(frame.ts_ms)
-            last = lsn
             if rows >= self._opt.batch_rows:
-                total += self._db.write(self._commit_fn(chunk))
+                total += self._replay_chunk(chunk, committed)
                 chunk, rows = [], 0
         if chunk:
-            total += self._db.write(self._commit_fn(chunk))
-        if last > start:
-            self._wal.truncate_before(last)
+            total += self._replay_chunk(chunk, committed)
         return total
+
+    def _replay_chunk(self, chunk: list[_Queued], committed: int) -> int:
+        """Commit replayed records: to the database only when they are past
+        ``committed`` (all of them or none), then to the head."""
+        if chunk[-1].lsn > committed:
+            self._db.write(self._commit_fn(chunk))
+        return self._to_head(chunk)
 
     async def aclose(self) -> None:
         """Refuse new appends and commit everything acknowledged (bounded by the timeout)."""
@@ -402,7 +432,7 @@ class MetricWriter:
         async with asyncio.timeout(self._opt.shutdown_timeout_s):
             while self._queue:
                 await self.commit_pending()
-            # A commit the batcher took before the queue emptied may still be truncating
-            # the WAL: wait for it, so the owner can close the WAL after this returns.
+            # A commit the batcher took before the queue emptied may still be running:
+            # wait for it, so the owner can close the database after this returns.
             async with self._commit_lock:
                 pass

@@ -33,14 +33,16 @@ class StorageOptions:
     wal_fsync_interval_s: float = 1.0
     #: A WAL segment is closed and a new one started past this size.
     wal_segment_bytes: int = 64 * 1024 * 1024
-    #: The batcher inserts into the head table once this many rows are queued ...
+    #: The batcher commits queued rows to the in-memory head once this many are queued ...
     batch_rows: int = 500_000
     #: ... or once the oldest queued row has waited this long.
     batch_interval_s: float = 1.0
-    #: Acknowledged rows not yet in the head table; beyond this, appends get OverloadedError.
+    #: Acknowledged rows not yet in the head; beyond this, appends get OverloadedError.
     max_pending_rows: int = 2_000_000
-    #: The head table is flushed into a sorted Parquet part this often.
+    #: The head is flushed into sorted Parquet parts this often ...
     flush_interval_s: float = 120.0
+    #: ... or as soon as it holds this many rows (24 bytes each, plus 16 for reads).
+    head_max_rows: int = 10_000_000
     #: A time partition with this many runs at one level is merged into the next level.
     merge_fan_in: int = 8
     #: Merge of a closed partition into its final block waits this long after its end.
@@ -118,6 +120,8 @@ class StorageOptions:
             _bad("batch_rows", self.batch_rows, "must be at least 1")
         if self.max_pending_rows < self.batch_rows:
             _bad("max_pending_rows", self.max_pending_rows, "must be at least batch_rows")
+        if self.head_max_rows < self.batch_rows:
+            _bad("head_max_rows", self.head_max_rows, "must be at least batch_rows")
         if self.merge_fan_in < 2:
             _bad("merge_fan_in", self.merge_fan_in, "must be at least 2")
         if self.merge_chunk_rows < 1000:

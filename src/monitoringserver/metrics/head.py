@@ -1,0 +1,219 @@
+"""The head: committed samples not yet in a Parquet part, held in memory.
+
+Durability comes from the write-ahead log, not from here: a batch enters the head only
+after its WAL records are written and its series rows committed to DuckDB, and the WAL
+keeps every record after the last flushed batch (``head_lsn`` in ``metric_state``), so a
+restart rebuilds the head by replaying them. The head therefore costs the ingest path
+no database work per sample: a commit hands over numpy columns (usually views of the
+writer's staging chunks, no copy).
+
+:class:`MemHead` keeps the batches as they were committed (numbered, each with the WAL
+position just past its last record) and, for readers, one sorted
+:class:`~monitoringserver.metrics.runs.Run` of all of them with the newest write of each
+``(series, ts)`` kept. That run is built lazily and incrementally: a read merges only
+the batches added since the last one, and a flush drops its batches (inside the
+manifest publication that adds their parts, so a reader retries instead of missing
+rows) and the next read rebuilds the run from the batches left.
+
+Thread-safety: :meth:`add` runs on the event loop and never waits for a merge (a short
+lock guards the batch list); merges are serialised by a second lock and publish an
+immutable state object, so a reader never sees a half-built run.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitoringserver.metrics import blocks
+from monitoringserver.metrics.runs import Run, merge_runs
+from monitoringserver.storage import codec
+
+__all__ = ["FlushView", "MemHead"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    number: int
+    lsn: int  # WAL position just past the batch's last record
+    sids: NDArray[np.uint64]
+    ts: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    drops: int  # drops seen when it was built (a drop invalidates it)
+    through: int  # highest batch number merged in (-1: none)
+    run: Run
+
+
+@dataclass(frozen=True, slots=True)
+class FlushView:
+    """What a flush writes: every head row of batches up to ``through`` (sorted, newest
+    write per key), and ``lsn``, the WAL position just past their last record."""
+
+    run: Run
+    through: int
+    lsn: int
+
+
+class MemHead:
+    """In-memory head; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _batches, _rows, _drops, _flushed_lsn
+        self._merge_lock = threading.Lock()  # serialises merges
+        self._batches: list[_Batch] = []
+        self._rows = 0
+        self._drops = 0
+        self._flushed_lsn = 0
+        self._merged = _Merged(0, -1, Run.empty())  # replaced whole
+        self._parts: tuple[int, int, int, frozenset[int]] | None = None  # (drops, top, pms, …)
+
+    # -- writers -------------------------------------------------------------------------
+
+    def add(
+        self,
+        number: int,
+        lsn: int,
+        sids: NDArray[np.uint64],
+        ts: NDArray[np.int64],
+        values: NDArray[np.float64],
+    ) -> None:
+        """Add committed batch ``number`` (higher than every batch added before; equal
+        lengths; the arrays must not change afterwards). An empty batch still moves the
+        WAL position a flush may release."""
+        with self._lock:
+            if self._batches and number <= self._batches[-1].number:
+                raise ValueError(
+                    f"cannot add head batch {number}: batch {self._batches[-1].number} "
+                    "is already in"
+                )
+            self._batches.append(_Batch(number, lsn, sids, ts, values))
+            self._rows += len(ts)
+
+    def drop_through(self, through: int) -> None:
+        """Forget batches up to ``through`` (their rows are in parts now)."""
+        with self._lock:
+            keep = [b for b in self._batches if b.number > through]
+            gone = self._batches[: len(self._batches) - len(keep)]
+            if not gone:
+                return
+            self._batches = keep
+            self._rows -= sum(len(b.ts) for b in gone)
+            self._flushed_lsn = max(self._flushed_lsn, gone[-1].lsn)
+            self._drops += 1
+            self._merged = _Merged(self._drops, through, Run.empty())
+
+    # -- readers -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Rows held (before removing rewrites of the same key)."""
+        return self._rows
+
+    @property
+    def flushed_lsn(self) -> int:
+        """WAL position just past the newest record whose samples a flush released."""
+        return self._flushed_lsn
+
+    @property
+    def last_batch(self) -> int:
+        """Number of the newest batch held (0 when empty)."""
+        with self._lock:
+            return self._batches[-1].number if self._batches else 0
+
+    def rows(self, ids: NDArray[np.uint64], start_ms: int, end_ms: int) -> Run:
+        """Rows of series ``ids`` (sorted, unique) with ``start_ms <= ts <= end_ms``,
+        sorted by ``(series_id, ts)``, the newest write of each key kept."""
+        run = self._current().run
+        if len(run) == 0:
+            return run
+        return _pick(run, ids).in_time(start_ms, end_ms)
+
+    def flush_view(self) -> FlushView | None:
+        """Every batch held, merged (``None`` when no batch is held)."""
+        with self._lock:
+            if not self._batches:
+                return None
+        merged = self._current()
+        return FlushView(merged.run, merged.through, self._lsn_of(merged.through))
+
+    def partitions(self, partition_ms: int) -> set[int]:
+        """Starts of the ``partition_ms``-wide time partitions the head has rows in."""
+        with self._lock:
+            batches = list(self._batches)
+            key = (self._drops, batches[-1].number if batches else 0, partition_ms)
+        cached = self._parts
+        if cached is not None and cached[:3] == key:
+            return set(cached[3])
+        found: set[int] = set()
+        for b in batches:
+            if len(b.ts):
+                lo, hi = int(b.ts.min()), int(b.ts.max())
+                if lo - lo % partition_ms == hi - hi % partition_ms:
+                    found.add(lo - lo % partition_ms)
+                else:
+                    found.update(np.unique(b.ts - b.ts % partition_ms).tolist())
+        self._parts = (*key, frozenset(found))
+        return found
+
+    # -- merging -------------------------------------------------------------------------
+
+    def _lsn_of(self, number: int) -> int:
+        with self._lock:
+            found = [b.lsn for b in self._batches if b.number <= number]
+        return found[-1] if found else 0
+
+    def _current(self) -> _Merged:
+        """The merged state with every batch held now."""
+        merged = self._merged
+        with self._lock:
+            pending = [b for b in self._batches if b.number > merged.through]
+            fresh = merged.drops == self._drops
+        if fresh and not pending:
+            return merged
+        with self._merge_lock:
+            with self._lock:
+                merged = self._merged
+                drops = self._drops
+                pending = [b for b in self._batches if b.number > merged.through]
+            if not pending:
+                return merged
+            new = _run_of(pending)
+            run = merge_runs([merged.run, new]).freeze() if len(merged.run) else new.freeze()
+            state = _Merged(drops, pending[-1].number, run)
+            with self._lock:
+                if self._drops == drops:  # a drop meanwhile: the next read rebuilds
+                    self._merged = state
+            return state
+
+
+def _run_of(batches: list[_Batch]) -> Run:
+    """One sorted run of ``batches`` (oldest first), the newest write of a key kept."""
+    cols: blocks.Columns = {
+        "series_id": _joined([b.sids for b in batches]),
+        "ts": _joined([b.ts for b in batches]),
+        "value": _joined([b.values for b in batches]),
+    }
+    return Run.from_columns(blocks.dedup_last([cols]))
+
+
+def _joined(arrays: list[NDArray[np.generic]]) -> NDArray[np.generic]:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _pick(run: Run, ids: NDArray[np.uint64]) -> Run:
+    """The series ``ids`` of ``run`` (those it has)."""
+    if len(run) == 0:
+        return run
+    pos = np.minimum(np.searchsorted(run.sids, ids), len(run.sids) - 1)
+    found = pos[run.sids[pos] == ids]
+    if len(found) == 0:
+        return Run.empty()
+    offsets = run.offsets()
+    rows = codec.segment_gather(offsets[:-1].astype(np.intp), run.lengths, found)
+    return Run(run.sids[found], run.lengths[found], run.ts[rows], run.values[rows])

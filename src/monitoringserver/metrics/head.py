@@ -183,8 +183,9 @@ class MemHead:
                 pending = [b for b in self._batches if b.number > merged.through]
             if not pending:
                 return merged
-            new = _run_of(pending)
-            run = merge_runs([merged.run, new]).freeze() if len(merged.run) else new.freeze()
+            # A run per batch (each sorted on its own: small sorts, often none), then
+            # one merge, which needs no sort while series' rows rise batch after batch.
+            run = merge_runs([merged.run, *map(_run_of, pending)]).freeze()
             state = _Merged(drops, pending[-1].number, run)
             with self._lock:
                 if self._drops == drops:  # a drop meanwhile: the next read rebuilds
@@ -192,18 +193,10 @@ class MemHead:
             return state
 
 
-def _run_of(batches: list[_Batch]) -> Run:
-    """One sorted run of ``batches`` (oldest first), the newest write of a key kept."""
-    cols: blocks.Columns = {
-        "series_id": _joined([b.sids for b in batches]),
-        "ts": _joined([b.ts for b in batches]),
-        "value": _joined([b.values for b in batches]),
-    }
+def _run_of(batch: _Batch) -> Run:
+    """The sorted run of one batch, the newest write of a key kept."""
+    cols: blocks.Columns = {"series_id": batch.sids, "ts": batch.ts, "value": batch.values}
     return Run.from_columns(blocks.dedup_last([cols]))
-
-
-def _joined(arrays: list[NDArray[np.generic]]) -> NDArray[np.generic]:
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _pick(run: Run, ids: NDArray[np.uint64]) -> Run:

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,9 +156,13 @@ async def test_a_dead_or_unstarted_worker_declines_everything() -> None:
     assert not w.alive
 
 
-async def test_the_route_uses_the_worker_for_known_series_in_a_real_server(
-    tmp_path: Path,
-) -> None:
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(20):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_route_uses_the_worker_in_a_real_server(tmp_path: Path) -> None:
     remote_write = RemoteWrite()
 
     def service(s: Server) -> Service:
@@ -171,20 +175,34 @@ async def test_the_route_uses_the_worker_for_known_series_in_a_real_server(
         assert not worker.alive  # spawned by the first remote write, not at start
         now = int(time.time() * 1000) // 1000 * 1000
         async with httpx.AsyncClient(base_url=f"http://{srv.http_address}") as client:
-            for i in range(4):  # new series; learnt; in-process (all known); worker
+
+            async def post(body: bytes) -> httpx.Response:
+                return await client.post("/api/v1/write", content=body, headers=headers)
+
+            # New series while the worker starts: decoded in-process, learnt.
+            first = write_request([(UP, [(now - 4000, 0.0)]), (CPU, [(now, 0.0)])])
+            assert (await post(first)).status_code == 204
+            await _until(lambda: worker.ready)
+            for i in range(1, 3):  # known series: by id from the worker
                 body = write_request(
                     [(UP, [(now - 4000 + i * 1000, float(i))]), (CPU, [(now, float(i))])]
                 )
-                r = await client.post("/api/v1/write", content=body, headers=headers)
-                assert r.status_code == 204, r.text
-            mixed = write_request([(UP, [(now + 1000, 9.0)]), (MEM, [(now, 1.0)])])
-            r = await client.post("/api/v1/write", content=mixed, headers=headers)
-            assert r.status_code == 204
+                assert (await post(body)).status_code == 204
+            assert (worker.decoded, worker.labelled) == (2, 0)
+            mixed = write_request([(UP, [(now - 1000, 9.0)]), (MEM, [(now, 1.0)])])
+            assert (await post(mixed)).status_code == 204  # labelled by the worker
+            assert (worker.decoded, worker.labelled) == (2, 1)
+            again = write_request([(MEM, [(now + 1000, 2.0)]), (UP, [(now + 1000, 3.0)])])
+            assert (await post(again)).status_code == 204  # learnt: by id
+            assert (worker.decoded, worker.labelled) == (3, 1)
             bad = b"\xff\x00garbage"
-            r = await client.post("/api/v1/write", content=bad, headers=headers)
+            r = await post(bad)  # declined, then refused in-process with the usual error
             assert r.status_code == 400
             assert r.json()["error"].startswith("cannot parse remote write body")
-        assert worker.decoded == 2
+            for job in "bc":  # in-process after a decline; the worker declines: sorted here
+                unsorted = write_request([(((("job", job), ("__name__", "up"))), [(now, 4.0)])])
+                assert (await post(unsorted)).status_code == 204
+            assert (worker.decoded, worker.labelled) == (3, 1)
         assert srv.store is not None
         await srv.store.writer.commit_pending()
         found = {
@@ -192,7 +210,9 @@ async def test_the_route_uses_the_worker_for_known_series_in_a_real_server(
             for s in srv.store.querier.select([], now - 60_000, now + 60_000)
         }
         assert found[UP] == [now - 4000, now - 3000, now - 2000, now - 1000, now + 1000]
-        assert found[MEM] == [now]
+        assert found[MEM] == [now, now + 1000]
+        assert found[(("__name__", "up"), ("job", "b"))] == [now]
+        assert found[(("__name__", "up"), ("job", "c"))] == [now]
     assert not worker.alive
 
 

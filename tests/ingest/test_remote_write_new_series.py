@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from monitoringserver.errors import BadDataError
-from monitoringserver.ingest.remote_write import RemoteWriteDecoder, _field_stops
+from monitoringserver.ingest.remote_write import RemoteWriteDecoder, field_stops
 from monitoringserver.model.labels import Labels
 from tests.ingest.test_remote_write_wire import T, reference, request, rows
 
@@ -131,4 +131,4 @@ def test_a_label_field_with_an_overlong_length_is_parsed_series_by_series() -> N
 def test_field_stops(
     encoded: list[bytes], prefixes: list[bytes], expected: list[int] | None
 ) -> None:
-    assert _field_stops(encoded, prefixes) == expected
+    assert field_stops(encoded, prefixes) == expected

@@ -1,10 +1,11 @@
-"""Remote-write decoding of known series in a worker process (off the event loop's GIL).
+"""Remote-write decoding in a worker process (off the event loop's GIL).
 
 The server's event-loop thread is the ingest ceiling: every remote-write request costs it
-the snappy decompression, the split of the ``WriteRequest`` and one dictionary lookup per
-series. :class:`DecodeWorker` moves that work to a child process (``python -m
-monitoringserver.ingest.decode_worker FD``) over a Unix stream socket; the event loop
-only writes the compressed body and reads back three arrays.
+the snappy decompression, the split of the ``WriteRequest``, one dictionary lookup per
+series and, for new series, the parsing of their labels. :class:`DecodeWorker` moves
+that work to a child process (``python -m monitoringserver.ingest.decode_worker FD``)
+over a Unix stream socket; the event loop only writes the compressed body and reads
+back arrays (and, for new series, ready-made label sets).
 
 Contract:
 
@@ -14,12 +15,18 @@ Contract:
 * :meth:`DecodeWorker.decode_known` answers the store series id, timestamp (ms) and
   value of every sample when the worker knew every series of the request, and ``None``
   otherwise: an unknown series, a layout other than Prometheus', a body that does not
-  decode or is over ``max_bytes``, too many requests in flight, a worker not started,
-  busy starting or gone. ``None`` means "decode it in-process", which then answers
-  exactly as without a worker (errors included), so the worker never changes a result;
+  decode or is over ``max_bytes``, too many requests in flight, a worker not started or
+  gone. ``None`` means "decode it in-process", which then answers exactly as without a
+  worker (errors included), so the worker never changes a result;
+* :meth:`DecodeWorker.decode` answers the same, or for a request with unknown series
+  its batch by label set and each series' key, built from a pair table both ends keep
+  in step (:mod:`.decode_labels`); label sets the in-process decoder would change
+  (sort, drop empty values) or refuse are declined the same way;
+* the worker tells when its imports are done (:attr:`DecodeWorker.ready`); requests
+  sent before wait for it, so a caller with an alternative asks :attr:`ready` first;
 * the worker is spawned by :meth:`DecodeWorker.ensure_started` on the first remote
   write, not at server start; one that dies is not restarted: decoding stays
-  in-process (logged once);
+  in-process (logged once); a reply the event loop cannot read closes the socket;
 * :meth:`DecodeWorker.aclose` closes the socket (the worker exits at end of input) and
   waits for the process; learn messages beyond ``max_buffered_bytes`` of unsent output
   are dropped (the worker then declines those series), never queued without bound.
@@ -39,8 +46,9 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from monitoringserver.ingest.decode_labels import LoopPairs, WorkerPairs
 from monitoringserver.ingest.remote_write import decompress_snappy
-from monitoringserver.ingest.rw_wire import known_series_ids, split_write_request
+from monitoringserver.ingest.rw_wire import KeyedDecode, known_series_ids, split_write_request
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -51,9 +59,11 @@ _log = logging.getLogger("monitoringserver.ingest.decode_worker")
 
 #: Frame header: request id, kind, payload length in bytes.
 _HEADER = struct.Struct("<IBI")
-#: Decode request prefix: compressed flag, largest decompressed size in bytes.
+#: Decode request prefix: flags (``_COMPRESSED``, ``_WANT_LABELS``), largest decompressed
+#: size in bytes.
 _DECODE = struct.Struct("<BQ")
-_LEARN, _FORGET, _DECODE_REQ, _DECLINED, _SAMPLES = 1, 2, 3, 4, 5
+_COMPRESSED, _WANT_LABELS = 1, 2
+_LEARN, _FORGET, _DECODE_REQ, _DECLINED, _SAMPLES, _LABELLED, _READY = 1, 2, 3, 4, 5, 6, 7
 
 #: The arrays of a request whose series were all known: ``(series_ids, ts_ms, values)``,
 #: one entry per sample, in wire order.
@@ -61,13 +71,17 @@ KnownSamples = tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]
 
 
 class _Channel(asyncio.Protocol):
-    """The event loop's end of the socket: frames out, replies matched to futures."""
+    """The event loop's end of the socket: frames out, replies matched to futures.
+    Labelled replies are read as they arrive, awaited or not: the pair table follows
+    the worker's. ``ready``: the worker has finished starting."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.pending: dict[int, asyncio.Future[KnownSamples | None]] = {}
+        self.pending: dict[int, asyncio.Future[KnownSamples | KeyedDecode | None]] = {}
         self.buffer = bytearray()
         self.closed = asyncio.Event()
+        self.pairs = LoopPairs()
+        self.ready = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -83,11 +97,24 @@ class _Channel(asyncio.Protocol):
             if end > size:
                 break
             future = self.pending.pop(rid, None)
+            found: KnownSamples | KeyedDecode | None = None
+            if kind == _LABELLED:
+                try:
+                    found = self.pairs.read(buf[start + _HEADER.size : end])
+                except Exception:  # noqa: BLE001 (a reply out of step: stop using the worker)
+                    _log.exception("cannot read a remote-write decode worker reply")
+                    del buf[:]
+                    if self.transport is not None:
+                        self.transport.abort()
+                    if future is not None and not future.done():
+                        future.set_result(None)
+                    return
+            elif kind == _SAMPLES and future is not None:
+                found = _arrays(buf[start + _HEADER.size : end])
+            elif kind == _READY:
+                self.ready = True
             if future is not None and not future.done():
-                if kind == _SAMPLES:
-                    future.set_result(_arrays(buf[start + _HEADER.size : end]))
-                else:
-                    future.set_result(None)
+                future.set_result(found)
             start = end
         if start:
             del buf[:start]
@@ -129,11 +156,18 @@ class DecodeWorker:
         self._start_lock = asyncio.Lock()
         self._given_up = False  # closed, or could not be spawned: never started again
         self.decoded = 0
+        self.labelled = 0
 
     @property
     def alive(self) -> bool:
         """True while the worker's socket is open."""
         return self._channel is not None and self._channel.transport is not None
+
+    @property
+    def ready(self) -> bool:
+        """True while the worker is alive and has finished starting (its imports): a
+        request sent now is answered without waiting for the start."""
+        return self.alive and self._channel is not None and self._channel.ready
 
     async def start(self) -> None:
         """Spawn the worker process (it answers once its imports are done; meanwhile
@@ -216,6 +250,32 @@ class DecodeWorker:
     ) -> KnownSamples | None:
         """The samples of a remote-write 1.0 ``body`` by store series id, or ``None``
         (decode in-process) as the module docstring lists."""
+        found = await self._request(body, _COMPRESSED if compressed else 0, max_bytes)
+        if isinstance(found, tuple):
+            self.decoded += 1
+            return found
+        return None
+
+    async def decode(self, body: bytes, *, compressed: bool, max_bytes: int) -> KeyedDecode | None:
+        """A remote-write 1.0 ``body`` decoded as
+        :meth:`~monitoringserver.ingest.remote_write.RemoteWriteDecoder.decode_keyed`
+        would with the worker's map: by store series id when every series is known,
+        else a batch with each series' key (:mod:`.decode_labels`); ``None`` (decode
+        in-process) for whatever :meth:`decode_known` declines except unknown series,
+        and for label sets the in-process decoder would not take as they are."""
+        flags = _WANT_LABELS | (_COMPRESSED if compressed else 0)
+        found = await self._request(body, flags, max_bytes)
+        if found is None:
+            return None
+        if isinstance(found, tuple):
+            self.decoded += 1
+            return KeyedDecode(None, None, *found)
+        self.labelled += 1
+        return found
+
+    async def _request(
+        self, body: bytes, flags: int, max_bytes: int
+    ) -> KnownSamples | KeyedDecode | None:
         transport = self._open_transport()
         channel = self._channel
         if transport is None or channel is None:
@@ -225,15 +285,13 @@ class DecodeWorker:
             or transport.get_write_buffer_size() > self.max_buffered_bytes
         ):
             return None
-        self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF
-        future: asyncio.Future[KnownSamples | None] = asyncio.get_running_loop().create_future()
+        self._next_id = rid = (self._next_id + 1) & 0x7FFFFFFF or 1  # 0: no request
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[KnownSamples | KeyedDecode | None] = loop.create_future()
         channel.pending[rid] = future
-        meta = _DECODE.pack(1 if compressed else 0, max_bytes)
+        meta = _DECODE.pack(flags, max_bytes)
         transport.writelines([_HEADER.pack(rid, _DECODE_REQ, len(meta) + len(body)), meta, body])
-        found = await future
-        if found is not None:
-            self.decoded += 1
-        return found
+        return await future
 
     async def aclose(self) -> None:
         """Close the socket and wait for the worker to exit (killed after 10 s)."""
@@ -264,6 +322,8 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
 def serve(sock: socket.socket) -> None:
     """The worker's loop: answer frames from ``sock`` until end of input."""
     known: dict[bytes, int] = {}
+    pairs = WorkerPairs()
+    sock.sendall(_HEADER.pack(0, _READY, 0))
     stream = cast(BinaryIO, sock.makefile("rb", buffering=1 << 20))
     with stream:
         while (header := _read_exactly(stream, _HEADER.size)) is not None:
@@ -283,44 +343,43 @@ def serve(sock: socket.socket) -> None:
             if kind == _FORGET:
                 known.clear()
                 continue
-            answer = _decode(payload, known)
-            if answer is None:
-                sock.sendall(_HEADER.pack(rid, _DECLINED, 0))
-            else:
-                size = sum(a.nbytes for a in answer)
-                parts: list[Buffer] = [_HEADER.pack(rid, _SAMPLES, size), *(a.data for a in answer)]
-                sent = sock.sendmsg(parts)
-                if sent < _HEADER.size + size:  # a partial send: the rest in one piece
-                    sock.sendall(b"".join(parts)[sent:])
+            kind, answer = _decode(payload, known, pairs)
+            size = sum(memoryview(a).nbytes for a in answer)
+            parts: list[Buffer] = [_HEADER.pack(rid, kind, size), *answer]
+            sent = sock.sendmsg(parts)
+            if sent < _HEADER.size + size:  # a partial send: the rest in one piece
+                sock.sendall(b"".join(parts)[sent:])
 
 
-def _decode(payload: bytes, known: dict[bytes, int]) -> KnownSamples | None:
-    """A decode request's arrays, or ``None`` (unknown series, other layout, any error)."""
-    compressed, max_bytes = _DECODE.unpack_from(payload)
+def _decode(
+    payload: bytes, known: dict[bytes, int], pairs: WorkerPairs
+) -> tuple[int, list[Buffer]]:
+    """A decode request's reply kind and payload: ``_SAMPLES`` (every series known),
+    ``_LABELLED`` (labels wanted and answerable) or ``_DECLINED`` (other layout, any
+    error)."""
+    flags, max_bytes = _DECODE.unpack_from(payload)
     body = payload[_DECODE.size :]
     try:
-        raw = decompress_snappy(body, max_bytes=max_bytes) if compressed else body
+        raw = decompress_snappy(body, max_bytes=max_bytes) if flags & _COMPRESSED else body
         parts = split_write_request(raw)
+        if parts is None:
+            return _DECLINED, []
+        ids = known_series_ids(parts, known)
+        if ids is not None:
+            arrays = (ids, parts.ts_ms, parts.values)
+            return _SAMPLES, [np.ascontiguousarray(a).data for a in arrays]
+        labelled = pairs.reply(parts) if flags & _WANT_LABELS else None
     except Exception:  # noqa: BLE001 (any failure: the event loop decodes it and reports)
-        return None
-    if parts is None:
-        return None
-    ids = known_series_ids(parts, known)
-    if ids is None:
-        return None
-    return (
-        np.ascontiguousarray(ids),
-        np.ascontiguousarray(parts.ts_ms),
-        np.ascontiguousarray(parts.values),
-    )
+        return _DECLINED, []
+    return (_DECLINED, []) if labelled is None else (_LABELLED, labelled)
 
 
 def main(argv: list[str]) -> int:
     """``python -m monitoringserver.ingest.decode_worker FD``: serve the socket ``FD``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     fd = int(argv[1])
-    with socket.socket(fileno=fd) as sock:
-        serve(sock)
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(ConnectionError):
+        serve(sock)  # a server gone before its answers is no error here
     return 0
 
 

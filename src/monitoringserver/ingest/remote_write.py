@@ -56,6 +56,7 @@ __all__ = [
     "RemoteWriteDecoder",
     "decode_write_request",
     "decompress_snappy",
+    "field_stops",
 ]
 
 #: Largest accepted uncompressed WriteRequest (Prometheus sends ≈ 2 000 samples per request).
@@ -104,7 +105,7 @@ def _checked(pairs: list[tuple[str, str]], *, names_checked: bool = False) -> La
     return tuple(sorted(pairs))
 
 
-def _field_stops(encoded: list[bytes], prefixes: list[bytes]) -> list[int] | None:
+def field_stops(encoded: list[bytes], prefixes: list[bytes]) -> list[int] | None:
     """How many of the ``encoded`` labels (parsed from the joined ``prefixes``) end each
     prefix, cumulatively; ``None`` unless every byte was a canonically encoded label field
     (tag ``0x0a``, shortest length varint) and every prefix ends at a field's end."""
@@ -251,7 +252,7 @@ class RemoteWriteDecoder:
             encoded = list(remote_pb2.TimeSeriesRaw.FromString(joined).labels)
         except DecodeError:
             encoded = []
-        stops = _field_stops(encoded, prefixes)
+        stops = field_stops(encoded, prefixes)
         if stops is None:
             each = list(map(self._prefix_labels, prefixes))
             return None if None in each else each  # type: ignore[return-value]

@@ -49,6 +49,8 @@ _V1 = "prometheus.WriteRequest"
 _V2 = "io.prometheus.write.v2.Request"
 #: Bodies larger than this are decoded on a worker thread (keeps the event loop responsive).
 _THREAD_BYTES = 64 * 1024
+#: Most requests decoded in-process after a decode worker declined one.
+_MAX_SKIP = 63
 
 
 def _proto_of(content_type: str) -> str:
@@ -67,16 +69,34 @@ class _StoreIds:
     entries; it starts over when full. A decode ``worker`` gets every change too, in order,
     so its copy maps a key to the same id or not at all.
 
-    ``prefer_worker``: whether the next request of known series goes to the worker; set
-    when an in-process decode found every series known, cleared when the worker declined
-    one (a stream of new series then costs no round trips)."""
+    Requests go to a ready worker unless it declined lately: after a decline the next
+    ``skip`` requests (1, 3, 7, ... up to :data:`_MAX_SKIP`) decode in-process, so a sender
+    whose requests the worker cannot take costs few extra round trips; an answer resets it.
+    """
 
     def __init__(self, max_series: int, worker: DecodeWorker | None = None) -> None:
         self.max_series = max_series
         self.ids: dict[bytes, int] = {}
         self.owner: SeriesIdAppender | None = None
         self.worker = worker
-        self.prefer_worker = False
+        self.skip = 0  # requests to decode in-process after the last decline
+        self.skip_left = 0
+
+    def use_worker(self) -> bool:
+        """Whether this request goes to the worker (see the class docstring)."""
+        if self.worker is None or not self.worker.ready:
+            return False
+        if self.skip_left:
+            self.skip_left -= 1
+            return False
+        return True
+
+    def worker_answered(self, answered: bool) -> None:
+        """Record whether the worker answered the request :meth:`use_worker` sent it."""
+        if answered:
+            self.skip = 0
+        else:
+            self.skip = self.skip_left = min(2 * self.skip + 1, _MAX_SKIP)
 
     def for_appender(self, appender: object) -> dict[bytes, int] | None:
         """The map to decode against for ``appender`` (``None`` unless it takes ids)."""
@@ -127,8 +147,10 @@ def create_remote_write_router(
     series goes to ``append_ids`` without building a label set; anything else takes the
     label path (``append``) with the same limits and errors.
 
-    With a started ``decode_worker``, requests of known series are decoded in that
-    process (the event loop only passes bytes); whatever it declines is decoded here."""
+    With a started ``decode_worker``, remote-write 1.0 requests are decoded in that
+    process: the event loop gets store ids for known series, and for new ones their
+    label sets ready to use (:mod:`~monitoringserver.ingest.decode_labels`); whatever
+    it declines is decoded here, with the same results and errors."""
     router = APIRouter()
     decoder = RemoteWriteDecoder()
     store_ids = _StoreIds(decoder.max_series, decode_worker)
@@ -163,22 +185,17 @@ def create_remote_write_router(
             return KeyedDecode(batch, None)
 
         decoded: KeyedDecode | None = None
-        if known and decode_worker is not None and store_ids.prefer_worker:
-            found = await decode_worker.decode_known(
+        if known is not None and decode_worker is not None and store_ids.use_worker():
+            decoded = await decode_worker.decode(
                 body, compressed=compressed, max_bytes=max_decoded_bytes
             )
-            if found is None:
-                store_ids.prefer_worker = False
-            else:
-                decoded = KeyedDecode(None, None, *found)
+            store_ids.worker_answered(decoded is not None)
         if decoded is None:
             try:
                 decoded = await asyncio.to_thread(run) if len(body) > _THREAD_BYTES else run()
             except MonitoringError:
                 count_error(comps, _FORMAT)
                 raise
-            if decoded.batch is None:
-                store_ids.prefer_worker = True
         if decoded.batch is None:
             assert id_appender is not None
             result = await _append_ids(comps, id_appender, decoded)

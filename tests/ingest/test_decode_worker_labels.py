@@ -1,0 +1,120 @@
+"""``DecodeWorker.decode``: new series come back labelled, known ones by id; a worker
+that stops mid-way or answers out of step leaves decoding to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from monitoringserver.ingest.decode_worker import _HEADER, _LABELLED, DecodeWorker, _Channel, serve
+from monitoringserver.ingest.remote_write import RemoteWriteDecoder
+from monitoringserver.model.labels import Labels
+from tests.ingest.promhelp import write_request
+
+NOW_MS = 1_750_000_000_000
+UP: Labels = (("__name__", "up"), ("job", "a"))
+CPU: Labels = (("__name__", "cpu"), ("instance", "h1"), ("mode", "idle"))
+MEM: Labels = (("__name__", "mem"), ("instance", "h1"))
+MAX = 1 << 20
+
+
+@pytest.fixture
+async def threaded() -> AsyncIterator[DecodeWorker]:
+    """A worker whose loop runs on a thread of this process (visible to coverage)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
+    thread.start()
+    w = DecodeWorker()
+    loop = asyncio.get_running_loop()
+    _transport, w._channel = await loop.create_connection(_Channel, sock=ours)
+    try:
+        yield w
+    finally:
+        await w.aclose()
+        thread.join(10)
+        theirs.close()
+    assert not thread.is_alive()
+
+
+async def test_new_known_and_mixed_requests(threaded: DecodeWorker) -> None:
+    w = threaded
+    async with asyncio.timeout(10):
+        while not w.ready:
+            await asyncio.sleep(0.01)
+    body = write_request([(UP, [(NOW_MS, 1.0), (NOW_MS + 1, 2.0)]), (CPU, [(NOW_MS, 3.0)])])
+    found = await w.decode(body, compressed=True, max_bytes=MAX)
+    local = RemoteWriteDecoder().decode_keyed(body, {})
+    assert found is not None
+    assert found.batch is not None
+    assert local.batch is not None
+    assert list(found.batch.series) == list(local.batch.series) == [UP, CPU]
+    assert found.keys == local.keys
+    assert found.batch.series_idx.tolist() == [0, 0, 1]
+    assert found.batch.values.tolist() == [1.0, 2.0, 3.0]
+    assert found.keys is not None
+    w.learn(found.keys, np.array([7, 9], dtype=np.uint64))
+    known = await w.decode(body, compressed=True, max_bytes=MAX)
+    assert known is not None
+    assert known.batch is None
+    assert known.series_ids is not None
+    assert known.series_ids.tolist() == [7, 7, 9]
+    mixed = write_request([(MEM, [(NOW_MS, 4.0)]), (UP, [(NOW_MS, 5.0)])])
+    found = await w.decode(mixed, compressed=True, max_bytes=MAX)
+    assert found is not None
+    assert found.batch is not None
+    assert list(found.batch.series) == [MEM, UP]
+    assert found.batch.series[1] is not UP
+    assert found.batch.series[1][1] is known_pair(w, ("job", "a"))
+    assert await w.decode(b"\xff\x00garbage", compressed=True, max_bytes=MAX) is None
+    assert await w.decode(body, compressed=True, max_bytes=16) is None  # over max_bytes
+    assert (w.decoded, w.labelled) == (1, 2)
+
+
+def known_pair(w: DecodeWorker, pair: tuple[str, str]) -> tuple[str, str]:
+    """The event loop's shared object for ``pair``."""
+    assert w._channel is not None
+    return next(p for p in w._channel.pairs.pairs if p == pair)
+
+
+async def test_a_worker_killed_with_a_request_in_flight_answers_none() -> None:
+    w = DecodeWorker()
+    await w.start()
+    try:
+        process = w._process  # the test stops, then kills the worker
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+        body = write_request([(UP, [(NOW_MS, 1.0)])])
+        pending = asyncio.create_task(w.decode(body, compressed=True, max_bytes=MAX))
+        async with asyncio.timeout(10):
+            while not (w._channel and w._channel.pending):
+                await asyncio.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        async with asyncio.timeout(10):
+            assert await pending is None
+        assert not w.ready
+        assert await w.decode(body, compressed=True, max_bytes=MAX) is None
+    finally:
+        await w.aclose()
+
+
+async def test_a_reply_out_of_step_stops_using_the_worker(threaded: DecodeWorker) -> None:
+    w = threaded
+    channel = w._channel
+    assert channel is not None
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    channel.pending[99] = future  # type: ignore[assignment]
+    junk = b"\x01\x00\x00\x00" * 3
+    channel.data_received(_HEADER.pack(99, _LABELLED, len(junk)) + junk)
+    assert future.result() is None
+    async with asyncio.timeout(10):
+        await channel.closed.wait()
+    assert not w.alive
+    body = write_request([(UP, [(NOW_MS, 1.0)])])
+    assert await w.decode(body, compressed=True, max_bytes=MAX) is None

@@ -110,3 +110,58 @@ async def test_last_used_is_tracked_and_flushed() -> None:
     assert db.read("SELECT last_used_ms FROM auth_tokens")[0][0] == 2_000_000
     assert store.flush_last_used() == 0
     db.close()
+
+
+def test_a_secret_that_authenticated_stops_working_once_revoked() -> None:
+    """Secrets are remembered after their first success; revoke forgets them at once,
+    and a revoked secret's name can carry a new token that works."""
+    db = Database(":memory:")
+    store = TokenStore(db)
+    store.open()
+    _, old = store.create("ci", ["write"])
+    _, other = store.create("ops", ["read"])
+    for _ in range(3):
+        principal = store.authenticate(old)
+        assert principal is not None
+        assert principal.name == "ci"
+    assert store.authenticate(other) is not None
+    store.revoke("ci")
+    assert store.authenticate(old) is None
+    assert store.authenticate(old) is None
+    ops = store.authenticate(other)
+    assert ops is not None
+    assert ops.name == "ops"
+    _, new = store.create("ci", ["read"])
+    renewed = store.authenticate(new)
+    assert renewed is not None
+    assert renewed.has(Scope.READ)
+    assert not renewed.has(Scope.WRITE)
+    db.close()
+
+
+def test_reopening_forgets_remembered_secrets(tmp_path: Path) -> None:
+    """``open`` reloads the active tokens: a token revoked in the file meanwhile (by
+    another store on the same database) is refused even if it authenticated before."""
+    db = Database(tmp_path / "t.duckdb")
+    store = TokenStore(db)
+    store.open()
+    _, secret = store.create("x", ["read"])
+    assert store.authenticate(secret) is not None
+    writer = TokenStore(db)
+    writer.open()
+    writer.revoke("x")
+    store.open()
+    assert store.authenticate(secret) is None
+    db.close()
+
+
+def test_wrong_secrets_are_refused_every_time() -> None:
+    db = Database(":memory:")
+    store = TokenStore(db)
+    store.open()
+    _, secret = store.create("x", ["read"])
+    for wrong in ["", secret[:-1], secret + "x", secret.upper(), "mst_nope"]:
+        assert store.authenticate(wrong) is None
+        assert store.authenticate(wrong) is None
+    assert store.authenticate(secret) is not None
+    db.close()

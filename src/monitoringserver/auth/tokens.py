@@ -7,8 +7,10 @@ SHA-256 hex digest is stored, so a stolen database does not yield usable tokens.
 Threading: every method is safe from any thread. :meth:`TokenStore.authenticate` never
 touches the database: it hashes the credential and looks it up in a map loaded at
 :meth:`open` and updated by :meth:`create` / :meth:`revoke` (so a revoked token stops
-working at once). Last-used times are kept in memory and written by
-:meth:`flush_last_used` (periodically from :meth:`run`, and at close).
+working at once). A secret that authenticated is remembered in memory (process memory
+only, never written) so its later requests skip the hash; :meth:`revoke` forgets them
+all. Last-used times are kept in memory and written by :meth:`flush_last_used`
+(periodically from :meth:`run`, and at close).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
 )
 """
 _COLUMNS = "id, name, scopes, created_ms, last_used_ms, revoked_ms"
+#: Secrets kept verified at most (one per active token in use; a bound all the same).
+_MAX_VERIFIED = 10_000
 
 
 def hash_token(secret: str) -> str:
@@ -116,6 +120,11 @@ class TokenStore:
         self._lock = threading.Lock()
         # Guarded by _lock: token hash -> (token id, principal) of every active token.
         self._active: dict[str, tuple[str, Principal]] = {}
+        # Written under _lock, read without it: secret -> its entry in _active, for
+        # secrets that authenticated (skips the SHA-256 of every later request). An
+        # entry is only added while its token is active, and the map is dropped whole
+        # under _lock by revoke() and open(), so a revoked secret never hits.
+        self._verified: dict[str, tuple[str, Principal]] = {}
         # Token id -> last-used ms, not yet written; swapped out whole by flush_last_used.
         self._used: dict[str, int] = {}
 
@@ -134,6 +143,7 @@ class TokenStore:
         }
         with self._lock:
             self._active = active
+            self._verified = {}
 
     def count(self, *, include_revoked: bool = True) -> int:
         where = "" if include_revoked else " WHERE revoked_ms IS NULL"
@@ -212,14 +222,22 @@ class TokenStore:
         digest = str(rows[0][-1])
         with self._lock:
             self._active.pop(digest, None)
+            self._verified = {}
         info = _info(rows[0][:-1])
         return TokenInfo(info.id, info.name, info.scopes, info.created_ms, info.last_used_ms, now)
 
     def authenticate(self, credential: str) -> Principal | None:
-        """The principal of an active token, or ``None``. Cheap: one SHA-256 and a dict lookup."""
-        entry = self._active.get(hash_token(credential))
+        """The principal of an active token, or ``None``. Cheap: a dict lookup for a secret
+        that authenticated before, else one SHA-256 and a dict lookup."""
+        entry = self._verified.get(credential)
         if entry is None:
-            return None
+            digest = hash_token(credential)
+            with self._lock:
+                entry = self._active.get(digest)
+                if entry is None:
+                    return None
+                if len(self._verified) < _MAX_VERIFIED:
+                    self._verified[credential] = entry
         self._used[entry[0]] = self._now_ms()
         return entry[1]
 

@@ -163,7 +163,15 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
         return HttpMetricsMiddleware(CatchAllMiddleware(limited), metrics=http_metrics)
 
     app.state.asgi_entry = (
-        DirectEntry(app, routes=direct, wrap=project_middlewares) if direct else app
+        DirectEntry(
+            app,
+            routes=direct,
+            wrap=project_middlewares,
+            max_body_bytes=limits.max_body_bytes,
+            metrics=http_metrics,
+        )
+        if direct
+        else app
     )
     return app
 

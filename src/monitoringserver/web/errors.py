@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,9 +42,15 @@ from monitoringserver.errors import (
 __all__ = [
     "BodyLimitMiddleware",
     "CatchAllMiddleware",
+    "body_headers",
     "error_response",
     "install_error_handlers",
+    "limited_receive",
+    "log_after_start",
+    "response_for",
     "status_for",
+    "too_large",
+    "unhandled_response",
 ]
 
 _log = logging.getLogger("monitoringserver.web")
@@ -145,6 +151,25 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
+def unhandled_response(exc: Exception, scope: Scope) -> Response:
+    """The answer to ``exc``, which nothing handled while serving ``scope`` before its
+    response started: its rendering (:func:`response_for`) for a project error, else a
+    generic 500 (the traceback goes to the log)."""
+    if isinstance(exc, MonitoringError):
+        return response_for(exc)
+    _log.error("unhandled error on %s", scope.get("path"), exc_info=exc)
+    return error_response(500, "internal", _GENERIC_500)
+
+
+def log_after_start(exc: Exception, scope: Scope) -> None:
+    """Log ``exc``, raised while serving ``scope`` after its response started (too late
+    to answer anything else)."""
+    if isinstance(exc, MonitoringError):
+        _log.warning("error after the response started: %s", exc)
+    else:
+        _log.error("unhandled error on %s", scope.get("path"), exc_info=exc)
+
+
 class CatchAllMiddleware:
     """Turns exceptions nobody handled into a generic 500 without re-raising.
 
@@ -169,15 +194,52 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except MonitoringError as exc:
-            if started:
-                _log.warning("error after the response started: %s", exc)
-                return
-            await response_for(exc)(scope, receive, send)
         except Exception as exc:  # noqa: BLE001 (the last line of defence: log, answer 500)
-            _log.error("unhandled error on %s", scope.get("path"), exc_info=exc)
-            if not started:
-                await error_response(500, "internal", _GENERIC_500)(scope, receive, send)
+            if started:
+                log_after_start(exc, scope)
+            else:
+                await unhandled_response(exc, scope)(scope, receive, send)
+
+
+def body_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bytes]:
+    """``(Content-Length, Content-Encoding)`` of raw ASGI request headers: the length is
+    ``None`` when absent or not a number, the encoding lowercased (``b""`` when absent)."""
+    length: int | None = None
+    encoding = b""
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif key == b"content-encoding":
+            encoding = value.strip().lower()
+    return length, encoding
+
+
+def too_large(length: int, limit: int) -> PayloadTooLargeError:
+    """The error for a declared ``Content-Length`` over ``limit`` (bytes)."""
+    return PayloadTooLargeError(
+        f"cannot read request body: {length} bytes is over the limit of {limit} bytes"
+    )
+
+
+def limited_receive(receive: Receive, limit: int) -> Receive:
+    """``receive`` raising :class:`PayloadTooLargeError` once the body passes ``limit`` bytes."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLargeError(
+                    f"cannot read request body: over the limit of {limit} bytes"
+                )
+        return message
+
+    return limited
 
 
 class BodyLimitMiddleware:
@@ -199,22 +261,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
-        length: int | None = None
-        encoding = b""
-        for key, value in headers:
-            if key == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif key == b"content-encoding":
-                encoding = value.strip().lower()
+        length, encoding = body_headers(headers)
         if length is not None and length > self.max_body_bytes:
-            exc = PayloadTooLargeError(
-                f"cannot read request body: {length} bytes is over the limit of "
-                f"{self.max_body_bytes} bytes"
-            )
-            await response_for(exc)(scope, receive, send)
+            await response_for(too_large(length, self.max_body_bytes))(scope, receive, send)
             return
         if encoding == b"gzip":
             # Mutated in place (not copied) so the route the router records stays visible
@@ -224,27 +273,10 @@ class BodyLimitMiddleware:
             ]
             await self.app(scope, self._gunzipping(receive), send)
             return
-        await self.app(scope, self._limited(receive), send)
-
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
-        limit = self.max_body_bytes
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLargeError(
-                        f"cannot read request body: over the limit of {limit} bytes"
-                    )
-            return message
-
-        return limited_receive
+        await self.app(scope, limited_receive(receive, self.max_body_bytes), send)
 
     def _gunzipping(self, receive: Receive) -> Receive:
-        inner = self._limited(receive)
+        inner = limited_receive(receive, self.max_body_bytes)
         inflater = zlib.decompressobj(wbits=31)
         produced = 0
         limit = self.max_decompressed_bytes

@@ -20,7 +20,14 @@ ANONYMOUS = Principal(name="anonymous", scopes=frozenset(Scope), kind="anonymous
 
 
 def _credential(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    # The first Authorization header, as ``request.headers.get`` finds it, without
+    # building the headers mapping (ASGI header names are lowercase).
+    header: str | None = None
+    raw: bytes
+    for key, raw in request.scope["headers"]:
+        if key == b"authorization":
+            header = raw.decode("latin-1")
+            break
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():

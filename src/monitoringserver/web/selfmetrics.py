@@ -29,6 +29,20 @@ class HttpMetrics:
             registry=registry,
             buckets=_LATENCY_BUCKETS,
         )
+        # (method, route, code) -> its histogram child: skips the client library's
+        # label lookup per request (bounded: methods x route templates x codes).
+        self._children: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe(self, method: str, route: str, code: int, seconds: float) -> None:
+        """Count one request of ``method`` on ``route`` (a path template) answered with
+        ``code`` after ``seconds``."""
+        key = (method, route, code)
+        child = self._children.get(key)
+        if child is None:
+            child = self.duration.labels(method, route, str(code))
+            if len(self._children) < _MAX_CHILDREN:
+                self._children[key] = child
+        child.observe(seconds)
 
 
 class IngestMetrics:
@@ -75,9 +89,6 @@ class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        # (method, route, code) -> its histogram child: skips the client library's
-        # label lookup per request (bounded: methods x route templates x codes).
-        self._children: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,13 +106,9 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            key = (scope.get("method", ""), self._template(scope), code)
-            child = self._children.get(key)
-            if child is None:
-                child = self.metrics.duration.labels(key[0], key[1], str(code))
-                if len(self._children) < _MAX_CHILDREN:
-                    self._children[key] = child
-            child.observe(time.perf_counter() - started)
+            self.metrics.observe(
+                scope.get("method", ""), self._template(scope), code, time.perf_counter() - started
+            )
 
     def _template(self, scope: Scope) -> str:
         """The matched route's path template; plain Starlette routes leave only ``endpoint``."""

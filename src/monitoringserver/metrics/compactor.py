@@ -218,7 +218,7 @@ class Compactor:
                 # Rows an older release kept in the head table are in this flush too.
                 con.execute("DELETE FROM metric_head WHERE batch <= ?", [view.through])
                 set_state(con, "flush_seq", seq)
-                set_state(con, "head_lsn", view.lsn)
+                set_state(con, "head_lsn", max(view.lsn, get_state(con, "head_lsn")))
                 save_series_ranges(con, lo_ts, hi_ts)
 
             self._publish(added, [], extra, lambda: self._head.drop_through(view.through))

@@ -164,9 +164,9 @@ class MemHead:
     # -- merging -------------------------------------------------------------------------
 
     def _lsn_of(self, number: int) -> int:
+        """The WAL position every batch up to ``number`` is covered by."""
         with self._lock:
-            found = [b.lsn for b in self._batches if b.number <= number]
-        return found[-1] if found else 0
+            return max((b.lsn for b in self._batches if b.number <= number), default=0)
 
     def _current(self) -> _Merged:
         """The merged state with every batch held now."""

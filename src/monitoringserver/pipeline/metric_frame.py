@@ -302,11 +302,11 @@ class SampleStage:
         return StagedRows(chunk, start, stop)
 
     @staticmethod
-    def columns(
+    def pieces(
         staged: Sequence[StagedRows | None],
-    ) -> tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]:
-        """``(series ids, ts, values)`` of ``staged`` in order: views of the chunks when
-        the rows are adjacent, else one concatenation of the few adjacent runs."""
+    ) -> list[tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]]:
+        """``(series ids, ts, values)`` views of ``staged`` in order, one per run of
+        adjacent rows (a chunk boundary starts a new one); no copies."""
         runs: list[list[Any]] = []
         for rows in staged:
             if rows is None:
@@ -316,15 +316,23 @@ class SampleStage:
                 last[2] = rows.stop
             else:
                 runs.append([rows.chunk, rows.start, rows.stop])
+        return [(c.sids[a:b], c.ts[a:b], c.values[a:b]) for c, a, b in runs]
+
+    @staticmethod
+    def columns(
+        staged: Sequence[StagedRows | None],
+    ) -> tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.float64]]:
+        """``(series ids, ts, values)`` of ``staged`` in order: views of the chunks when
+        the rows are adjacent, else one concatenation of the few adjacent runs."""
+        runs = SampleStage.pieces(staged)
         if not runs:
             return _NO_SIDS, _NO_TS, _NO_VALUES
         if len(runs) == 1:
-            chunk, a, b = runs[0]
-            return chunk.sids[a:b], chunk.ts[a:b], chunk.values[a:b]
+            return runs[0]
         return (
-            np.concatenate([c.sids[a:b] for c, a, b in runs]),
-            np.concatenate([c.ts[a:b] for c, a, b in runs]),
-            np.concatenate([c.values[a:b] for c, a, b in runs]),
+            np.concatenate([r[0] for r in runs]),
+            np.concatenate([r[1] for r in runs]),
+            np.concatenate([r[2] for r in runs]),
         )
 
 

@@ -102,6 +102,8 @@ class MetricWriter:
             for a, s in cur.execute("SELECT agent_id, last_seq FROM metric_dedup").fetchall()
         }
         self._batch = head.last_batch  # the number of the last head batch
+        # WAL position of the last commit handed to the head (or flushed):
+        self._head_lsn = get_state(cur, "head_lsn")
         # Loop-confined state:
         self._append_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
@@ -368,13 +370,24 @@ class MetricWriter:
         return head_commit([q.frame for q in taken], taken[-1].lsn)
 
     def _to_head(self, taken: list[_Queued]) -> int:
-        """Hand the samples of committed records to the head as one batch; return rows."""
-        sids, ts, values = SampleStage.columns([q.rows for q in taken])
-        self._batch += 1
-        self._head.add(self._batch, taken[-1].lsn, sids, ts, values)
+        """Hand the samples of committed records to the head, a batch per run of
+        adjacent staged rows (views, no copy); return rows. A flush may run meanwhile
+        on another thread and see only the first batches: they carry the WAL position
+        of the previous commit, the last one that of ``taken``."""
+        pieces = SampleStage.pieces([q.rows for q in taken])
+        rows = 0
+        for i, (sids, ts, values) in enumerate(pieces):
+            self._batch += 1
+            lsn = taken[-1].lsn if i == len(pieces) - 1 else self._head_lsn
+            self._head.add(self._batch, lsn, sids, ts, values)
+            rows += len(ts)
+        if not pieces:  # no samples: the WAL position still moves
+            self._batch += 1
+            self._head.add(self._batch, taken[-1].lsn, _NO_IDS, _NO_TS, _NO_VALUES)
+        self._head_lsn = taken[-1].lsn
         if self._on_head_full is not None and len(self._head) >= self._opt.head_max_rows:
             self._on_head_full()
-        return len(ts)
+        return rows
 
     # -- replay and close --------------------------------------------------------------
 

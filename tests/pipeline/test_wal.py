@@ -179,3 +179,88 @@ def test_frames_carry_zlib_crc32_so_older_logs_replay(tmp_path: Path, size: int)
     reopened = Wal(tmp_path)
     assert _records(reopened) == [payload, payload[::-1]]
     reopened.close()
+
+
+def _short_writev(limit: int) -> object:
+    """An ``os.writev`` that writes at most ``limit`` bytes (as a signal or a nearly full
+    disk can make it)."""
+    real_write = os.write
+
+    def writev(fd: int, buffers: list[bytes]) -> int:
+        return real_write(fd, b"".join(buffers)[:limit])
+
+    return writev
+
+
+@pytest.mark.parametrize("limit", [0, 3, 8, 9, 5000])
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_short_write_is_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, inline: bool
+) -> None:
+    wal = Wal(tmp_path, fsync="never")
+    wal.append(b"first")
+    monkeypatch.setattr(os, "writev", _short_writev(limit))
+    payload = os.urandom(6000)
+    lsn = wal.try_append(payload) if inline else wal.append(payload)
+    monkeypatch.undo()
+    assert lsn == wal.end == 2 * 8 + 5 + 6000
+    wal.append(b"last")
+    wal.close()
+    reopened = Wal(tmp_path)
+    assert _records(reopened) == [b"first", payload, b"last"]
+    reopened.close()
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_failed_write_leaves_no_torn_frame_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    """A write that fails half way (disk full) is cut back: the records acknowledged
+    after it replay, none is lost behind a torn frame."""
+    wal = Wal(tmp_path, fsync="never")
+    wal.append(b"first")
+    real_write = os.write
+
+    def failing(fd: int, buffers: list[bytes]) -> int:
+        real_write(fd, b"".join(buffers)[:11])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", failing)
+    with pytest.raises(StorageError, match=r"cannot append to write-ahead log: .*No space"):
+        wal.try_append(b"x" * 100) if inline else wal.append(b"x" * 100)
+    monkeypatch.undo()
+    assert wal.end == 8 + 5
+    wal.append(b"after")
+    wal.close()
+    reopened = Wal(tmp_path)
+    assert _records(reopened) == [b"first", b"after"]
+    reopened.close()
+
+
+def test_a_log_that_cannot_cut_back_takes_no_more_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = Wal(tmp_path, fsync="never")
+    wal.append(b"first")
+    real_write = os.write
+
+    def failing(fd: int, buffers: list[bytes]) -> int:
+        real_write(fd, b"".join(buffers)[:11])
+        raise OSError(5, "Input/output error")
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "writev", failing)
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    with pytest.raises(StorageError, match="Input/output error"):
+        wal.append(b"x" * 100)
+    monkeypatch.undo()
+    with pytest.raises(StorageError, match="closed"):
+        wal.append(b"later")
+    with pytest.raises(StorageError, match="closed"):
+        wal.try_append(b"later")
+    wal.close()
+    reopened = Wal(tmp_path)
+    assert _records(reopened) == [b"first"]
+    reopened.close()

@@ -8,8 +8,10 @@ a consumer that has committed everything up to that position downstream calls
 :meth:`Wal.truncate_before` with it, which deletes whole segments that are entirely
 below it. :meth:`Wal.replay` yields records starting at a position.
 
-A process killed in the middle of a write leaves a torn last frame; opening the log
-cuts the last segment back to its last complete frame. A bad frame in an older segment
+A frame is written with one ``writev`` on an unbuffered file (header and payload, no
+copy). A process killed in the middle of a write leaves a torn last frame; opening the log
+cuts the last segment back to its last complete frame. A write that fails (disk full)
+cuts the segment back at once, so later records never sit behind a torn frame. A bad frame in an older segment
 is corruption and raises :class:`~monitoringserver.errors.StorageError`.
 
 Thread-safety: every public method may be called from any thread (one lock).
@@ -87,7 +89,7 @@ class Wal:
                     os.fsync(f.fileno())
             self._end = last + valid
         try:
-            self._file = self._path(self._segments[-1]).open("ab")
+            self._file = self._path(self._segments[-1]).open("ab", buffering=0)
         except OSError as exc:
             raise StorageError(f"cannot open write-ahead log {self.directory}: {exc}") from exc
 
@@ -120,16 +122,9 @@ class Wal:
 
     def append(self, payload: bytes) -> int:
         """Write one record; return the LSN just past it. Durable per the fsync mode."""
-        frame = _HEADER.pack(len(payload), crc32(payload)) + payload
+        header = _HEADER.pack(len(payload), crc32(payload))
         with self._lock:
-            f = self._require_open()
-            try:
-                f.write(frame)
-                f.flush()
-            except OSError as exc:
-                raise StorageError(f"cannot append to write-ahead log: {exc}") from exc
-            self._end += len(frame)
-            self._dirty = True
+            self._write_frame_locked(header, payload)
             if self._fsync == "always" or (
                 self._fsync == "interval"
                 and self._clock() - self._last_sync >= self._fsync_interval_s
@@ -147,24 +142,45 @@ class Wal:
         if self._fsync == "always" or not self._lock.acquire(blocking=False):
             return None
         try:
-            frame_bytes = _HEADER.size + len(payload)
             if (
                 self._fsync == "interval"
                 and self._clock() - self._last_sync >= self._fsync_interval_s
-            ) or self._end + frame_bytes - self._segments[-1] >= self._segment_bytes:
+            ) or self._end + _HEADER.size + len(payload) - self._segments[
+                -1
+            ] >= self._segment_bytes:
                 return None
-            f = self._require_open()
-            try:
-                f.write(_HEADER.pack(len(payload), crc32(payload)))
-                f.write(payload)
-                f.flush()
-            except OSError as exc:
-                raise StorageError(f"cannot append to write-ahead log: {exc}") from exc
-            self._end += frame_bytes
-            self._dirty = True
+            self._write_frame_locked(_HEADER.pack(len(payload), crc32(payload)), payload)
             return self._end
         finally:
             self._lock.release()
+
+    def _write_frame_locked(self, header: bytes, payload: bytes) -> None:
+        """Write ``header + payload`` at the end of the active segment with one system
+        call (no copy of the payload, no user-space buffer), finishing a short write.
+        A write that fails cuts the segment back to its last complete frame, so the next
+        record does not land after a torn one (which opening the log would cut off)."""
+        f = self._require_open()
+        fd = f.fileno()
+        size = len(header) + len(payload)
+        try:
+            written = os.writev(fd, (header, payload))
+            if written < size:  # rare (a signal, a full disk): write the rest
+                rest = memoryview(header + payload)[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+        except OSError as exc:
+            self._cut_back_locked(f)
+            raise StorageError(f"cannot append to write-ahead log: {exc}") from exc
+        self._end += size
+        self._dirty = True
+
+    def _cut_back_locked(self, f: BinaryIO) -> None:
+        try:
+            os.ftruncate(f.fileno(), self._end - self._segments[-1])
+        except OSError:
+            # The segment may end in a torn frame: take no more records into it.
+            f.close()
+            self._file = None
 
     def _require_open(self) -> BinaryIO:
         if self._file is None:
@@ -186,7 +202,7 @@ class Wal:
             self._sync_locked()
         f.close()
         self._segments.append(self._end)
-        self._file = self._path(self._end).open("ab")
+        self._file = self._path(self._end).open("ab", buffering=0)
         _fsync_dir(self.directory)
 
     def sync(self) -> None:

@@ -3,9 +3,9 @@
 The server's event-loop thread is the ingest ceiling: every remote-write request costs it
 the snappy decompression, the split of the ``WriteRequest``, one dictionary lookup per
 series and, for new series, the parsing of their labels. :class:`DecodeWorker` moves
-that work to a child process (``python -m monitoringserver.ingest.decode_worker FD``)
-over a Unix stream socket; the event loop only writes the compressed body and reads
-back arrays (and, for new series, ready-made label sets).
+that work to a child process (:mod:`.decode_serve`) over a Unix stream socket; the event
+loop only writes the compressed body and reads back arrays (and, for new series,
+ready-made label sets).
 
 Contract:
 
@@ -37,33 +37,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from monitoringserver.ingest.decode_labels import LoopPairs, WorkerPairs
-from monitoringserver.ingest.remote_write import decompress_snappy
-from monitoringserver.ingest.rw_wire import KeyedDecode, known_series_ids, split_write_request
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
+from monitoringserver.ingest.decode_labels import LoopPairs
+from monitoringserver.ingest.decode_serve import (
+    _COMPRESSED,
+    _DECODE,
+    _DECODE_REQ,
+    _FORGET,
+    _HEADER,
+    _LABELLED,
+    _LEARN,
+    _READY,
+    _SAMPLES,
+    _WANT_LABELS,
+    serve,
+)
+from monitoringserver.ingest.rw_wire import KeyedDecode
 
 __all__ = ["DecodeWorker", "KnownSamples", "serve"]
 
 _log = logging.getLogger("monitoringserver.ingest.decode_worker")
-
-#: Frame header: request id, kind, payload length in bytes.
-_HEADER = struct.Struct("<IBI")
-#: Decode request prefix: flags (``_COMPRESSED``, ``_WANT_LABELS``), largest decompressed
-#: size in bytes.
-_DECODE = struct.Struct("<BQ")
-_COMPRESSED, _WANT_LABELS = 1, 2
-_LEARN, _FORGET, _DECODE_REQ, _DECLINED, _SAMPLES, _LABELLED, _READY = 1, 2, 3, 4, 5, 6, 7
 
 #: The arrays of a request whose series were all known: ``(series_ids, ts_ms, values)``,
 #: one entry per sample, in wire order.
@@ -179,7 +179,7 @@ class DecodeWorker:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "monitoringserver.ingest.decode_worker",
+                "monitoringserver.ingest.decode_serve",
                 str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -309,79 +309,3 @@ class DecodeWorker:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-
-
-# -- the worker process ------------------------------------------------------------------
-
-
-def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
-    data = stream.read(n)
-    return data if len(data) == n else None
-
-
-def serve(sock: socket.socket) -> None:
-    """The worker's loop: answer frames from ``sock`` until end of input."""
-    known: dict[bytes, int] = {}
-    pairs = WorkerPairs()
-    sock.sendall(_HEADER.pack(0, _READY, 0))
-    stream = cast(BinaryIO, sock.makefile("rb", buffering=1 << 20))
-    with stream:
-        while (header := _read_exactly(stream, _HEADER.size)) is not None:
-            rid, kind, length = _HEADER.unpack(header)
-            payload = _read_exactly(stream, length)
-            if payload is None:
-                return
-            if kind == _LEARN:
-                (count,) = struct.unpack_from("<I", payload)
-                ids = np.frombuffer(payload, dtype=np.uint64, count=count, offset=4).tolist()
-                lengths = np.frombuffer(payload, np.uint32, count, offset=4 + 8 * count)
-                ends = (np.cumsum(lengths, dtype=np.int64) + (4 + 12 * count)).tolist()
-                starts = [4 + 12 * count, *ends[:-1]]
-                keys = map(payload.__getitem__, map(slice, starts, ends))
-                known.update(zip(keys, ids, strict=False))
-                continue
-            if kind == _FORGET:
-                known.clear()
-                continue
-            kind, answer = _decode(payload, known, pairs)
-            size = sum(memoryview(a).nbytes for a in answer)
-            parts: list[Buffer] = [_HEADER.pack(rid, kind, size), *answer]
-            sent = sock.sendmsg(parts)
-            if sent < _HEADER.size + size:  # a partial send: the rest in one piece
-                sock.sendall(b"".join(parts)[sent:])
-
-
-def _decode(
-    payload: bytes, known: dict[bytes, int], pairs: WorkerPairs
-) -> tuple[int, list[Buffer]]:
-    """A decode request's reply kind and payload: ``_SAMPLES`` (every series known),
-    ``_LABELLED`` (labels wanted and answerable) or ``_DECLINED`` (other layout, any
-    error)."""
-    flags, max_bytes = _DECODE.unpack_from(payload)
-    body = payload[_DECODE.size :]
-    try:
-        raw = decompress_snappy(body, max_bytes=max_bytes) if flags & _COMPRESSED else body
-        parts = split_write_request(raw)
-        if parts is None:
-            return _DECLINED, []
-        ids = known_series_ids(parts, known)
-        if ids is not None:
-            arrays = (ids, parts.ts_ms, parts.values)
-            return _SAMPLES, [np.ascontiguousarray(a).data for a in arrays]
-        labelled = pairs.reply(parts) if flags & _WANT_LABELS else None
-    except Exception:  # noqa: BLE001 (any failure: the event loop decodes it and reports)
-        return _DECLINED, []
-    return (_DECLINED, []) if labelled is None else (_LABELLED, labelled)
-
-
-def main(argv: list[str]) -> int:
-    """``python -m monitoringserver.ingest.decode_worker FD``: serve the socket ``FD``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
-    fd = int(argv[1])
-    with socket.socket(fileno=fd) as sock, contextlib.suppress(ConnectionError):
-        serve(sock)  # a server gone before its answers is no error here
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv))

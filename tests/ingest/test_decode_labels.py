@@ -3,12 +3,15 @@ step, the batches equal the in-process decoder's, and anything unusual is declin
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import pytest
 
 from monitoringserver.ingest.decode_labels import _META, LoopPairs, WorkerPairs
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.ingest.rw_wire import KeyedDecode, split_write_request
+from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.samples import STALE_NAN
 from tests.ingest.test_remote_write_new_series import LONG, _field, _host, _sample
@@ -133,3 +136,20 @@ def test_a_label_that_is_not_a_message_is_declined() -> None:
     split = split_write_request(raw)
     assert split is not None
     assert WorkerPairs().reply(split) is None
+
+
+def test_pairs_are_the_in_process_decoders_so_the_index_adopts_both() -> None:
+    decoder = RemoteWriteDecoder()
+    worker, loop = WorkerPairs(), LoopPairs(decoder.pairs_of)
+    local = decoder.decode(request(_host(0)), compressed=False)  # in-process first
+    payload = _reply(worker, request(_host(0) + _host(1)))
+    assert payload is not None
+    found = loop.read(payload)
+    assert found.batch is not None
+    theirs = {pair: pair for labels in found.batch.series for pair in labels}
+    assert all(theirs[pair] is pair for labels in local.series for pair in labels)
+    index = SeriesIndex()
+    index.resolve_block(local.series, "a")
+    _ids, block = index.resolve_block(found.batch.series, "a")
+    assert block is not None
+    assert all(map(operator.is_, block.labels, found.batch.series[len(local.series) :]))

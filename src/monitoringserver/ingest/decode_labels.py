@@ -8,10 +8,12 @@ table of label pairs, built in the order of the worker's replies:
 * :class:`WorkerPairs` (in the worker) numbers each distinct encoded ``Label`` message
   it has answered and writes a ``_LABELLED`` reply (:meth:`WorkerPairs.reply`): the
   samples, every series' encoded label fields (its key), each series' pair numbers,
-  and the name and value of each pair numbered for the first time;
+  and the encoded ``Label`` message of each pair numbered for the first time;
 * :class:`LoopPairs` (on the event loop) reads replies in the order they arrive
-  (:meth:`LoopPairs.read`), adds the new pairs to its table (one shared
-  ``(name, value)`` tuple per pair, the name interned) and answers a
+  (:meth:`LoopPairs.read`), adds the new pairs to its table (the shared
+  ``(name, value)`` tuple of each, from the in-process decoder's
+  :meth:`~monitoringserver.ingest.remote_write.RemoteWriteDecoder.pairs_of`, so both
+  ways of decoding give the index the same objects) and answers a
   :class:`~monitoringserver.ingest.rw_wire.KeyedDecode` with a batch and its keys, as
   :meth:`~monitoringserver.ingest.remote_write.RemoteWriteDecoder.decode_keyed` would.
 
@@ -25,8 +27,8 @@ declined request leaves the worker's table as it was. When the table would pass
 Reply layout (little-endian): ``<6I`` samples, series, pair references, new pairs, key
 bytes, reset; then ``ts_ms`` (int64), ``values`` (float64), ``series_idx`` (uint32)
 per sample; per series the end of its pair references (uint32); the references
-(uint32); per series its key length (uint32); per new pair its name and value lengths
-in UTF-8 bytes (uint32 each); the keys; the names and values.
+(uint32); per series its key length (uint32); per new pair its encoded length (uint32);
+the keys; the new pairs' encoded ``Label`` messages.
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ from __future__ import annotations
 import operator
 import re
 import struct
-import sys
+from collections.abc import Callable
 from itertools import accumulate, compress, repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from monitoringserver.ingest.remote_write import field_stops
+from monitoringserver.ingest.remote_write import RemoteWriteDecoder, field_stops
 from monitoringserver.ingest.rw_wire import KeyedDecode, WireSplit
 from monitoringserver.model.labels import METRIC_NAME, sorted_within
 from monitoringserver.model.samples import SampleBatch
@@ -110,7 +112,7 @@ class WorkerPairs:
             set_names = list(map(names.__getitem__, numbered))
         if set_names.count(METRIC_NAME) != len(stops) or not sorted_within(set_names, stops):
             return None
-        strings = [s.encode() for _item, name, value in new for s in (name, value)]
+        strings = [item for item, _name, _value in new]
         key_blob = b"".join(keys)
         payload: list[Buffer] = [
             _META.pack(len(split.ts_ms), len(keys), len(numbered), len(new), len(key_blob), reset),
@@ -152,10 +154,13 @@ class WorkerPairs:
 
 class LoopPairs:
     """The event loop's end: pair number → shared ``(name, value)`` tuple. Read every
-    ``_LABELLED`` reply here, in arrival order (the table follows the worker's)."""
+    ``_LABELLED`` reply here, in arrival order (the table follows the worker's).
+    ``pairs_of``: encoded ``Label`` messages → their shared pairs (by default a
+    decoder of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pairs_of: Callable[[list[bytes]], list[tuple[str, str]]] | None = None):
         self.pairs: list[tuple[str, str]] = []
+        self.pairs_of = pairs_of if pairs_of is not None else RemoteWriteDecoder().pairs_of
 
     def read(self, payload: bytearray) -> KeyedDecode:
         """The batch and keys of one ``_LABELLED`` payload (the sample arrays share
@@ -168,7 +173,7 @@ class LoopPairs:
         at += 8 * samples
         series_idx = np.frombuffer(payload, np.uint32, samples, at)
         at += 4 * samples
-        ints = np.frombuffer(payload, np.uint32, 2 * n_series + n_refs + 2 * n_new, at).tolist()
+        ints = np.frombuffer(payload, np.uint32, 2 * n_series + n_refs + n_new, at).tolist()
         at += 4 * len(ints)
         stops = ints[:n_series]
         refs = ints[n_series : n_series + n_refs]
@@ -180,15 +185,9 @@ class LoopPairs:
         if reset:
             pairs.clear()
         if n_new:
-            base = key_bytes
-            texts = [
-                blob[base + a : base + b].decode()
-                for a, b in zip([0, *string_ends[:-1]], string_ends, strict=True)
-            ]
-            intern = sys.intern
-            pairs.extend(
-                (intern(name), value) for name, value in zip(texts[::2], texts[1::2], strict=True)
-            )
+            new = blob[key_bytes:]
+            cuts = map(slice, [0, *string_ends[:-1]], string_ends)
+            pairs.extend(self.pairs_of(list(map(new.__getitem__, cuts))))
         objs = list(map(pairs.__getitem__, refs))
         series = list(map(tuple, map(objs.__getitem__, map(slice, [0, *stops[:-1]], stops))))
         batch = SampleBatch(series, series_idx, ts, values)

@@ -40,6 +40,7 @@ import logging
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
@@ -75,12 +76,14 @@ class _Channel(asyncio.Protocol):
     Labelled replies are read as they arrive, awaited or not: the pair table follows
     the worker's. ``ready``: the worker has finished starting."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, pairs_of: Callable[[list[bytes]], list[tuple[str, str]]] | None = None
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[KnownSamples | KeyedDecode | None]] = {}
         self.buffer = bytearray()
         self.closed = asyncio.Event()
-        self.pairs = LoopPairs()
+        self.pairs = LoopPairs(pairs_of)
         self.ready = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,6 +160,9 @@ class DecodeWorker:
         self._given_up = False  # closed, or could not be spawned: never started again
         self.decoded = 0
         self.labelled = 0
+        #: Where labelled replies take their shared pairs (set before :meth:`start`; the
+        #: route gives its decoder's ``pairs_of``).
+        self.pairs_of: Callable[[list[bytes]], list[tuple[str, str]]] | None = None
 
     @property
     def alive(self) -> bool:
@@ -191,7 +197,9 @@ class DecodeWorker:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        _transport, self._channel = await loop.create_connection(_Channel, sock=ours)
+        _transport, self._channel = await loop.create_connection(
+            lambda: _Channel(self.pairs_of), sock=ours
+        )
 
     async def ensure_started(self) -> None:
         """Spawn the worker on first use (a server that takes no remote write runs no

@@ -171,7 +171,7 @@ class RemoteWriteDecoder:
 
     def _labels_of(self, encoded: Sequence[bytes]) -> Labels:
         """The label set of encoded ``Label`` messages (pairs shared through ``_pairs``)."""
-        return _checked(self._pairs_of(list(encoded)), names_checked=True)
+        return _checked(self.pairs_of(list(encoded)), names_checked=True)
 
     def _fast(self, raw: bytes) -> SampleBatch | None:
         request = remote_pb2.WriteRequestRaw()
@@ -256,7 +256,7 @@ class RemoteWriteDecoder:
         if stops is None:
             each = list(map(self._prefix_labels, prefixes))
             return None if None in each else each  # type: ignore[return-value]
-        pairs = self._pairs_of(encoded)
+        pairs = self.pairs_of(encoded)
         names = list(map(_NAME, pairs))
         if (
             names.count(METRIC_NAME) == len(stops)
@@ -269,8 +269,11 @@ class RemoteWriteDecoder:
             _checked(pairs[a:b], names_checked=True) for a, b in zip(starts, stops, strict=True)
         ]
 
-    def _pairs_of(self, encoded: list[bytes]) -> list[tuple[str, str]]:
-        """The shared pair of each encoded ``Label`` message, parsing unseen ones."""
+    def pairs_of(self, encoded: list[bytes]) -> list[tuple[str, str]]:
+        """The shared pair of each encoded ``Label`` message, parsing unseen ones (a
+        label name that is not valid raises :class:`BadDataError`). Other decoders of
+        the same traffic (the decode worker's replies) take their pairs from here, so
+        every label set shares one object per pair and the series index adopts them."""
         shared = self._pairs
         pairs = list(map(shared.get, encoded))
         if None in pairs:

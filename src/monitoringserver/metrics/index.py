@@ -24,6 +24,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, compress, repeat
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,15 +110,18 @@ class SeriesIndex:
         *,
         flat: list[tuple[str, str]] | None = None,
         found: list[_PairEntry | None] | None = None,
+        unseen: set[tuple[str, str]] | None = None,
+        counts: list[int] | None = None,
         metrics: list[str] | None = None,
         by_metric: Counter[str] | None = None,
     ) -> tuple[list[Labels], bool]:
         """Register ``series`` (new, distinct) under the next ids, in order, except in
         ``_ids``; returns their shared label sets and whether those are the objects
         given (adopted: an ingest decoder that shares its pairs holds no second copy).
-        ``flat``, ``found``, ``metrics``, ``by_metric``: their pairs, each pair's entry in
-        ``_by_pair``, their metric names and how many per name, when the caller has
-        them. Every per-pair step is a C-level pass over all pairs."""
+        ``flat``, ``found``, ``unseen``, ``counts``, ``metrics``, ``by_metric``: their
+        pairs, each pair's entry in ``_by_pair``, the pairs without one, each set's size,
+        their metric names and how many per name, when the caller has them. Every
+        per-pair step is a C-level pass over all pairs."""
         first = len(self._labels)
         k = len(series)
         if flat is None:
@@ -127,16 +131,21 @@ class SeriesIndex:
             found = list(map(by_pair.get, flat))
         entries: list[_PairEntry]
         if None in found:
-            self._register_pairs(set(compress(flat, map(operator.is_, found, repeat(None)))))
+            if unseen is None:
+                unseen = set(compress(flat, map(operator.is_, found, repeat(None))))
+            self._register_pairs(unseen)
             entries = list(map(by_pair.__getitem__, flat))
         else:
             entries = found  # type: ignore[assignment]
-        counts = list(map(len, series))
-        shared = list(map(_FIRST, entries))
-        adopted = all(map(operator.is_, shared, flat)) and set(map(type, series)) <= {tuple}
+        if counts is None:
+            counts = list(map(len, series))
+        adopted = all(map(operator.is_, map(_FIRST, entries), flat)) and set(map(type, series)) <= {
+            tuple
+        }
         if adopted:
             interned = list(series)
         else:
+            shared = list(map(_FIRST, entries))
             stops = list(accumulate(counts))
             slices = map(slice, [0, *stops[:-1]], stops)
             interned = list(map(tuple, map(shared.__getitem__, slices)))
@@ -244,11 +253,18 @@ class SeriesIndex:
                 new = list(dict.fromkeys(new))
                 ids.update(zip(new, range(first, first + len(new)), strict=True))
             try:
-                flat, pairs, metrics = self._checked_locked(new)
-                by_metric = Counter(metrics)
+                checked = self._checked_locked(new)
+                by_metric = Counter(checked.metrics)
                 self._check_limits_locked(new, source, by_metric)
                 added, adopted = self._add_many_locked(
-                    new, source, flat=flat, found=pairs, metrics=metrics, by_metric=by_metric
+                    new,
+                    source,
+                    flat=checked.flat,
+                    found=checked.found,
+                    unseen=checked.unseen,
+                    counts=checked.counts,
+                    metrics=checked.metrics,
+                    by_metric=by_metric,
                 )
             except BaseException:
                 self._forget_locked(new)
@@ -267,31 +283,39 @@ class SeriesIndex:
         for labels in new:
             pop(labels, None)
 
-    def _checked_locked(
-        self, new: list[Labels]
-    ) -> tuple[list[tuple[str, str]], list[_PairEntry | None], list[str]]:
-        """Check new label sets as :func:`validate_label_set` does; return their pairs, each
-        pair's entry in ``_by_pair`` and the sets' metric names. A known pair is valid
-        (only checked sets register pairs), so only the sets' shape (names ascending,
-        one metric name) and new pairs are checked, in C-level passes over all pairs;
-        on any doubt the sets are checked one by one, for the precise error."""
+    def _checked_locked(self, new: list[Labels]) -> _Checked:
+        """Check new label sets as :func:`validate_label_set` does; return what the
+        check found (:class:`_Checked`). A known pair is valid (only checked sets
+        register pairs), so only the sets' shape (names ascending, one metric name) and
+        new pairs are checked, in C-level passes over all pairs; on any doubt the sets
+        are checked one by one, for the precise error."""
         flat = list(chain.from_iterable(new))
         found = list(map(self._by_pair.get, flat))
         names = list(map(_NAME, flat))
-        named = list(compress(flat, map(METRIC_NAME.__eq__, names)))
+        counts = list(map(len, new))
+        stops = list(accumulate(counts))
+        starts = [0, *stops[:-1]]
+        metrics: list[str] | None = None
+        if 0 not in counts and list(map(names.__getitem__, starts)).count(METRIC_NAME) == len(
+            new
+        ):  # the metric name first in every set (as sorted sets of lower-case names have it)
+            metrics = list(map(_VALUE, map(flat.__getitem__, starts)))
+        else:
+            named = list(compress(flat, map(METRIC_NAME.__eq__, names)))
+            if len(named) == len(new):  # names ascending: exactly one metric name per set
+                metrics = list(map(_VALUE, named))
+        unseen: set[tuple[str, str]] = set()
+        if None in found:
+            unseen = set(compress(flat, map(operator.is_, found, repeat(None))))
         if (
-            len(named) == len(new)  # names ascending: exactly one metric name per set
-            and sorted_within(names, list(accumulate(map(len, new))))
-            and (None not in found or self._new_pairs_ok(flat, found))
+            metrics is not None
+            and sorted_within(names, stops)
+            and all(pair_ok(pair, self._valid_names) for pair in unseen)
         ):
-            return flat, found, list(map(_VALUE, named))
+            return _Checked(flat, found, unseen, counts, metrics)
         for labels in new:
             validate_label_set(labels, self._valid_names)
         raise AssertionError("unreachable: a label set above is invalid")  # pragma: no cover
-
-    def _new_pairs_ok(self, flat: list[tuple[str, str]], found: list[_PairEntry | None]) -> bool:
-        unseen = set(compress(flat, map(operator.is_, found, repeat(None))))
-        return all(pair_ok(pair, self._valid_names) for pair in unseen)
 
     def _check_limits_locked(self, new: list[Labels], source: str, by_metric: Counter[str]) -> None:
         lim = self._limits
@@ -401,6 +425,18 @@ class SeriesIndex:
             return sorted(
                 v for v, ids in values.items() if wanted[np.frombuffer(ids, dtype=np.uint64)].any()
             )
+
+
+class _Checked(NamedTuple):
+    """What :meth:`SeriesIndex._checked_locked` found for new label sets: their pairs
+    laid end to end, each pair's ``_by_pair`` entry (``None`` when new), the new pairs,
+    each set's size and each set's metric name."""
+
+    flat: list[tuple[str, str]]
+    found: list[_PairEntry | None]
+    unseen: set[tuple[str, str]]
+    counts: list[int]
+    metrics: list[str]
 
 
 def _selectivity(m: Matcher) -> int:

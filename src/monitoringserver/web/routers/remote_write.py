@@ -154,6 +154,8 @@ def create_remote_write_router(
     router = APIRouter()
     decoder = RemoteWriteDecoder()
     store_ids = _StoreIds(decoder.max_series, decode_worker)
+    if decode_worker is not None:  # one pair object per label pair, however decoded
+        decode_worker.pairs_of = decoder.pairs_of
 
     async def write(request: Request) -> Response:
         require(request, Scope.WRITE)

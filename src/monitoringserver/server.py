@@ -49,6 +49,7 @@ from monitoringserver.web.app import (
     asgi_entry,
     create_app,
 )
+from monitoringserver.web.http_protocol import HttpProtocol
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -237,6 +238,7 @@ class Server:
             access_log=False,
             timeout_graceful_shutdown=max(1, int(cfg.server.shutdown_timeout_s / 2)),
             server_header=False,
+            http=HttpProtocol,  # uvicorn's httptools protocol, one copy less per body
         )
         self._http = _Uvicorn(ucfg)
         # Last: what start-up built lives as long as the process and is frozen here.

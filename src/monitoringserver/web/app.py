@@ -9,8 +9,9 @@ limit / gzip → direct routes (the fixed-path :class:`DirectRoute` objects of t
 included routers, served by one dict lookup) → FastAPI (exception handlers, routing).
 
 :func:`asgi_entry` is what the HTTP server runs: a request for a direct route (remote
-write, queries) enters those same project middlewares ahead of the framework's own
-layers (:class:`DirectEntry`); every other request goes to the FastAPI application.
+write, queries) is served by :class:`DirectEntry` ahead of the framework's own layers,
+with the same three project middlewares folded into one coroutine (a gzip body goes
+through them as layers); every other request goes to the FastAPI application.
 """
 
 from __future__ import annotations

@@ -104,6 +104,28 @@ def test_upper_bounds_of_few_long_series(ascending: bool) -> None:
     assert np.array_equal(got, _naive_upper(series, t))
 
 
+@pytest.mark.parametrize(
+    "t",
+    [
+        np.arange(0, 1_000_000, 10_000, dtype=np.int64),  # a grid
+        np.arange(1_000_000, 0, -7_000, dtype=np.int64),  # descending
+        np.array([500_000], dtype=np.int64),  # one step
+        np.array([-5, 2**62, 3], dtype=np.int64),  # unordered, beyond the samples
+        np.empty(0, dtype=np.int64),  # no step
+    ],
+)
+@pytest.mark.parametrize("length", [1, 7, 5000])
+def test_upper_bounds_of_one_series(t: I64, length: int) -> None:
+    rng = np.random.default_rng(length)
+    ts = np.unique(rng.integers(0, 1_000_000, length)).astype(np.int64)
+    series = [(ts, np.zeros(len(ts)))]
+    p = pack([ts], [np.zeros(len(ts))])
+    got = upper_bounds(p, t, t[::-1])
+    assert [g.shape for g in got] == [(1, len(t))] * 2
+    assert np.array_equal(got[0], _naive_upper(series, t))
+    assert np.array_equal(got[1], _naive_upper(series, t[::-1]))
+
+
 def test_upper_bounds_with_repeated_times() -> None:
     series = _random_series(np.random.default_rng(9), 20, 50)
     p = pack([s[0] for s in series], [s[1] for s in series])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from monitoringserver.model.labels import make_labels
 from monitoringserver.model.matchers import Matcher
 from monitoringserver.promql import Engine, EngineOptions
 from monitoringserver.web.errors import install_error_handlers
-from monitoringserver.web.routers.prometheus import create_router
+from monitoringserver.web.routers.prometheus import _query_items, create_router
 from tests.promql.memory_querier import MemoryQuerier
 
 NOW_S = 1_700_000_600.0
@@ -362,3 +363,28 @@ async def test_grafana_data_source_flow(client: httpx.AsyncClient) -> None:
         await client.post("/api/v1/query", data={"query": "up", "time": "1700000600"})
     ).json()
     assert instant["data"]["result"][0]["value"] == [1700000600, "1"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"query=up",
+        b"query=up+%2B+1&time=1700000600",
+        b"match%5B%5D=up&match%5B%5D=dup&&",
+        b"flag&empty=&=nameless",
+        b"a=b=c&bad=%ZZ&utf8=%E2%82%AC&latin=\xe2\x82\xac",
+        b"a;b=1&x=%3D%26",
+    ],
+)
+def test_query_string_is_decoded_as_starlette_decodes_it(raw: bytes) -> None:
+    assert _query_items(raw) == parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+
+
+async def test_encoded_query_string(client: httpx.AsyncClient) -> None:
+    r = await client.get(f"/api/v1/query?query=up+%2B+1&time={NOW_S}")
+    assert r.json()["data"]["result"][0]["value"][1] == "2"
+    r = await client.get(
+        "/api/v1/series?match%5B%5D=up&match%5B%5D=dup&start=1700000000&end=1700000600"
+    )
+    assert len(r.json()["data"]) == 3

@@ -172,9 +172,9 @@ class Evaluator:
             raise QueryTimeoutError("cannot execute query: query timed out in query execution")
 
     def eval(self, node: pp.Expr, ts: I64) -> Value:
-        from monitoringserver.promql import aggregations, binops, functions
-
         self.check()
+        if isinstance(node, pp.VectorSelector):
+            return self.vector_selector(node, ts)
         if isinstance(node, pp.NumberLiteral):
             return Scalar(np.full(len(ts), float(node.val)))
         if isinstance(node, pp.StringLiteral):
@@ -183,17 +183,23 @@ class Evaluator:
             return self.eval(node.expr, ts)
         if isinstance(node, pp.UnaryExpr):
             return self._negate(self.eval(node.expr, ts))
-        if isinstance(node, pp.VectorSelector):
-            return self.vector_selector(node, ts)
         if isinstance(node, pp.MatrixSelector):
             return self.matrix_selector(node, ts)
         if isinstance(node, pp.SubqueryExpr):
             return self.subquery(node, ts)
+        # These modules import this one: imported here, and only for the nodes that need
+        # them (an import statement costs microseconds even when the module is loaded).
         if isinstance(node, pp.Call):
+            from monitoringserver.promql import functions
+
             return functions.call(self, node, ts)
         if isinstance(node, pp.AggregateExpr):
+            from monitoringserver.promql import aggregations
+
             return aggregations.aggregate(self, node, ts)
         if isinstance(node, pp.BinaryExpr):
+            from monitoringserver.promql import binops
+
             return binops.binary(self, node, ts)
         raise ExecutionError(f"cannot evaluate expression {node}: unsupported node type")
 

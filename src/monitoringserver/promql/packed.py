@@ -177,6 +177,10 @@ def upper_bounds(p: Packed, *times: NDArray[np.int64]) -> list[Idx]:
     """
     if p.count == 0 or len(p.ts) == 0:
         return [np.repeat(p.starts()[:, None], len(t), axis=1) for t in times]
+    if p.count == 1:
+        # One series (a query naming one series): search it directly (exact for times in
+        # any order); the cost model below costs more than that search on a short range.
+        return [_upper_by_series(p, np.asarray(t, dtype=np.int64)) for t in times]
     depth = max(1, int(np.diff(p.offsets).max()).bit_length())
     arrays = [np.asarray(t, dtype=np.int64) for t in times]
     out: list[Idx | None] = [None] * len(arrays)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 import msgspec
 from fastapi import APIRouter
@@ -85,6 +86,25 @@ def _raw_json(data: bytes, warnings: list[str], infos: list[str]) -> Response:
     return Response(b"".join(parts), media_type="application/json")
 
 
+def _query_items(raw: bytes) -> list[tuple[str, str]]:
+    """The URL's ``name=value`` pairs, decoded exactly as ``request.query_params`` decodes
+    them (``parse_qsl(raw.decode("latin-1"), keep_blank_values=True)``) without building
+    its multi-dict; only names and values holding ``%`` or ``+`` are unquoted."""
+    if not raw:
+        return []
+    items = []
+    for field in raw.decode("latin-1").split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        items.append((name, value))
+    return items
+
+
 class _Params:
     """Merged URL and form parameters of one request."""
 
@@ -93,7 +113,7 @@ class _Params:
 
     @classmethod
     async def read(cls, request: Request) -> _Params:
-        items = list(request.query_params.multi_items())
+        items = _query_items(request.scope["query_string"])
         if request.method == "POST":
             ctype = request.headers.get("content-type", "")
             if ctype.startswith("application/x-www-form-urlencoded"):

@@ -19,24 +19,28 @@ queries read from worker threads.
 from __future__ import annotations
 
 import operator
+import sys
 import threading
 from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, compress, repeat
-from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from monitoringserver.errors import BadDataError, CardinalityLimitError
+from monitoringserver.errors import BadDataError
 from monitoringserver.metrics.labelsets import (
+    CheckedSets,
     NewSeries,
     SeriesBlock,
     SeriesLimits,
+    check_limits,
     count_names,
+    matcher_mask,
     metric_of,
     pair_ok,
+    selectivity,
     validate_label_set,
 )
 from monitoringserver.model.labels import (
@@ -44,7 +48,7 @@ from monitoringserver.model.labels import (
     Labels,
     sorted_within,
 )
-from monitoringserver.model.matchers import Matcher, MatchOp
+from monitoringserver.model.matchers import Matcher
 
 __all__ = ["NewSeries", "SeriesBlock", "SeriesIndex", "SeriesLimits"]
 
@@ -52,6 +56,8 @@ IdArray = NDArray[np.uint64]
 _NAME = _FIRST = operator.itemgetter(0)
 _VALUE = _SECOND = operator.itemgetter(1)
 _PairEntry = tuple[tuple[str, str], "array[int]"]
+#: Most recorded alias pairs (see ``SeriesIndex._aliases_ok``).
+_MAX_ALIASES = 1 << 16
 
 
 class SeriesIndex:
@@ -74,7 +80,9 @@ class SeriesIndex:
         self._source_of: array[int] = array("I")  # series id → source number
         self._numbers: dict[str, dict[str, int]] = {"m": {}, "s": {}}  # kind → name → number
         self._names: dict[str, list[str]] = {"m": [], "s": []}
-        self._strings: dict[str, str] = {}  # one shared object per label string
+        self._strings: dict[str, str] = {}  # one shared object per label value
+        # A pair equal to a shared one → the other object a caller keeps for it:
+        self._aliases: dict[tuple[str, str], tuple[str, str]] = {}
         self._valid_names: set[str] = set()  # label names, and metric names prefixed "="
         self._min_ts = np.empty(0, dtype=np.int64)
         self._max_ts = np.empty(0, dtype=np.int64)
@@ -86,13 +94,14 @@ class SeriesIndex:
     # -- building ----------------------------------------------------------------------
 
     def _register_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Give each new pair a shared object (with shared strings: the caller's objects
-        when nothing equal is shared yet) and an empty posting list."""
+        """Give each new pair a shared object (with shared strings: names interned, as
+        ingest decoders intern theirs; values the caller's objects when nothing equal is
+        shared yet) and an empty posting list."""
         strings = self._strings
         by_pair = self._by_pair
         for pair in pairs:
             name, value = pair
-            shared_name = strings.setdefault(name, name)
+            shared_name = sys.intern(name)
             shared_value = strings.setdefault(value, value)
             if shared_name is name and shared_value is value and type(pair) is tuple:
                 shared = pair
@@ -139,9 +148,9 @@ class SeriesIndex:
             entries = found  # type: ignore[assignment]
         if counts is None:
             counts = list(map(len, series))
-        adopted = all(map(operator.is_, map(_FIRST, entries), flat)) and set(map(type, series)) <= {
-            tuple
-        }
+        adopted = set(map(type, series)) <= {tuple} and (
+            all(map(operator.is_, map(_FIRST, entries), flat)) or self._aliases_ok(flat, entries)
+        )
         if adopted:
             interned = list(series)
         else:
@@ -172,6 +181,23 @@ class SeriesIndex:
                 (self._max_ts, np.full(grow, np.iinfo(np.int64).min, dtype=np.int64))
             )
         return interned, adopted
+
+    def _aliases_ok(self, flat: list[tuple[str, str]], entries: list[_PairEntry]) -> bool:
+        """Whether each pair of ``flat`` that is not its shared object is the alias
+        recorded for it, so the sets can be adopted as given. An ingest decoder keeps one
+        object per pair, but a pair the index first saw from elsewhere (another route,
+        the server's own collector) has another shared object, and its sets would never
+        be adopted. Such pairs are recorded (at most :data:`_MAX_ALIASES`, then the
+        record starts over), so from the next batch on the decoder's own objects count
+        as shared: still one object per pair and decoder, never one per series."""
+        odd = list(compress(flat, map(operator.is_not, map(_FIRST, entries), flat)))
+        aliases = self._aliases
+        if all(map(operator.is_, map(aliases.get, odd), odd)):
+            return True
+        if len(aliases) + len(odd) > _MAX_ALIASES:
+            aliases.clear()
+        aliases.update(zip(odd, odd, strict=True))
+        return False
 
     def _number_map(self, kind: str, names: Iterable[str]) -> dict[str, int]:
         """The name → number map of ``kind``, numbering those of ``names`` it lacks."""
@@ -255,7 +281,15 @@ class SeriesIndex:
             try:
                 checked = self._checked_locked(new)
                 by_metric = Counter(checked.metrics)
-                self._check_limits_locked(new, source, by_metric)
+                check_limits(
+                    self._limits,
+                    active=self._active,
+                    per_source=self._per_source,
+                    per_metric=self._per_metric,
+                    new=len(new),
+                    source=source,
+                    by_metric=by_metric,
+                )
                 added, adopted = self._add_many_locked(
                     new,
                     source,
@@ -283,9 +317,9 @@ class SeriesIndex:
         for labels in new:
             pop(labels, None)
 
-    def _checked_locked(self, new: list[Labels]) -> _Checked:
+    def _checked_locked(self, new: list[Labels]) -> CheckedSets:
         """Check new label sets as :func:`validate_label_set` does; return what the
-        check found (:class:`_Checked`). A known pair is valid (only checked sets
+        check found (:class:`CheckedSets`). A known pair is valid (only checked sets
         register pairs), so only the sets' shape (names ascending, one metric name) and
         new pairs are checked, in C-level passes over all pairs; on any doubt the sets
         are checked one by one, for the precise error."""
@@ -312,34 +346,10 @@ class SeriesIndex:
             and sorted_within(names, stops)
             and all(pair_ok(pair, self._valid_names) for pair in unseen)
         ):
-            return _Checked(flat, found, unseen, counts, metrics)
+            return CheckedSets(flat, found, unseen, counts, metrics)
         for labels in new:
             validate_label_set(labels, self._valid_names)
         raise AssertionError("unreachable: a label set above is invalid")  # pragma: no cover
-
-    def _check_limits_locked(self, new: list[Labels], source: str, by_metric: Counter[str]) -> None:
-        lim = self._limits
-        total = self._active
-        if lim.max_series and total + len(new) > lim.max_series:
-            raise CardinalityLimitError(
-                f"cannot create {len(new)} series: the total limit is {lim.max_series} "
-                f"and {total} exist"
-            )
-        if lim.max_per_source and source:  # "" means "not attributed": no per-source limit
-            have = self._per_source.get(source, 0)
-            if have + len(new) > lim.max_per_source:
-                raise CardinalityLimitError(
-                    f"cannot create {len(new)} series for source {source!r}: the per-source "
-                    f"limit is {lim.max_per_source} and {have} exist"
-                )
-        if lim.max_per_metric:
-            for name, count in by_metric.items():
-                have = self._per_metric.get(name, 0)
-                if have + count > lim.max_per_metric:
-                    raise CardinalityLimitError(
-                        f"cannot create {count} series of metric {name!r}: the per-metric "
-                        f"limit is {lim.max_per_metric} and {have} exist"
-                    )
 
     def observe(self, series_ids: IdArray, ts_ms: NDArray[np.int64]) -> None:
         """Widen the per-series time ranges with appended samples."""
@@ -373,38 +383,13 @@ class SeriesIndex:
         with self._lock:
             n = len(self._labels)
             mask = np.ones(n, dtype=np.bool_)
-            for m in sorted(matchers, key=_selectivity):
-                mask &= self._mask_locked(m, n)
+            for m in sorted(matchers, key=selectivity):
+                mask &= matcher_mask(self._postings.get(m.name, {}), m, n)
                 if not mask.any():
                     break
             if start_ms is not None and end_ms is not None:
                 mask &= (self._min_ts[:n] <= end_ms) & (self._max_ts[:n] >= start_ms)
             return np.flatnonzero(mask).astype(np.uint64)
-
-    def _mask_locked(self, m: Matcher, n: int) -> NDArray[np.bool_]:
-        values = self._postings.get(m.name, {})
-        if m.matches_empty():
-            # Start from everything and knock out series whose value does not match.
-            mask = np.ones(n, dtype=np.bool_)
-            if m.op is MatchOp.NEQ:
-                hit = values.get(m.value)
-                if hit is not None:
-                    mask[np.frombuffer(hit, dtype=np.uint64)[: len(hit)]] = False
-                return mask
-            for value, ids in values.items():
-                if not m.matches(value):
-                    mask[np.frombuffer(ids, dtype=np.uint64)] = False
-            return mask
-        mask = np.zeros(n, dtype=np.bool_)
-        if m.op is MatchOp.EQ:
-            hit = values.get(m.value)
-            if hit is not None:
-                mask[np.frombuffer(hit, dtype=np.uint64)] = True
-            return mask
-        for value, ids in values.items():
-            if m.matches(value):
-                mask[np.frombuffer(ids, dtype=np.uint64)] = True
-        return mask
 
     def label_names(self, series_ids: IdArray | None = None) -> list[str]:
         with self._lock:
@@ -425,20 +410,3 @@ class SeriesIndex:
             return sorted(
                 v for v, ids in values.items() if wanted[np.frombuffer(ids, dtype=np.uint64)].any()
             )
-
-
-class _Checked(NamedTuple):
-    """What :meth:`SeriesIndex._checked_locked` found for new label sets: their pairs
-    laid end to end, each pair's ``_by_pair`` entry (``None`` when new), the new pairs,
-    each set's size and each set's metric name."""
-
-    flat: list[tuple[str, str]]
-    found: list[_PairEntry | None]
-    unseen: set[tuple[str, str]]
-    counts: list[int]
-    metrics: list[str]
-
-
-def _selectivity(m: Matcher) -> int:
-    """Evaluate cheap, selective matchers first."""
-    return {MatchOp.EQ: 0, MatchOp.RE: 1, MatchOp.NEQ: 2, MatchOp.NRE: 3}[m.op]

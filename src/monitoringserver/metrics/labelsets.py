@@ -1,4 +1,4 @@
-"""The series index's value types and the check of one new label set.
+"""The series index's value types, its checks of new label sets and its matcher masks.
 
 :class:`SeriesLimits` (cardinality limits), :class:`NewSeries` and :class:`SeriesBlock`
 (series created by :meth:`~monitoringserver.metrics.index.SeriesIndex.resolve_block`, to
@@ -9,28 +9,35 @@ repeats, no empty values).
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from monitoringserver.errors import BadDataError
+from monitoringserver.errors import BadDataError, CardinalityLimitError
 from monitoringserver.model.labels import (
     METRIC_NAME,
     Labels,
     validate_label_name,
     validate_metric_name,
 )
+from monitoringserver.model.matchers import Matcher, MatchOp
 
 __all__ = [
+    "CheckedSets",
     "NewSeries",
     "SeriesBlock",
     "SeriesLimits",
+    "check_limits",
     "count_names",
+    "matcher_mask",
     "metric_of",
     "pair_ok",
+    "selectivity",
     "validate_label_set",
 ]
 
@@ -125,3 +132,81 @@ def count_names(numbers: NDArray[np.uint32], names: list[str]) -> Counter[str]:
         return Counter()
     counts = np.bincount(numbers, minlength=len(names)).tolist()
     return Counter({names[i]: c for i, c in enumerate(counts) if c})
+
+
+class CheckedSets(NamedTuple):
+    """What the index found checking new label sets: their pairs laid end to end, each
+    pair's entry in the index (``None`` when new), the new pairs, each set's size and
+    each set's metric name."""
+
+    flat: list[tuple[str, str]]
+    found: list[Any]
+    unseen: set[tuple[str, str]]
+    counts: list[int]
+    metrics: list[str]
+
+
+def check_limits(
+    lim: SeriesLimits,
+    *,
+    active: int,
+    per_source: Mapping[str, int],
+    per_metric: Mapping[str, int],
+    new: int,
+    source: str,
+    by_metric: Counter[str],
+) -> None:
+    """Raise :class:`CardinalityLimitError` unless ``new`` series (``by_metric`` of each
+    metric name) from ``source`` fit the limits, given the active series counted in
+    total, per source and per metric name."""
+    if lim.max_series and active + new > lim.max_series:
+        raise CardinalityLimitError(
+            f"cannot create {new} series: the total limit is {lim.max_series} and {active} exist"
+        )
+    if lim.max_per_source and source:  # "" means "not attributed": no per-source limit
+        have = per_source.get(source, 0)
+        if have + new > lim.max_per_source:
+            raise CardinalityLimitError(
+                f"cannot create {new} series for source {source!r}: the per-source "
+                f"limit is {lim.max_per_source} and {have} exist"
+            )
+    if lim.max_per_metric:
+        for name, count in by_metric.items():
+            have = per_metric.get(name, 0)
+            if have + count > lim.max_per_metric:
+                raise CardinalityLimitError(
+                    f"cannot create {count} series of metric {name!r}: the per-metric "
+                    f"limit is {lim.max_per_metric} and {have} exist"
+                )
+
+
+def matcher_mask(values: Mapping[str, array[int]], m: Matcher, n: int) -> NDArray[np.bool_]:
+    """Which of ``n`` series ids match ``m``, given the postings (value → ascending ids)
+    of its label name. A series without the label sees ``""``."""
+    if m.matches_empty():
+        # Start from everything and knock out series whose value does not match.
+        mask = np.ones(n, dtype=np.bool_)
+        if m.op is MatchOp.NEQ:
+            hit = values.get(m.value)
+            if hit is not None:
+                mask[np.frombuffer(hit, dtype=np.uint64)[: len(hit)]] = False
+            return mask
+        for value, ids in values.items():
+            if not m.matches(value):
+                mask[np.frombuffer(ids, dtype=np.uint64)] = False
+        return mask
+    mask = np.zeros(n, dtype=np.bool_)
+    if m.op is MatchOp.EQ:
+        hit = values.get(m.value)
+        if hit is not None:
+            mask[np.frombuffer(hit, dtype=np.uint64)] = True
+        return mask
+    for value, ids in values.items():
+        if m.matches(value):
+            mask[np.frombuffer(ids, dtype=np.uint64)] = True
+    return mask
+
+
+def selectivity(m: Matcher) -> int:
+    """Evaluate cheap, selective matchers first."""
+    return {MatchOp.EQ: 0, MatchOp.RE: 1, MatchOp.NEQ: 2, MatchOp.NRE: 3}[m.op]

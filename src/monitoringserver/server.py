@@ -232,14 +232,19 @@ class Server:
         host, port = self._sock.getsockname()[:2]
         self.http_address = f"{_url_host(host)}:{port}"
         ucfg = uvicorn.Config(
-            asgi_entry(app),
+            app,
             lifespan="off",
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=max(1, int(cfg.server.shutdown_timeout_s / 2)),
             server_header=False,
             http=HttpProtocol,  # uvicorn's httptools protocol, one copy less per body
+            # The entry does uvicorn's proxy-header rewriting itself, from the same
+            # trusted addresses (uvicorn's default, or FORWARDED_ALLOW_IPS), skipping it
+            # for a direct route's request without X-Forwarded headers.
+            proxy_headers=False,
         )
+        ucfg.app = asgi_entry(app, forwarded_allow_ips=ucfg.forwarded_allow_ips)
         self._http = _Uvicorn(ucfg)
         # Last: what start-up built lives as long as the process and is frozen here.
         self.gc_handle = apply_gc_policy(self.gc_policy)

@@ -20,12 +20,16 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from monitoringserver.auth.tokens import TokenStore
 from monitoringserver.errors import BadDataError
 from monitoringserver.storage.db import Database
 from monitoringserver.web.app import WebComponents, asgi_entry, create_app
-from monitoringserver.web.direct_routes import DirectRequest, DirectRoute
+from monitoringserver.web.direct_routes import (
+    DirectRequest,
+    DirectRoute,
+)
 from monitoringserver.web.options import LimitsOptions
 
 Messages = list[Message]
@@ -127,6 +131,11 @@ async def _bad(request: Request) -> Response:
     raise BadDataError("cannot parse thing: bad")
 
 
+async def _client(request: Request) -> Response:
+    client = request.client
+    return JSONResponse({"client": client.host if client else None, "scheme": request.url.scheme})
+
+
 ROUTES: dict[str, Endpoint] = {
     "/echo": _echo,
     "/stream": _stream,
@@ -134,6 +143,7 @@ ROUTES: dict[str, Endpoint] = {
     "/before": _fails_before_start,
     "/background": _background,
     "/bad": _bad,
+    "/client": _client,
 }
 
 
@@ -165,6 +175,7 @@ def _application(registry: CollectorRegistry) -> tuple[FastAPI, Database]:
     router = APIRouter()
     for path, endpoint in ROUTES.items():
         router.routes.append(DirectRoute(path, endpoint, methods=["POST"]))
+    router.add_api_route("/plain-client", _client, methods=["POST"])  # not a direct route
     return create_app(comps, [router]), db
 
 
@@ -269,3 +280,48 @@ async def test_an_error_after_the_response_started_is_logged_only(
         {"method": "POST", "route": path, "code": str(code)},
     )
     assert count == 1.0
+
+
+@pytest.mark.parametrize("path", ["/client", "/plain-client"], ids=["direct", "fastapi"])
+@pytest.mark.parametrize(
+    ("peer", "headers", "expect"),
+    [
+        ("127.0.0.1", {}, {"client": "127.0.0.1", "scheme": "http"}),
+        ("127.0.0.1", {"X-Forwarded-For": "10.1.2.3"}, {"client": "10.1.2.3", "scheme": "http"}),
+        ("127.0.0.1", {"X-Forwarded-Proto": "https"}, {"client": "127.0.0.1", "scheme": "https"}),
+        (
+            "127.0.0.1",
+            {"X-Forwarded-For": "10.9.9.9, 10.1.2.3", "X-Forwarded-Proto": "https"},
+            {"client": "10.1.2.3", "scheme": "https"},
+        ),
+        ("10.0.0.7", {"X-Forwarded-For": "10.1.2.3"}, {"client": "10.0.0.7", "scheme": "http"}),
+    ],
+    ids=["none", "for", "proto", "both", "untrusted-peer"],
+)
+async def test_proxy_headers_as_uvicorn_applies_them(
+    path: str, peer: str, headers: dict[str, str], expect: dict[str, str]
+) -> None:
+    """The entry built with ``forwarded_allow_ips`` answers as the entry behind uvicorn's
+    own ``ProxyHeadersMiddleware`` (what the server ran before)."""
+    application, db = _application(CollectorRegistry())
+    folded = asgi_entry(application, forwarded_allow_ips="127.0.0.1")
+    reference = ProxyHeadersMiddleware(asgi_entry(application), trusted_hosts="127.0.0.1")  # type: ignore[arg-type]
+    got = []
+    for served in (folded, reference):
+        transport = httpx.ASGITransport(app=served, client=(peer, 40000))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            got.append((await client.post(path, headers=headers)).json())
+    db.close()
+    assert got == [expect, expect]
+
+
+def test_an_app_without_direct_routes_gets_uvicorns_proxy_middleware() -> None:
+    db = Database(":memory:")
+    tokens = TokenStore(db)
+    tokens.open()
+    comps = WebComponents(appender=None, querier=None, tokens=tokens, registry=CollectorRegistry())  # type: ignore[arg-type]
+    application = create_app(comps)
+    db.close()
+    entry = asgi_entry(application, forwarded_allow_ips="*")
+    assert isinstance(entry, ProxyHeadersMiddleware)
+    assert entry.app is application

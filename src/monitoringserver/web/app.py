@@ -34,7 +34,12 @@ from monitoringserver.auth.api import Principal, Scope
 from monitoringserver.auth.tokens import TokenStore
 from monitoringserver.ingest.json_metrics import JsonMetricsDecoder, SeriesCache
 from monitoringserver.metrics.api import MetricAppender, MetricQuerier
-from monitoringserver.web.direct_routes import DirectEntry, DirectRoutesMiddleware, direct_routes
+from monitoringserver.web.direct_routes import (
+    DirectEntry,
+    DirectRoutesMiddleware,
+    direct_routes,
+    proxy_headers,
+)
 from monitoringserver.web.errors import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
@@ -177,8 +182,16 @@ def create_app(components: WebComponents, extra_routers: Sequence[APIRouter] = (
     return app
 
 
-def asgi_entry(app: FastAPI) -> ASGIApp:
+def asgi_entry(app: FastAPI, *, forwarded_allow_ips: list[str] | str | None = None) -> ASGIApp:
     """The ASGI application to serve for ``app`` (built by :func:`create_app`): ``app``
-    behind a :class:`DirectEntry` when it has direct routes."""
+    behind a :class:`DirectEntry` when it has direct routes.
+
+    ``forwarded_allow_ips`` (uvicorn's syntax): the entry applies uvicorn's proxy-header
+    rewriting itself (the server then runs uvicorn with ``proxy_headers=False``), so a
+    direct request without ``X-Forwarded-*`` headers skips that layer."""
     entry: ASGIApp = getattr(app.state, "asgi_entry", app)
-    return entry
+    if forwarded_allow_ips is None:
+        return entry
+    if isinstance(entry, DirectEntry):
+        return entry.behind_proxies(forwarded_allow_ips)
+    return proxy_headers(entry, forwarded_allow_ips)

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from monitoringserver.web.errors import (
-    body_headers,
     limited_receive,
     log_after_start,
     response_for,
@@ -35,7 +36,14 @@ from monitoringserver.web.errors import (
 )
 from monitoringserver.web.selfmetrics import HttpMetrics
 
-__all__ = ["DirectEntry", "DirectRequest", "DirectRoute", "DirectRoutesMiddleware", "direct_routes"]
+__all__ = [
+    "DirectEntry",
+    "DirectRequest",
+    "DirectRoute",
+    "DirectRoutesMiddleware",
+    "direct_routes",
+    "proxy_headers",
+]
 
 #: A direct endpoint: takes the request, returns the whole response.
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -92,6 +100,39 @@ def direct_routes(routes: Iterable[object]) -> dict[str, DirectRoute]:
         if isinstance(route, DirectRoute):
             table.setdefault(route.path, route)
     return table
+
+
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto")
+
+
+def _framing(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bytes, bool]:
+    """``(Content-Length, Content-Encoding, any X-Forwarded-For/-Proto)`` of raw request
+    headers in one pass (as :func:`~monitoringserver.web.errors.body_headers` reads the
+    first two)."""
+    length: int | None = None
+    encoding = b""
+    forwarded = False
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif key == b"content-encoding":
+            encoding = value.strip().lower()
+        elif key in _FORWARDED:
+            forwarded = True
+    return length, encoding, forwarded
+
+
+def proxy_headers(app: ASGIApp, forwarded_allow_ips: list[str] | str) -> ASGIApp:
+    """``app`` behind uvicorn's ``ProxyHeadersMiddleware`` trusting ``forwarded_allow_ips``."""
+    # uvicorn types ASGI callables with its own TypedDicts, Starlette with mappings.
+    return cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=forwarded_allow_ips))
+
+
+async def _scope_only(scope: Scope, receive: Receive, send: Send) -> None:
+    """The application behind the proxy-header middleware that only rewrites the scope."""
 
 
 def _match(routes: dict[str, DirectRoute], scope: Scope) -> DirectRoute | None:
@@ -161,12 +202,36 @@ class DirectEntry:
         wrap: Callable[[ASGIApp], ASGIApp],
         max_body_bytes: int,
         metrics: HttpMetrics,
+        forwarded_allow_ips: list[str] | str | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
+        self.wrap = wrap
         self.direct = wrap(self._direct)
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.forwarded_allow_ips = forwarded_allow_ips
+        # Behind proxies: uvicorn's own middleware rewrites ``client``/``scheme`` (of a
+        # direct request only when it carries an X-Forwarded header: without one the
+        # middleware changes nothing).
+        self._fallback: ASGIApp = app
+        self._proxy: ASGIApp | None = None
+        if forwarded_allow_ips is not None:
+            self._fallback = proxy_headers(app, forwarded_allow_ips)
+            self._proxy = proxy_headers(_scope_only, forwarded_allow_ips)
+
+    def behind_proxies(self, forwarded_allow_ips: list[str] | str) -> DirectEntry:
+        """This entry doing what uvicorn's ``ProxyHeadersMiddleware`` (``proxy_headers``)
+        does, for a server that runs without it: ``X-Forwarded-For`` / ``-Proto`` from
+        ``forwarded_allow_ips`` (uvicorn's syntax) set the request's client and scheme."""
+        return DirectEntry(
+            self.app,
+            routes=self.routes,
+            wrap=self.wrap,
+            max_body_bytes=self.max_body_bytes,
+            metrics=self.metrics,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
 
     async def _direct(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _serve(scope["route"], scope, receive, send)
@@ -175,15 +240,17 @@ class DirectEntry:
         if scope["type"] == "http":
             route = _match(self.routes, scope)
             if route is not None:
+                length, encoding, forwarded = _framing(scope["headers"])
+                if forwarded and self._proxy is not None:
+                    await self._proxy(scope, receive, send)
                 scope["app"] = self.app
                 scope["route"] = route
-                length, encoding = body_headers(scope["headers"])
                 if encoding == b"gzip":
                     await self.direct(scope, receive, send)
                 else:
                     await self._folded(route, scope, receive, send, length)
                 return
-        await self.app(scope, receive, send)
+        await self._fallback(scope, receive, send)
 
     async def _folded(
         self, route: DirectRoute, scope: Scope, receive: Receive, send: Send, length: int | None

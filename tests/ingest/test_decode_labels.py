@@ -10,10 +10,10 @@ import pytest
 
 from monitoringserver.ingest.decode_labels import _META, LoopPairs, WorkerPairs
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
-from monitoringserver.ingest.rw_wire import KeyedDecode, split_write_request
+from monitoringserver.ingest.rw_wire import split_write_request
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.model.labels import Labels
-from monitoringserver.model.samples import STALE_NAN
+from monitoringserver.model.samples import STALE_NAN, SampleBatch
 from tests.ingest.test_remote_write_new_series import LONG, _field, _host, _sample
 from tests.ingest.test_remote_write_wire import T, request
 
@@ -21,22 +21,30 @@ Series = list[tuple[Labels, list[tuple[int, float]]]]
 
 
 def _reply(worker: WorkerPairs, raw: bytes) -> bytearray | None:
+    return _keyed_reply(worker, raw)[0]
+
+
+def _keyed_reply(worker: WorkerPairs, raw: bytes) -> tuple[bytearray | None, list[bytes]]:
     split = split_write_request(raw)
     assert split is not None
-    parts = worker.reply(split)
-    return None if parts is None else bytearray(b"".join(bytes(p) for p in parts))
+    found = worker.reply(split)
+    if found is None:
+        return None, []
+    parts, keys = found
+    return bytearray(b"".join(bytes(p) for p in parts)), keys
 
 
-def _same(found: KeyedDecode, raw: bytes) -> None:
-    """``found`` is what the in-process decoder answers for ``raw`` (new series)."""
+def _same(found: SampleBatch, raw: bytes, keys: list[bytes] | None = None) -> None:
+    """``found`` (and the worker's ``keys``) is what the in-process decoder answers for
+    ``raw`` (new series)."""
     local = RemoteWriteDecoder().decode_keyed(raw, {}, compressed=False)
-    assert found.batch is not None
     assert local.batch is not None
-    assert found.keys == local.keys
-    assert list(found.batch.series) == list(local.batch.series)
-    assert found.batch.series_idx.tolist() == local.batch.series_idx.tolist()
-    assert found.batch.ts_ms.tolist() == local.batch.ts_ms.tolist()
-    got, want = found.batch.values.view(np.uint64), local.batch.values.view(np.uint64)
+    if keys is not None:
+        assert keys == local.keys
+    assert list(found.series) == list(local.batch.series)
+    assert found.series_idx.tolist() == local.batch.series_idx.tolist()
+    assert found.ts_ms.tolist() == local.batch.ts_ms.tolist()
+    got, want = found.values.view(np.uint64), local.batch.values.view(np.uint64)
     assert got.tolist() == want.tolist()
 
 
@@ -60,12 +68,11 @@ def test_labelled_replies_decode_like_in_process(requests: list[Series]) -> None
     worker, loop = WorkerPairs(), LoopPairs()
     for series in requests:
         raw = request(series)
-        payload = _reply(worker, raw)
+        payload, keys = _keyed_reply(worker, raw)
         assert payload is not None
         found = loop.read(payload)
-        _same(found, raw)
-        assert found.batch is not None
-        found.batch.ts_ms[0] = 0  # writable, like the in-process arrays
+        _same(found, raw, keys)
+        found.ts_ms[0] = 0  # writable, like the in-process arrays
 
 
 def test_pairs_are_sent_once_and_shared() -> None:
@@ -77,11 +84,9 @@ def test_pairs_are_sent_once_and_shared() -> None:
     assert _META.unpack_from(first)[3] == 9  # __name__ ×2, cpu ×3, instance, job, mode ×2
     assert _META.unpack_from(again)[3] == 0
     a, b = loop.read(first), loop.read(again)
-    assert a.batch is not None
-    assert b.batch is not None
-    pairs = zip(a.batch.series, b.batch.series, strict=True)
+    pairs = zip(a.series, b.series, strict=True)
     assert all(x is y for sa, sb in pairs for x, y in zip(sa, sb, strict=True))
-    assert a.batch.series[0][0][0] is a.batch.series[-1][0][0]  # one name object
+    assert a.series[0][0][0] is a.series[-1][0][0]  # one name object
 
 
 def test_a_full_table_starts_over_on_both_ends() -> None:
@@ -91,7 +96,7 @@ def test_a_full_table_starts_over_on_both_ends() -> None:
         raw = request(_host(i))
         payload = _reply(worker, raw)
         assert payload is not None
-        resets.append(_META.unpack_from(payload)[5])
+        resets.append(_META.unpack_from(payload)[4])
         _same(loop.read(payload), raw)
     assert resets == [0, 0, 1, 0]
     assert len(loop.pairs) == 10
@@ -145,11 +150,10 @@ def test_pairs_are_the_in_process_decoders_so_the_index_adopts_both() -> None:
     payload = _reply(worker, request(_host(0) + _host(1)))
     assert payload is not None
     found = loop.read(payload)
-    assert found.batch is not None
-    theirs = {pair: pair for labels in found.batch.series for pair in labels}
+    theirs = {pair: pair for labels in found.series for pair in labels}
     assert all(theirs[pair] is pair for labels in local.series for pair in labels)
     index = SeriesIndex()
     index.resolve_block(local.series, "a")
-    _ids, block = index.resolve_block(found.batch.series, "a")
+    _ids, block = index.resolve_block(found.series, "a")
     assert block is not None
-    assert all(map(operator.is_, block.labels, found.batch.series[len(local.series) :]))
+    assert all(map(operator.is_, block.labels, found.series[len(local.series) :]))

@@ -55,11 +55,18 @@ async def test_new_known_and_mixed_requests(threaded: DecodeWorker) -> None:
     assert found.batch is not None
     assert local.batch is not None
     assert list(found.batch.series) == list(local.batch.series) == [UP, CPU]
-    assert found.keys == local.keys
+    assert found.keys is None  # kept by the worker
     assert found.batch.series_idx.tolist() == [0, 0, 1]
     assert found.batch.values.tolist() == [1.0, 2.0, 3.0]
-    assert found.keys is not None
-    w.learn(found.keys, np.array([7, 9], dtype=np.uint64))
+    assert found.reply_id is not None
+    w.learn_reply(found.reply_id + 1000, np.array([5, 6], dtype=np.uint64))  # not kept
+    w.learn_reply(found.reply_id, np.array([7], dtype=np.uint64))  # not its length
+    assert (await w.decode(body, compressed=True, max_bytes=MAX)) is not None
+    assert w.labelled == 2  # nothing learnt above
+    again = await w.decode(body, compressed=True, max_bytes=MAX)
+    assert again is not None
+    assert again.reply_id is not None
+    w.learn_reply(again.reply_id, np.array([7, 9], dtype=np.uint64))
     known = await w.decode(body, compressed=True, max_bytes=MAX)
     assert known is not None
     assert known.batch is None
@@ -74,7 +81,7 @@ async def test_new_known_and_mixed_requests(threaded: DecodeWorker) -> None:
     assert found.batch.series[1][1] is known_pair(w, ("job", "a"))
     assert await w.decode(b"\xff\x00garbage", compressed=True, max_bytes=MAX) is None
     assert await w.decode(body, compressed=True, max_bytes=16) is None  # over max_bytes
-    assert (w.decoded, w.labelled) == (1, 2)
+    assert (w.decoded, w.labelled) == (1, 4)
 
 
 def known_pair(w: DecodeWorker, pair: tuple[str, str]) -> tuple[str, str]:

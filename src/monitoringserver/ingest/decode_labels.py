@@ -7,15 +7,17 @@ table of label pairs, built in the order of the worker's replies:
 
 * :class:`WorkerPairs` (in the worker) numbers each distinct encoded ``Label`` message
   it has answered and writes a ``_LABELLED`` reply (:meth:`WorkerPairs.reply`): the
-  samples, every series' encoded label fields (its key), each series' pair numbers,
-  and the encoded ``Label`` message of each pair numbered for the first time;
+  samples, each series' pair numbers, and the encoded ``Label`` message of each pair
+  numbered for the first time;
 * :class:`LoopPairs` (on the event loop) reads replies in the order they arrive
   (:meth:`LoopPairs.read`), adds the new pairs to its table (the shared
   ``(name, value)`` tuple of each, from the in-process decoder's
   :meth:`~monitoringserver.ingest.remote_write.RemoteWriteDecoder.pairs_of`, so both
   ways of decoding give the index the same objects) and answers a
-  :class:`~monitoringserver.ingest.rw_wire.KeyedDecode` with a batch and its keys, as
-  :meth:`~monitoringserver.ingest.remote_write.RemoteWriteDecoder.decode_keyed` would.
+  :class:`~monitoringserver.model.samples.SampleBatch` equal to the one
+  :meth:`~monitoringserver.ingest.remote_write.RemoteWriteDecoder.decode_keyed` would
+  answer. The series' keys stay in the worker (:meth:`WorkerPairs.reply` returns them):
+  the event loop learns the store ids of a reply's series by the reply's id.
 
 The worker answers only label sets the in-process decoder would take as they are:
 canonically encoded label fields, valid label names, no empty value, names strictly
@@ -24,11 +26,11 @@ and the event loop decodes the request itself, with today's results and errors. 
 declined request leaves the worker's table as it was. When the table would pass
 ``max_pairs`` the worker starts it over and the reply says so (``reset``).
 
-Reply layout (little-endian): ``<6I`` samples, series, pair references, new pairs, key
-bytes, reset; then ``ts_ms`` (int64), ``values`` (float64), ``series_idx`` (uint32)
-per sample; per series the end of its pair references (uint32); the references
-(uint32); per series its key length (uint32); per new pair its encoded length (uint32);
-the keys; the new pairs' encoded ``Label`` messages.
+Reply layout (little-endian): ``<5I`` samples, series, pair references, new pairs,
+reset, and 4 bytes of padding; then ``ts_ms`` (int64), ``values`` (float64),
+``series_idx`` (uint32) per sample; per series the end of its pair references (uint32);
+the references (uint32); per new pair its encoded length (uint32); the new pairs'
+encoded ``Label`` messages.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder, field_stops
-from monitoringserver.ingest.rw_wire import KeyedDecode, WireSplit
+from monitoringserver.ingest.rw_wire import WireSplit
 from monitoringserver.model.labels import METRIC_NAME, sorted_within
 from monitoringserver.model.samples import SampleBatch
 from monitoringserver.proto.prompb import remote_pb2
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LoopPairs", "WorkerPairs"]
 
-_META = struct.Struct("<6I")
+_META = struct.Struct("<5I4x")
 _LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: Pairs either table holds before the worker starts it over.
 DEFAULT_MAX_PAIRS = 1_000_000
@@ -70,9 +72,10 @@ class WorkerPairs:
         self._names: list[str] = []  # the label name of each pair number
         self._valid_names: set[str] = {METRIC_NAME}
 
-    def reply(self, split: WireSplit) -> list[Buffer] | None:
-        """The ``_LABELLED`` payload of ``split`` (a list of buffers to send in order),
-        or ``None`` to decline; the table changes only when a payload is returned."""
+    def reply(self, split: WireSplit) -> tuple[list[Buffer], list[bytes]] | None:
+        """The ``_LABELLED`` payload of ``split`` (a list of buffers to send in order)
+        and the key of each of its series (in batch order), or ``None`` to decline; the
+        table changes only when a payload is returned."""
         keys = split.prefixes
         if len(dict.fromkeys(keys)) == len(keys):
             idx = np.arange(len(keys), dtype=np.uint32)
@@ -113,24 +116,21 @@ class WorkerPairs:
         if set_names.count(METRIC_NAME) != len(stops) or not sorted_within(set_names, stops):
             return None
         strings = [item for item, _name, _value in new]
-        key_blob = b"".join(keys)
         payload: list[Buffer] = [
-            _META.pack(len(split.ts_ms), len(keys), len(numbered), len(new), len(key_blob), reset),
+            _META.pack(len(split.ts_ms), len(keys), len(numbered), len(new), reset),
             np.ascontiguousarray(split.ts_ms, dtype=np.int64).data,
             np.ascontiguousarray(split.values, dtype=np.float64).data,
             np.repeat(idx, split.counts).data,
             np.asarray(stops, dtype=np.uint32).data,
             np.asarray(numbered, dtype=np.uint32).data,
-            np.fromiter(map(len, keys), dtype=np.uint32, count=len(keys)).data,
             np.fromiter(map(len, strings), dtype=np.uint32, count=len(strings)).data,
-            key_blob,
             b"".join(strings),
         ]
         for item, name, _value in new:  # committed last: a decline leaves the table as it was
             numbers[item] = len(names)
             names.append(name)
         self._numbers, self._names = numbers, names
-        return payload
+        return payload, keys
 
     def _parse(self, items: dict[bytes, None]) -> list[tuple[bytes, str, str]] | None:
         """``(encoded, name, value)`` of each new encoded pair of ``items``, in order, or
@@ -162,10 +162,10 @@ class LoopPairs:
         self.pairs: list[tuple[str, str]] = []
         self.pairs_of = pairs_of if pairs_of is not None else RemoteWriteDecoder().pairs_of
 
-    def read(self, payload: bytearray) -> KeyedDecode:
-        """The batch and keys of one ``_LABELLED`` payload (the sample arrays share
-        ``payload``, so they are writable; the caller must not reuse it)."""
-        samples, n_series, n_refs, n_new, key_bytes, reset = _META.unpack_from(payload)
+    def read(self, payload: bytearray) -> SampleBatch:
+        """The batch of one ``_LABELLED`` payload (the sample arrays share ``payload``,
+        so they are writable; the caller must not reuse it)."""
+        samples, n_series, n_refs, n_new, reset = _META.unpack_from(payload)
         at = _META.size
         ts = np.frombuffer(payload, np.int64, samples, at)
         at += 8 * samples
@@ -173,27 +173,18 @@ class LoopPairs:
         at += 8 * samples
         series_idx = np.frombuffer(payload, np.uint32, samples, at)
         at += 4 * samples
-        ints = np.frombuffer(payload, np.uint32, 2 * n_series + n_refs + n_new, at).tolist()
+        ints = np.frombuffer(payload, np.uint32, n_series + n_refs + n_new, at).tolist()
         at += 4 * len(ints)
         stops = ints[:n_series]
         refs = ints[n_series : n_series + n_refs]
-        key_ends = _ends(ints[n_series + n_refs : 2 * n_series + n_refs])
-        string_ends = _ends(ints[2 * n_series + n_refs :])
-        blob = bytes(payload[at:])
-        keys = list(map(blob.__getitem__, map(slice, [0, *key_ends[:-1]], key_ends)))
         pairs = self.pairs
         if reset:
             pairs.clear()
         if n_new:
-            new = blob[key_bytes:]
-            cuts = map(slice, [0, *string_ends[:-1]], string_ends)
+            new = bytes(payload[at:])
+            ends = list(accumulate(ints[n_series + n_refs :]))
+            cuts = map(slice, [0, *ends[:-1]], ends)
             pairs.extend(self.pairs_of(list(map(new.__getitem__, cuts))))
         objs = list(map(pairs.__getitem__, refs))
         series = list(map(tuple, map(objs.__getitem__, map(slice, [0, *stops[:-1]], stops))))
-        batch = SampleBatch(series, series_idx, ts, values)
-        return KeyedDecode(batch, keys)
-
-
-def _ends(lengths: list[int]) -> list[int]:
-    """Cumulative ends of consecutive pieces of ``lengths``."""
-    return list(accumulate(lengths))
+        return SampleBatch(series, series_idx, ts, values)

@@ -38,6 +38,10 @@ _HEADER = struct.Struct("<IBI")
 _DECODE = struct.Struct("<BQ")
 _COMPRESSED, _WANT_LABELS = 1, 2
 _LEARN, _FORGET, _DECODE_REQ, _DECLINED, _SAMPLES, _LABELLED, _READY = 1, 2, 3, 4, 5, 6, 7
+#: Store ids of the series of a labelled reply, by its request id (payload: uint64 ids).
+_LEARN_REPLY = 8
+#: Labelled replies whose keys the worker keeps for a ``_LEARN_REPLY`` (the newest).
+_KEPT_REPLIES = 1024
 
 
 def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
@@ -49,6 +53,7 @@ def serve(sock: socket.socket) -> None:
     """The worker's loop: answer frames from ``sock`` until end of input."""
     known: dict[bytes, int] = {}
     pairs = WorkerPairs()
+    kept: dict[int, list[bytes]] = {}  # request id → keys of its labelled reply
     sock.sendall(_HEADER.pack(0, _READY, 0))
     stream = cast(BinaryIO, sock.makefile("rb", buffering=1 << 20))
     with stream:
@@ -66,10 +71,20 @@ def serve(sock: socket.socket) -> None:
                 keys = map(payload.__getitem__, map(slice, starts, ends))
                 known.update(zip(keys, ids, strict=False))
                 continue
+            if kind == _LEARN_REPLY:
+                learnt = kept.pop(rid, None)
+                ids = np.frombuffer(payload, dtype=np.uint64).tolist()
+                if learnt is not None and len(learnt) == len(ids):
+                    known.update(zip(learnt, ids, strict=True))
+                continue
             if kind == _FORGET:
                 known.clear()
                 continue
-            kind, answer = _decode(payload, known, pairs)
+            kind, answer, labelled = _decode(payload, known, pairs)
+            if labelled is not None:
+                kept[rid] = labelled
+                if len(kept) > _KEPT_REPLIES:
+                    del kept[next(iter(kept))]
             size = sum(memoryview(a).nbytes for a in answer)
             parts: list[Buffer] = [_HEADER.pack(rid, kind, size), *answer]
             sent = sock.sendmsg(parts)
@@ -79,25 +94,27 @@ def serve(sock: socket.socket) -> None:
 
 def _decode(
     payload: bytes, known: dict[bytes, int], pairs: WorkerPairs
-) -> tuple[int, list[Buffer]]:
+) -> tuple[int, list[Buffer], list[bytes] | None]:
     """A decode request's reply kind and payload: ``_SAMPLES`` (every series known),
-    ``_LABELLED`` (labels wanted and answerable) or ``_DECLINED`` (other layout, any
-    error)."""
+    ``_LABELLED`` (labels wanted and answerable; with its series' keys) or
+    ``_DECLINED`` (other layout, any error)."""
     flags, max_bytes = _DECODE.unpack_from(payload)
     body = payload[_DECODE.size :]
     try:
         raw = decompress_snappy(body, max_bytes=max_bytes) if flags & _COMPRESSED else body
         parts = split_write_request(raw)
         if parts is None:
-            return _DECLINED, []
+            return _DECLINED, [], None
         ids = known_series_ids(parts, known)
         if ids is not None:
             arrays = (ids, parts.ts_ms, parts.values)
-            return _SAMPLES, [np.ascontiguousarray(a).data for a in arrays]
+            return _SAMPLES, [np.ascontiguousarray(a).data for a in arrays], None
         labelled = pairs.reply(parts) if flags & _WANT_LABELS else None
     except Exception:  # noqa: BLE001 (any failure: the event loop decodes it and reports)
-        return _DECLINED, []
-    return (_DECLINED, []) if labelled is None else (_LABELLED, labelled)
+        return _DECLINED, [], None
+    if labelled is None:
+        return _DECLINED, [], None
+    return _LABELLED, labelled[0], labelled[1]
 
 
 def main(argv: list[str]) -> int:

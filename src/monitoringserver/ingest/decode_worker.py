@@ -10,8 +10,9 @@ ready-made label sets).
 Contract:
 
 * the worker keeps its own copy of the route's map *encoded label fields → store series
-  id*, fed in order on the same socket by :meth:`DecodeWorker.learn` and
-  :meth:`DecodeWorker.forget`; a decode sent after them sees them;
+  id*, fed in order on the same socket by :meth:`DecodeWorker.learn`,
+  :meth:`DecodeWorker.learn_reply` (the series of a labelled reply, whose keys the
+  worker kept) and :meth:`DecodeWorker.forget`; a decode sent after them sees them;
 * :meth:`DecodeWorker.decode_known` answers the store series id, timestamp (ms) and
   value of every sample when the worker knew every series of the request, and ``None``
   otherwise: an unknown series, a layout other than Prometheus', a body that does not
@@ -55,6 +56,7 @@ from monitoringserver.ingest.decode_serve import (
     _HEADER,
     _LABELLED,
     _LEARN,
+    _LEARN_REPLY,
     _READY,
     _SAMPLES,
     _WANT_LABELS,
@@ -103,7 +105,8 @@ class _Channel(asyncio.Protocol):
             found: KnownSamples | KeyedDecode | None = None
             if kind == _LABELLED:
                 try:
-                    found = self.pairs.read(buf[start + _HEADER.size : end])
+                    batch = self.pairs.read(buf[start + _HEADER.size : end])
+                    found = KeyedDecode(batch, None, reply_id=rid)
                 except Exception:  # noqa: BLE001 (a reply out of step: stop using the worker)
                     _log.exception("cannot read a remote-write decode worker reply")
                     del buf[:]
@@ -245,6 +248,17 @@ class DecodeWorker:
         ]
         size = sum(map(len, parts))
         transport.writelines([_HEADER.pack(0, _LEARN, size), *parts])
+
+    def learn_reply(self, reply_id: int, ids: NDArray[np.uint64]) -> None:
+        """Tell the worker that the series of its labelled reply ``reply_id``
+        (:attr:`KeyedDecode.reply_id`) have store ids ``ids`` (in batch order). Dropped
+        when the output is backed up or the worker is gone, and by the worker when it
+        no longer keeps that reply's keys (it keeps the newest ones)."""
+        transport = self._open_transport()
+        if transport is None or transport.get_write_buffer_size() > self.max_buffered_bytes:
+            return
+        data = np.ascontiguousarray(ids, dtype=np.uint64).tobytes()
+        transport.writelines([_HEADER.pack(reply_id, _LEARN_REPLY, len(data)), data])
 
     def forget(self) -> None:
         """Clear the worker's map (the route's map started over). Always sent while the

@@ -65,13 +65,16 @@ class KeyedDecode:
     """A decoded request, one of two shapes. ``batch`` (with ``keys[i]``: the encoded
     label fields of ``batch.series[i]``, or ``keys`` ``None`` when the request's layout
     gave none); or, when every series was already known, no batch and the store series
-    id of every sample (``series_ids``, ``ts_ms``, ``values``: equal lengths)."""
+    id of every sample (``series_ids``, ``ts_ms``, ``values``: equal lengths).
+    ``reply_id``: a batch from the decode worker, which keeps its keys under this id
+    (learn its series with ``DecodeWorker.learn_reply``; ``keys`` is then ``None``)."""
 
     batch: SampleBatch | None
     keys: list[bytes] | None
     series_ids: NDArray[np.uint64] | None = None
     ts_ms: NDArray[np.int64] | None = None
     values: NDArray[np.float64] | None = None
+    reply_id: int | None = None
 
 
 def known_series_ids(split: WireSplit, known: Mapping[bytes, int]) -> NDArray[np.uint64] | None:

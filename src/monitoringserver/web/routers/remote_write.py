@@ -67,7 +67,9 @@ class _StoreIds:
     appender starts an empty map). Learnt only for series known to exist: an id stays
     valid for the life of the open store (``SeriesIdAppender``). At most ``max_series``
     entries; it starts over when full. A decode ``worker`` gets every change too, in order,
-    so its copy maps a key to the same id or not at all.
+    so its copy maps a key to the same id or not at all. Series of the worker's labelled
+    replies are learnt by the worker only (it kept their keys): the map here holds what
+    was decoded in-process, ``size`` counts both for the limit.
 
     Requests go to a ready worker unless it declined lately: after a decline the next
     ``skip`` requests (1, 3, 7, ... up to :data:`_MAX_SKIP`) decode in-process, so a sender
@@ -77,6 +79,7 @@ class _StoreIds:
     def __init__(self, max_series: int, worker: DecodeWorker | None = None) -> None:
         self.max_series = max_series
         self.ids: dict[bytes, int] = {}
+        self.size = 0  # entries learnt since the maps started over (here and the worker's)
         self.owner: SeriesIdAppender | None = None
         self.worker = worker
         self.skip = 0  # requests to decode in-process after the last decline
@@ -104,19 +107,30 @@ class _StoreIds:
             return self.ids
         if not isinstance(appender, SeriesIdAppender):  # a Protocol check: slow, so once
             return None
-        self.ids, self.owner = {}, appender
+        self.ids, self.owner, self.size = {}, appender, 0
         if self.worker is not None:
             self.worker.forget()
         return self.ids
 
-    def learn(self, keys: list[bytes], ids: NDArray[np.uint64]) -> None:
-        if len(self.ids) + len(keys) > self.max_series:
-            self.ids = {}
+    def _make_room(self, n: int) -> None:
+        if self.size + n > self.max_series:
+            self.ids, self.size = {}, 0
             if self.worker is not None:
                 self.worker.forget()
+        self.size += n
+
+    def learn(self, keys: list[bytes], ids: NDArray[np.uint64]) -> None:
+        """Learn series decoded in-process: here and in the worker."""
+        self._make_room(len(keys))
         self.ids.update(zip(keys, ids.tolist(), strict=True))
         if self.worker is not None:
             self.worker.learn(keys, ids)
+
+    def learn_reply(self, reply_id: int, ids: NDArray[np.uint64]) -> None:
+        """Learn the series of the worker's labelled reply ``reply_id`` (in the worker)."""
+        self._make_room(len(ids))
+        if self.worker is not None:
+            self.worker.learn_reply(reply_id, ids)
 
 
 async def _append_ids(
@@ -206,7 +220,7 @@ def create_remote_write_router(
             result = await append_counted(comps, decoded.batch, fmt=_FORMAT, source=source)
             if (
                 id_appender is not None
-                and decoded.keys is not None
+                and (decoded.keys is not None or decoded.reply_id is not None)
                 and not result.rejected
                 and len(decoded.batch)
                 and store_ids.owner is id_appender
@@ -215,7 +229,10 @@ def create_remote_write_router(
                 # Learning is optional: a store that began closing meanwhile is no error.
                 with contextlib.suppress(MonitoringError):
                     ids = id_appender.resolve_series(decoded.batch.series, source=source)
-                    store_ids.learn(decoded.keys, ids)
+                    if decoded.keys is not None:
+                        store_ids.learn(decoded.keys, ids)
+                    elif decoded.reply_id is not None:
+                        store_ids.learn_reply(decoded.reply_id, ids)
         if proto == _V2:
             return Response(status_code=204, headers=_v2_headers(result.accepted))
         return Response(status_code=204)

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from monitoringserver.ingest.decode_worker import _HEADER, _LABELLED, DecodeWorker, _Channel, serve
+from monitoringserver.ingest.decode_serve import _HEADER, _LABELLED
+from monitoringserver.ingest.decode_worker import DecodeWorker, _Channel, serve
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.model.labels import Labels
 from tests.ingest.promhelp import write_request

@@ -239,10 +239,7 @@ class Server:
             timeout_graceful_shutdown=max(1, int(cfg.server.shutdown_timeout_s / 2)),
             server_header=False,
             http=HttpProtocol,  # uvicorn's httptools protocol, one copy less per body
-            # The entry does uvicorn's proxy-header rewriting itself, from the same
-            # trusted addresses (uvicorn's default, or FORWARDED_ALLOW_IPS), skipping it
-            # for a direct route's request without X-Forwarded headers.
-            proxy_headers=False,
+            proxy_headers=False,  # done by the entry, from uvicorn's trusted addresses:
         )
         ucfg.app = asgi_entry(app, forwarded_allow_ips=ucfg.forwarded_allow_ips)
         self._http = _Uvicorn(ucfg)

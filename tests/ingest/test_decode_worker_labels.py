@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from monitoringserver.ingest import decode_serve
 from monitoringserver.ingest.decode_serve import _HEADER, _LABELLED
 from monitoringserver.ingest.decode_worker import DecodeWorker, _Channel, serve
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.model.labels import Labels
+from monitoringserver.web.routers.remote_write import _StoreIds
 from tests.ingest.promhelp import write_request
 
 NOW_MS = 1_750_000_000_000
@@ -126,3 +128,60 @@ async def test_a_reply_out_of_step_stops_using_the_worker(threaded: DecodeWorker
     assert not w.alive
     body = write_request([(UP, [(NOW_MS, 1.0)])])
     assert await w.decode(body, compressed=True, max_bytes=MAX) is None
+
+
+async def test_the_worker_keeps_the_newest_replies_keys(
+    threaded: DecodeWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode_serve, "_KEPT_REPLIES", 1)
+    w = threaded
+    old = write_request([(UP, [(NOW_MS, 1.0)])])
+    new = write_request([(MEM, [(NOW_MS, 1.0)])])
+    first = await w.decode(old, compressed=True, max_bytes=MAX)
+    second = await w.decode(new, compressed=True, max_bytes=MAX)
+    assert first is not None
+    assert second is not None
+    assert first.reply_id is not None
+    assert second.reply_id is not None
+    w.learn_reply(first.reply_id, np.array([1], dtype=np.uint64))  # dropped: not kept
+    w.learn_reply(second.reply_id, np.array([2], dtype=np.uint64))
+    by_id = await w.decode(new, compressed=True, max_bytes=MAX)
+    assert by_id is not None
+    assert by_id.series_ids is not None
+    assert by_id.series_ids.tolist() == [2]
+    again = await w.decode(old, compressed=True, max_bytes=MAX)
+    assert again is not None
+    assert again.batch is not None  # labelled again
+
+
+class _Recording:
+    """Stands in for a decode worker: records what the route's map tells it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.ready = True
+
+    def forget(self) -> None:
+        self.calls.append("forget")
+
+    def learn(self, keys: list[bytes], ids: object) -> None:
+        self.calls.append(f"learn {len(keys)}")
+
+    def learn_reply(self, reply_id: int, ids: object) -> None:
+        self.calls.append(f"reply {reply_id}")
+
+
+def test_the_route_map_starts_over_when_full_counting_worker_learnt_series() -> None:
+    recording = _Recording()
+    store_ids = _StoreIds(3, recording)  # type: ignore[arg-type]
+    store_ids.learn([b"a", b"b"], np.array([1, 2], dtype=np.uint64))
+    store_ids.learn_reply(7, np.array([3], dtype=np.uint64))
+    assert store_ids.size == 3
+    store_ids.learn_reply(8, np.array([4], dtype=np.uint64))  # over 3: start over
+    assert recording.calls == ["learn 2", "reply 7", "forget", "reply 8"]
+    assert store_ids.ids == {}
+    assert store_ids.size == 1
+    assert store_ids.use_worker()
+    store_ids.worker_answered(False)  # a decline: the next request in-process
+    assert not store_ids.use_worker()
+    assert store_ids.use_worker()

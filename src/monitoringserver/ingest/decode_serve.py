@@ -50,7 +50,13 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
 
 
 def serve(sock: socket.socket) -> None:
-    """The worker's loop: answer frames from ``sock`` until end of input."""
+    """The worker's loop: answer frames from ``sock`` until end of input (or until the
+    server's end closes or resets it: no error here)."""
+    with contextlib.suppress(ConnectionError):
+        _serve(sock)
+
+
+def _serve(sock: socket.socket) -> None:
     known: dict[bytes, int] = {}
     pairs = WorkerPairs()
     kept: dict[int, list[bytes]] = {}  # request id → keys of its labelled reply
@@ -121,8 +127,8 @@ def main(argv: list[str]) -> int:
     """``python -m monitoringserver.ingest.decode_serve FD``: serve the socket ``FD``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     fd = int(argv[1])
-    with socket.socket(fileno=fd) as sock, contextlib.suppress(ConnectionError):
-        serve(sock)  # a server gone before its answers is no error here
+    with socket.socket(fileno=fd) as sock:
+        serve(sock)
     return 0
 
 

@@ -8,7 +8,10 @@ spawned by the first remote write, which then waits for it no longer than necess
 Frames: a header (request id, kind, payload length in bytes), then the payload. The worker
 sends ``_READY`` once (its imports done), then one reply per ``_DECODE_REQ`` in order:
 ``_SAMPLES`` (series ids, timestamps, values), ``_LABELLED``
-(:mod:`~monitoringserver.ingest.decode_labels`) or ``_DECLINED``.
+(:mod:`~monitoringserver.ingest.decode_labels`) or ``_DECLINED``. It takes ``_LEARN``
+(keys and store ids), ``_FORGET``, and ``_LEARN_REPLY`` (the store ids of a labelled
+reply's series, by that request's id: the worker keeps the keys of its newest
+``_KEPT_REPLIES`` labelled replies, so they need not travel back).
 """
 
 from __future__ import annotations

@@ -157,3 +157,15 @@ def test_pairs_are_the_in_process_decoders_so_the_index_adopts_both() -> None:
     _ids, block = index.resolve_block(found.series, "a")
     assert block is not None
     assert all(map(operator.is_, block.labels, found.series[len(local.series) :]))
+
+
+def test_the_shared_pair_table_is_bounded() -> None:
+    decoder = RemoteWriteDecoder(max_series=4)
+    loop = LoopPairs(decoder.pairs_of)
+    worker = WorkerPairs()
+    for i in range(6):
+        raw = request([((("__name__", "m"), ("i", str(i))), [(T, 1.0)])])
+        payload = _reply(worker, raw)
+        assert payload is not None
+        _same(loop.read(payload), raw)
+        assert len(decoder._pairs) <= 4

@@ -273,10 +273,16 @@ class RemoteWriteDecoder:
         """The shared pair of each encoded ``Label`` message, parsing unseen ones (a
         label name that is not valid raises :class:`BadDataError`). Other decoders of
         the same traffic (the decode worker's replies) take their pairs from here, so
-        every label set shares one object per pair and the series index adopts them."""
+        every label set shares one object per pair and the series index adopts them.
+        At most ``max_series`` pairs are kept; then the table starts over (label sets
+        made before keep their pairs)."""
         shared = self._pairs
         pairs = list(map(shared.get, encoded))
         if None in pairs:
+            if len(shared) >= self.max_series:
+                shared = self._pairs = {}
+                self._empty_values = False
+                pairs = [None] * len(encoded)
             for item in set(compress(encoded, map(operator.is_, pairs, repeat(None)))):
                 label = remote_pb2.Label.FromString(item)
                 name = label.name

@@ -9,10 +9,11 @@ a consumer that has committed everything up to that position downstream calls
 below it. :meth:`Wal.replay` yields records starting at a position.
 
 A frame is written with one ``writev`` on an unbuffered file (header and payload, no
-copy). A process killed in the middle of a write leaves a torn last frame; opening the log
-cuts the last segment back to its last complete frame. A write that fails (disk full)
-cuts the segment back at once, so later records never sit behind a torn frame. A bad frame in an older segment
-is corruption and raises :class:`~monitoringserver.errors.StorageError`.
+copy). A process killed in the middle of a write leaves a torn last frame; opening the
+log cuts the last segment back to its last complete frame. A write that fails (disk
+full) cuts the segment back at once, so later records never sit behind a torn frame.
+A bad frame in an older segment is corruption and raises
+:class:`~monitoringserver.errors.StorageError`.
 
 Thread-safety: every public method may be called from any thread (one lock).
 The payload is opaque bytes, so the log store reuses this class.

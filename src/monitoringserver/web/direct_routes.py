@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from monitoringserver.web.errors import (
+    body_headers,
     limited_receive,
     log_after_start,
     response_for,
@@ -100,29 +101,6 @@ def direct_routes(routes: Iterable[object]) -> dict[str, DirectRoute]:
         if isinstance(route, DirectRoute):
             table.setdefault(route.path, route)
     return table
-
-
-_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto")
-
-
-def _framing(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bytes, bool]:
-    """``(Content-Length, Content-Encoding, any X-Forwarded-For/-Proto)`` of raw request
-    headers in one pass (as :func:`~monitoringserver.web.errors.body_headers` reads the
-    first two)."""
-    length: int | None = None
-    encoding = b""
-    forwarded = False
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                length = None
-        elif key == b"content-encoding":
-            encoding = value.strip().lower()
-        elif key in _FORWARDED:
-            forwarded = True
-    return length, encoding, forwarded
 
 
 def proxy_headers(app: ASGIApp, forwarded_allow_ips: list[str] | str) -> ASGIApp:
@@ -240,7 +218,7 @@ class DirectEntry:
         if scope["type"] == "http":
             route = _match(self.routes, scope)
             if route is not None:
-                length, encoding, forwarded = _framing(scope["headers"])
+                length, encoding, forwarded = body_headers(scope["headers"])
                 if forwarded and self._proxy is not None:
                     await self._proxy(scope, receive, send)
                 scope["app"] = self.app

@@ -201,11 +201,16 @@ class CatchAllMiddleware:
                 await unhandled_response(exc, scope)(scope, receive, send)
 
 
-def body_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bytes]:
-    """``(Content-Length, Content-Encoding)`` of raw ASGI request headers: the length is
-    ``None`` when absent or not a number, the encoding lowercased (``b""`` when absent)."""
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto")
+
+
+def body_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, bytes, bool]:
+    """``(Content-Length, Content-Encoding, any X-Forwarded-For/-Proto)`` of raw ASGI
+    request headers, in one pass: the length is ``None`` when absent or not a number,
+    the encoding lowercased (``b""`` when absent)."""
     length: int | None = None
     encoding = b""
+    forwarded = False
     for key, value in headers:
         if key == b"content-length":
             try:
@@ -214,7 +219,9 @@ def body_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, by
                 length = None
         elif key == b"content-encoding":
             encoding = value.strip().lower()
-    return length, encoding
+        elif key in _FORWARDED:
+            forwarded = True
+    return length, encoding, forwarded
 
 
 def too_large(length: int, limit: int) -> PayloadTooLargeError:
@@ -261,7 +268,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
-        length, encoding = body_headers(headers)
+        length, encoding, _forwarded = body_headers(headers)
         if length is not None and length > self.max_body_bytes:
             await response_for(too_large(length, self.max_body_bytes))(scope, receive, send)
             return

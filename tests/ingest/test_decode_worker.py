@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from monitoringserver.ingest.decode_worker import DecodeWorker, _Channel, serve
+from monitoringserver.ingest.decode_worker import DecodeWorker
 from monitoringserver.ingest.prom_options import PromIngestOptions
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.model.labels import Labels
@@ -250,28 +248,17 @@ def test_the_option_turns_the_worker_off() -> None:
     asyncio.run(remote_write.service(server)[1]())  # returns at once: nothing to run
 
 
-async def test_serve_in_a_thread_speaks_the_same_protocol() -> None:
+async def test_serve_in_a_thread_speaks_the_same_protocol(threaded: DecodeWorker) -> None:
     """The worker's loop run in this process (what the child runs, visible to coverage)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
-    thread.start()
-    w = DecodeWorker()
-    loop = asyncio.get_running_loop()
-    _transport, w._channel = await loop.create_connection(_Channel, sock=ours)
-    try:
-        ids: dict[bytes, int] = {}
-        body = write_request([(UP, [(NOW_MS, 1.0), (NOW_MS + 1, 2.0)]), (CPU, [(NOW_MS, 3.0)])])
-        assert await w.decode_known(body, compressed=True, max_bytes=1 << 20) is None
-        _learn(w, body, ids)
-        found = await w.decode_known(body, compressed=True, max_bytes=1 << 20)
-        assert found is not None
-        assert found[0].tolist() == [1000, 1000, 1001]
-        assert found[2].tolist() == [1.0, 2.0, 3.0]
-        assert await w.decode_known(b"junk", compressed=True, max_bytes=1 << 20) is None
-        w.forget()
-        assert await w.decode_known(body, compressed=True, max_bytes=1 << 20) is None
-    finally:
-        await w.aclose()
-        thread.join(10)
-        theirs.close()
-    assert not thread.is_alive()
+    w = threaded
+    ids: dict[bytes, int] = {}
+    body = write_request([(UP, [(NOW_MS, 1.0), (NOW_MS + 1, 2.0)]), (CPU, [(NOW_MS, 3.0)])])
+    assert await w.decode_known(body, compressed=True, max_bytes=1 << 20) is None
+    _learn(w, body, ids)
+    found = await w.decode_known(body, compressed=True, max_bytes=1 << 20)
+    assert found is not None
+    assert found[0].tolist() == [1000, 1000, 1001]
+    assert found[2].tolist() == [1.0, 2.0, 3.0]
+    assert await w.decode_known(b"junk", compressed=True, max_bytes=1 << 20) is None
+    w.forget()
+    assert await w.decode_known(body, compressed=True, max_bytes=1 << 20) is None

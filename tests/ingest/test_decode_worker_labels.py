@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import threading
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from monitoringserver.ingest import decode_serve
 from monitoringserver.ingest.decode_serve import _HEADER, _LABELLED
-from monitoringserver.ingest.decode_worker import DecodeWorker, _Channel, serve
+from monitoringserver.ingest.decode_worker import DecodeWorker
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.model.labels import Labels
 from monitoringserver.web.routers.remote_write import _StoreIds
@@ -26,24 +23,6 @@ UP: Labels = (("__name__", "up"), ("job", "a"))
 CPU: Labels = (("__name__", "cpu"), ("instance", "h1"), ("mode", "idle"))
 MEM: Labels = (("__name__", "mem"), ("instance", "h1"))
 MAX = 1 << 20
-
-
-@pytest.fixture
-async def threaded() -> AsyncIterator[DecodeWorker]:
-    """A worker whose loop runs on a thread of this process (visible to coverage)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
-    thread.start()
-    w = DecodeWorker()
-    loop = asyncio.get_running_loop()
-    _transport, w._channel = await loop.create_connection(_Channel, sock=ours)
-    try:
-        yield w
-    finally:
-        await w.aclose()
-        thread.join(10)
-        theirs.close()
-    assert not thread.is_alive()
 
 
 async def test_new_known_and_mixed_requests(threaded: DecodeWorker) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import APIRouter
 from prometheus_client import CollectorRegistry
 
 from monitoringserver.auth.tokens import TokenStore
@@ -33,7 +34,9 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-async def build(limits: LimitsOptions | None = None, **kw: object) -> AsyncIterator[Web]:
+async def build(
+    limits: LimitsOptions | None = None, routers: Sequence[APIRouter] = (), **kw: object
+) -> AsyncIterator[Web]:
     db = Database(":memory:")
     tokens = TokenStore(db, clock=lambda: NOW_S)
     tokens.open()
@@ -47,7 +50,7 @@ async def build(limits: LimitsOptions | None = None, **kw: object) -> AsyncItera
         clock=lambda: NOW_S,
         **kw,  # type: ignore[arg-type]
     )
-    app = create_app(comps)
+    app = create_app(comps, routers)
     secrets = {
         scope: tokens.create(f"t-{scope.replace(':', '-')}", [scope])[1]
         for scope in ("admin", "monitoring:read", "monitoring:write")

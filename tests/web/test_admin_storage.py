@@ -9,54 +9,34 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from monitoringserver.auth.tokens import TokenStore
 from monitoringserver.backends.remote_write_out import encode_write_request
 from monitoringserver.config import AgentOptions
 from monitoringserver.model.labels import make_labels
 from monitoringserver.model.samples import SampleBatch
-from monitoringserver.storage.db import Database
-from monitoringserver.web.app import WebComponents, create_app
 from monitoringserver.web.routers.admin_storage import FLUSH_PATH, create_admin_storage_router
-from tests.fakes import FakeStore
 from tests.test_compose import _running_composed
 from tests.test_server import config, stop
-from tests.web.conftest import bearer
+from tests.web.conftest import Web, bearer, build
 
 
-class _App:
+class _Flush:
+    """The flush the router calls (counts calls) and the app's readiness."""
+
     def __init__(self) -> None:
         self.calls = 0
         self.ready = True
-        self.secrets: dict[str, str] = {}
 
-    async def flush(self) -> int:
+    async def __call__(self) -> int:
         self.calls += 1
         return 42
 
 
 @pytest.fixture
-async def app() -> AsyncIterator[tuple[_App, httpx.AsyncClient]]:
-    state = _App()
-    db = Database(":memory:")
-    tokens = TokenStore(db)
-    tokens.open()
-    store = FakeStore()
-    comps = WebComponents(
-        appender=store,
-        querier=store,
-        tokens=tokens,
-        registry=CollectorRegistry(),
-        ready=lambda: state.ready,
-    )
-    web = create_app(comps, [create_admin_storage_router(state.flush)])
-    for scope in ("admin", "monitoring:read", "monitoring:write"):
-        state.secrets[scope] = tokens.create(f"t-{scope.replace(':', '-')}", [scope])[1]
-    transport = httpx.ASGITransport(app=web, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield state, client
-    db.close()
+async def app() -> AsyncIterator[tuple[_Flush, Web]]:
+    flush = _Flush()
+    async for web in build(routers=[create_admin_storage_router(flush)], ready=lambda: flush.ready):
+        yield flush, web
 
 
 @pytest.mark.parametrize(
@@ -69,11 +49,11 @@ async def app() -> AsyncIterator[tuple[_App, httpx.AsyncClient]]:
     ],
 )
 async def test_flush_needs_admin(
-    app: tuple[_App, httpx.AsyncClient], scope: str | None, status: int, error_type: str | None
+    app: tuple[_Flush, Web], scope: str | None, status: int, error_type: str | None
 ) -> None:
-    state, client = app
-    headers = bearer(state.secrets[scope]) if scope else {}
-    r = await client.post(FLUSH_PATH, headers=headers)
+    state, web = app
+    by_scope = {"admin": web.admin, "monitoring:read": web.read, "monitoring:write": web.write}
+    r = await web.client.post(FLUSH_PATH, headers=by_scope[scope] if scope else {})
     assert r.status_code == status
     if error_type is None:
         assert r.json() == {"status": "success", "data": {"flushed_samples": 42}}
@@ -83,10 +63,10 @@ async def test_flush_needs_admin(
         assert state.calls == 0
 
 
-async def test_flush_is_unavailable_while_not_ready(app: tuple[_App, httpx.AsyncClient]) -> None:
-    state, client = app
+async def test_flush_is_unavailable_while_not_ready(app: tuple[_Flush, Web]) -> None:
+    state, web = app
     state.ready = False
-    r = await client.post(FLUSH_PATH, headers=bearer(state.secrets["admin"]))
+    r = await web.client.post(FLUSH_PATH, headers=web.admin)
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "5"
     body = r.json()
@@ -94,7 +74,7 @@ async def test_flush_is_unavailable_while_not_ready(app: tuple[_App, httpx.Async
     assert body["errorType"] == "unavailable"
     assert body["error"].startswith("cannot flush metric head: ")
     assert state.calls == 0
-    get = await client.get(FLUSH_PATH, headers=bearer(state.secrets["admin"]))
+    get = await web.client.get(FLUSH_PATH, headers=web.admin)
     assert get.status_code == 405
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,17 @@ def test_a_short_write_is_finished(
     reopened.close()
 
 
+def _torn_writev(error: OSError) -> Callable[[int, list[bytes]], int]:
+    """A stand-in for ``os.writev`` that writes 11 bytes of the frame, then fails."""
+    real_write = os.write
+
+    def failing(fd: int, buffers: list[bytes]) -> int:
+        real_write(fd, b"".join(buffers)[:11])
+        raise error
+
+    return failing
+
+
 @pytest.mark.parametrize("inline", [False, True])
 def test_a_failed_write_leaves_no_torn_frame_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
@@ -219,13 +231,7 @@ def test_a_failed_write_leaves_no_torn_frame_behind(
     after it replay, none is lost behind a torn frame."""
     wal = Wal(tmp_path, fsync="never")
     wal.append(b"first")
-    real_write = os.write
-
-    def failing(fd: int, buffers: list[bytes]) -> int:
-        real_write(fd, b"".join(buffers)[:11])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "writev", failing)
+    monkeypatch.setattr(os, "writev", _torn_writev(OSError(28, "No space left on device")))
     with pytest.raises(StorageError, match=r"cannot append to write-ahead log: .*No space"):
         wal.try_append(b"x" * 100) if inline else wal.append(b"x" * 100)
     monkeypatch.undo()
@@ -242,16 +248,11 @@ def test_a_log_that_cannot_cut_back_takes_no_more_records(
 ) -> None:
     wal = Wal(tmp_path, fsync="never")
     wal.append(b"first")
-    real_write = os.write
-
-    def failing(fd: int, buffers: list[bytes]) -> int:
-        real_write(fd, b"".join(buffers)[:11])
-        raise OSError(5, "Input/output error")
 
     def no_truncate(fd: int, length: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "writev", failing)
+    monkeypatch.setattr(os, "writev", _torn_writev(OSError(5, "Input/output error")))
     monkeypatch.setattr(os, "ftruncate", no_truncate)
     with pytest.raises(StorageError, match="Input/output error"):
         wal.append(b"x" * 100)

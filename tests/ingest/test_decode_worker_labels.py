@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import threading
 
 import numpy as np
 import pytest
 
 from monitoringserver.ingest import decode_serve
 from monitoringserver.ingest.decode_serve import _HEADER, _LABELLED
-from monitoringserver.ingest.decode_worker import DecodeWorker
+from monitoringserver.ingest.decode_worker import DecodeWorker, _Channel
 from monitoringserver.ingest.remote_write import RemoteWriteDecoder
 from monitoringserver.model.labels import Labels
 from monitoringserver.web.routers.remote_write import _StoreIds
@@ -107,6 +109,32 @@ async def test_a_reply_out_of_step_stops_using_the_worker(threaded: DecodeWorker
     assert not w.alive
     body = write_request([(UP, [(NOW_MS, 1.0)])])
     assert await w.decode(body, compressed=True, max_bytes=MAX) is None
+
+
+async def test_a_worker_of_another_protocol_version_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started from changed code on disk (an upgrade in place) announces
+    another frame layout: the server never reads its frames and decodes in-process."""
+    monkeypatch.setattr(decode_serve, "_PROTOCOL", decode_serve._PROTOCOL + 1)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    thread = threading.Thread(target=decode_serve.serve, args=(theirs,), daemon=True)
+    thread.start()
+    w = DecodeWorker()
+    _transport, w._channel = await asyncio.get_running_loop().create_connection(_Channel, sock=ours)
+    try:
+        async with asyncio.timeout(10):
+            await w._channel.closed.wait()
+        assert not w.ready
+        assert not w.alive
+        assert "speaks another protocol" in caplog.text
+        body = write_request([(UP, [(NOW_MS, 1.0)])])
+        assert await w.decode(body, compressed=True, max_bytes=MAX) is None
+    finally:
+        await w.aclose()
+        thread.join(10)
+        theirs.close()
+    assert not thread.is_alive()
 
 
 async def test_the_worker_keeps_the_newest_replies_keys(

@@ -6,7 +6,9 @@ from the event-loop side so the process imports no ``asyncio``: it starts sooner
 spawned by the first remote write, which then waits for it no longer than necessary).
 
 Frames: a header (request id, kind, payload length in bytes), then the payload. The worker
-sends ``_READY`` once (its imports done), then one reply per ``_DECODE_REQ`` in order:
+sends ``_READY`` once (its imports done; the payload is ``_PROTOCOL``, so a server whose
+code on disk changed under it — an upgrade in place — never reads frames of another
+layout: it stops using the worker), then one reply per ``_DECODE_REQ`` in order:
 ``_SAMPLES`` (series ids, timestamps, values), ``_LABELLED``
 (:mod:`~monitoringserver.ingest.decode_labels`) or ``_DECLINED``. It takes ``_LEARN``
 (keys and store ids), ``_FORGET``, and ``_LEARN_REPLY`` (the store ids of a labelled
@@ -43,6 +45,9 @@ _COMPRESSED, _WANT_LABELS = 1, 2
 _LEARN, _FORGET, _DECODE_REQ, _DECLINED, _SAMPLES, _LABELLED, _READY = 1, 2, 3, 4, 5, 6, 7
 #: Store ids of the series of a labelled reply, by its request id (payload: uint64 ids).
 _LEARN_REPLY = 8
+#: The frame layout's version, sent with ``_READY``; change it with any layout change.
+_PROTOCOL = 2
+_VERSION = struct.Struct("<I")
 #: Labelled replies whose keys the worker keeps for a ``_LEARN_REPLY`` (the newest).
 _KEPT_REPLIES = 1024
 
@@ -63,7 +68,7 @@ def _serve(sock: socket.socket) -> None:
     known: dict[bytes, int] = {}
     pairs = WorkerPairs()
     kept: dict[int, list[bytes]] = {}  # request id → keys of its labelled reply
-    sock.sendall(_HEADER.pack(0, _READY, 0))
+    sock.sendall(_HEADER.pack(0, _READY, _VERSION.size) + _VERSION.pack(_PROTOCOL))
     stream = cast(BinaryIO, sock.makefile("rb", buffering=1 << 20))
     with stream:
         while (header := _read_exactly(stream, _HEADER.size)) is not None:

@@ -57,8 +57,10 @@ from monitoringserver.ingest.decode_serve import (
     _LABELLED,
     _LEARN,
     _LEARN_REPLY,
+    _PROTOCOL,
     _READY,
     _SAMPLES,
+    _VERSION,
     _WANT_LABELS,
     serve,
 )
@@ -118,6 +120,18 @@ class _Channel(asyncio.Protocol):
             elif kind == _SAMPLES and future is not None:
                 found = _arrays(buf[start + _HEADER.size : end])
             elif kind == _READY:
+                payload = bytes(buf[start + _HEADER.size : end])
+                if payload != _VERSION.pack(_PROTOCOL):
+                    _log.warning(
+                        "remote-write decode worker speaks another protocol (%s, expected %d):"
+                        " decoding in-process",
+                        payload.hex(),
+                        _PROTOCOL,
+                    )
+                    del buf[:]
+                    if self.transport is not None:
+                        self.transport.abort()
+                    return
                 self.ready = True
             if future is not None and not future.done():
                 future.set_result(found)

@@ -37,12 +37,11 @@ from monitoringserver.metrics.labelsets import (
     SeriesLimits,
     check_limits,
     count_names,
-    matcher_mask,
     metric_of,
     pair_ok,
-    selectivity,
     validate_label_set,
 )
+from monitoringserver.metrics.postings import select_ids
 from monitoringserver.model.labels import (
     METRIC_NAME,
     Labels,
@@ -381,15 +380,10 @@ class SeriesIndex:
     ) -> IdArray:
         """Sorted ids of series matching every matcher (and, if given, the time range)."""
         with self._lock:
-            n = len(self._labels)
-            mask = np.ones(n, dtype=np.bool_)
-            for m in sorted(matchers, key=selectivity):
-                mask &= matcher_mask(self._postings.get(m.name, {}), m, n)
-                if not mask.any():
-                    break
-            if start_ms is not None and end_ms is not None:
-                mask &= (self._min_ts[:n] <= end_ms) & (self._max_ts[:n] >= start_ms)
-            return np.flatnonzero(mask).astype(np.uint64)
+            ids = select_ids(self._postings, self._labels, matchers, len(self._labels))
+            if start_ms is not None and end_ms is not None and len(ids):
+                ids = ids[(self._min_ts[ids] <= end_ms) & (self._max_ts[ids] >= start_ms)]
+            return ids
 
     def label_names(self, series_ids: IdArray | None = None) -> list[str]:
         with self._lock:

@@ -159,3 +159,16 @@ async def test_append_yields_to_the_event_loop_and_writes_the_wal_inline(data_di
         assert ran.is_set()
         assert wal.end > before
         assert [p for _, p in wal.replay(before)] != []
+
+
+async def test_appends_are_refused_while_the_head_is_twice_its_bound(data_dir: Path) -> None:
+    labels = [series("m", i=str(i)) for i in range(4)]
+    async with open_store(data_dir, batch_rows=10, head_max_rows=20) as h:
+        app = h.handle.appender
+        await app.append(batch([(s, T0_MS - k, 1.0) for s in labels for k in range(10)]))
+        await h.handle.writer.commit_pending()  # 40 rows in the head
+        with pytest.raises(OverloadedError, match="twice head_max_rows") as err:
+            await app.append(batch([(CPU, T0_MS, 1.0)]))
+        assert err.value.retry_after_s == 5.0
+        await h.handle.flush_now()
+        assert (await app.append(batch([(CPU, T0_MS, 1.0)]))).accepted == 1

@@ -217,6 +217,14 @@ class MetricWriter:
                 f"(limit {self._opt.max_pending_rows})",
                 retry_after_s=max(1.0, self._opt.batch_interval_s * 2),
             )
+        if len(self._head) >= 2 * self._opt.head_max_rows:
+            # Flushes are behind (a slow or full disk): refuse rather than grow the
+            # in-memory head without bound. Senders retry; nothing acknowledged is lost.
+            raise OverloadedError(
+                f"cannot append {n} samples: the head holds {len(self._head)} rows, twice "
+                f"head_max_rows ({self._opt.head_max_rows}); flushes are behind",
+                retry_after_s=5.0,
+            )
 
     def _is_duplicate(self, dedup: DedupKey | None) -> bool:
         if dedup is not None and dedup.batch_seq <= self._last_seq.get(dedup.agent_id, -1):

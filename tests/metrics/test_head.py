@@ -140,7 +140,7 @@ def test_mem_head_batches_views_and_drops() -> None:
     assert head.partitions(20) == {0, 20}
     view = head.flush_view()
     assert view is not None
-    assert (view.through, view.lsn, len(view.run)) == (3, 200, 4)
+    assert (view.through, view.lsn, len(view.rows(0, 9, 0, 100))) == (3, 200, 4)
     head.add(4, 250, *_cols([2], [40], [2.0]))
     head.drop_through(view.through)
     assert (len(head), head.last_batch, head.flushed_lsn) == (1, 4, 200)
@@ -148,6 +148,47 @@ def test_mem_head_batches_views_and_drops() -> None:
     assert head.partitions(20) == {40}
     head.drop_through(view.through)  # nothing left to drop
     assert head.flushed_lsn == 200
+
+
+_BATCHES = [  # (sids, ts, values) per batch, oldest first
+    _cols([3, 1, 3, 1], [20, 10, 10, 10], [3.2, 1.0, 3.1, 1.1]),  # unsorted, (1, 10) twice
+    _cols([1, 2, 3], [30, 40, 20], [1.5, 2.0, 9.0]),  # sorted; rewrites (3, 20)
+    _cols([2, 5], [50, 45], [2.5, 5.0]),
+]
+
+
+@pytest.mark.parametrize("read_first", [0, 1, 3])  # batches a reader merged before the flush
+@pytest.mark.parametrize(
+    ("lo", "hi", "start", "end", "want"),
+    [
+        (0, 9, 0, 100, {1: [1.1, 1.5], 2: [2.0, 2.5], 3: [3.1, 9.0], 5: [5.0]}),
+        (2, 3, 0, 100, {2: [2.0, 2.5], 3: [3.1, 9.0]}),
+        (0, 9, 15, 45, {1: [1.5], 2: [2.0], 3: [9.0], 5: [5.0]}),
+        (4, 4, 0, 100, {}),
+        (0, 9, 60, 100, {}),
+    ],
+)
+def test_flush_view_reads_series_ranges_of_sorted_pieces(
+    read_first: int, lo: int, hi: int, start: int, end: int, want: dict[int, list[float]]
+) -> None:
+    head = MemHead()
+    for i, cols in enumerate(_BATCHES[:read_first]):
+        head.add(i + 1, 100 * (i + 1), *cols)
+    head.rows(np.array([1, 2, 3, 5], np.uint64), 0, 100)  # merges what is held so far
+    for i, cols in enumerate(_BATCHES[read_first:], start=read_first):
+        head.add(i + 1, 100 * (i + 1), *cols)
+    view = head.flush_view()
+    assert view is not None
+    assert (view.through, view.lsn) == (3, 300)
+    got = view.rows(lo, hi, start, end)
+    per_series = np.split(got.values, np.cumsum(got.lengths)[:-1]) if len(got) else []
+    assert {s: v.tolist() for s, v in zip(got.sids.tolist(), per_series, strict=True)} == want
+    assert view.partitions(20) == [0, 20, 40]
+    sids, counts = view.series_rows(0, 100)
+    assert sids.tolist() == [1, 2, 3, 5]
+    assert counts.sum() >= 7  # a key rewritten by a newer piece may count twice
+    sids, counts = view.series_rows(15, 35)
+    assert dict(zip(sids.tolist(), counts.tolist(), strict=True)) == {1: 1, 3: 1 + (read_first < 2)}
 
 
 async def test_restart_rebuilds_the_head_from_the_wal_until_a_flush(data_dir: Path) -> None:

@@ -183,29 +183,24 @@ class Compactor:
             cur = self._db.cursor()
             seq = get_state(cur, "flush_seq") + 1
             pms = self._opt.partition_ms("raw")
-            run = view.run
             outputs: list[FileOutput] = []
+            rows = 0
             try:
-                for p in np.unique(run.ts - run.ts % pms).tolist():
-                    part = run.in_time(p, p + pms - 1)
+                # One series range of one partition at a time, merged from the head's
+                # sorted pieces: the flush never holds a merged copy of the whole head.
+                for p in view.partitions(pms):
                     out = self._output(
                         cur, resolution="raw", partition=p, level=0, seq=seq, rolled_up=False
                     )
                     outputs.append(out)
-                    offsets = part.offsets()
-                    for lo, hi in blocks.split_by_rows(
-                        part.sids, part.lengths, self._opt.merge_chunk_rows
-                    ):
+                    sids, counts = view.series_rows(p, p + pms - 1)
+                    for lo, hi in blocks.split_by_rows(sids, counts, self._opt.merge_chunk_rows):
                         self._check_stopped()
-                        a, b = np.searchsorted(part.sids, [lo, hi + 1]).tolist()
-                        rows_a, rows_b = int(offsets[a]), int(offsets[b])
-                        out.add(
-                            {
-                                "series_id": np.repeat(part.sids[a:b], part.lengths[a:b]),
-                                "ts": part.ts[rows_a:rows_b],
-                                "value": part.values[rows_a:rows_b],
-                            }
-                        )
+                        chunk = view.rows(lo, hi, p, p + pms - 1)
+                        rows += len(chunk)
+                        out.add(chunk.to_columns())
+                        del chunk
+                        release_free_memory()  # the chunk's temporaries, before the next
                     out.seal()
             except BaseException:
                 for out in outputs:
@@ -213,17 +208,19 @@ class Compactor:
                 raise
             added = [e for out in outputs for e in out.entries]
             lo_ts, hi_ts = self._index.time_ranges()
+            through, lsn = view.through, view.lsn
+            del view  # the pieces' sort orders are garbage once the files are written
 
             def extra(con: duckdb.DuckDBPyConnection) -> None:
                 # Rows an older release kept in the head table are in this flush too.
-                con.execute("DELETE FROM metric_head WHERE batch <= ?", [view.through])
+                con.execute("DELETE FROM metric_head WHERE batch <= ?", [through])
                 set_state(con, "flush_seq", seq)
-                set_state(con, "head_lsn", max(view.lsn, get_state(con, "head_lsn")))
+                set_state(con, "head_lsn", max(lsn, get_state(con, "head_lsn")))
                 save_series_ranges(con, lo_ts, hi_ts)
 
-            self._publish(added, [], extra, lambda: self._head.drop_through(view.through))
-            self._report("flush", 0, len(added), len(run), t0)
-            return len(run)
+            self._publish(added, [], extra, lambda: self._head.drop_through(through))
+            self._report("flush", 0, len(added), rows, t0)
+            return rows
 
     # -- merge -------------------------------------------------------------------------
 

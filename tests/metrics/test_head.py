@@ -259,3 +259,28 @@ async def test_an_older_store_keeps_its_head_table_rows(data_dir: Path) -> None:
         [got] = h.handle.store.select_packed([Matcher.eq("host", "h0")], *ALL).series()
         assert got.values.tolist() == [1.0, 1.0, 1.0, 2.0, 3.0]
         assert h.handle.store.stats().head_samples == 0
+
+
+@pytest.mark.parametrize(
+    ("hosts", "max_file_rows", "files"),
+    [(4, 1000, 1), (60, 1000, 3), (60, 2000, 2), (60, 100_000, 1)],  # 40 rows per host
+)
+async def test_a_flush_gathers_its_chunk_files_up_to_max_file_rows(
+    data_dir: Path, hosts: int, max_file_rows: int, files: int
+) -> None:
+    labels = [series("m", host=f"h{i:02}") for i in range(hosts)]
+    values = np.arange(hosts * 40, dtype=np.float64).reshape(hosts, 40)
+    async with open_store(
+        data_dir,
+        now_ms=T0_MS + DAY_MS // 2,
+        merge_chunk_rows=1000,
+        max_file_rows=max_file_rows,
+    ) as h:
+        await h.handle.appender.append(grid(labels, T0_MS, 40, STEP, values))
+        await h.handle.writer.commit_pending()
+        assert await h.handle.flush_now() == hosts * 40
+        raw = h.handle.store.stats().resolutions["raw"]
+        assert (raw.files, raw.samples) == (files, hosts * 40)
+        got = h.handle.store.select_packed([Matcher.eq("__name__", "m")], *ALL)
+        assert got.values.tolist() == values.reshape(-1).tolist()
+        assert sorted(p.name for p in data_dir.rglob("*.parquet") if p.name.startswith(".")) == []

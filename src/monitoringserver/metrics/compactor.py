@@ -42,7 +42,7 @@ from monitoringserver.metrics.manifest import (
     delete_entries,
     insert_entries,
 )
-from monitoringserver.metrics.output import FileIds, FileOutput
+from monitoringserver.metrics.output import FileIds, FileOutput, combine_entries
 from monitoringserver.metrics.retention import expired_files
 from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.metrics.schema import get_state, save_series_ranges, set_state
@@ -112,6 +112,7 @@ class Compactor:
         level: int,
         seq: int,
         rolled_up: bool,
+        max_file_rows: int | None = None,
     ) -> FileOutput:
         return FileOutput(
             con=con,
@@ -122,7 +123,7 @@ class Compactor:
             level=level,
             seq=seq,
             rolled_up=rolled_up,
-            max_file_rows=self._opt.max_file_rows,
+            max_file_rows=max_file_rows or self._opt.max_file_rows,
             zstd_level=self._opt.zstd_level,
             max_decimal_digits=self._opt.max_decimal_digits,
             metric_hashes=self._hashes,
@@ -188,18 +189,24 @@ class Compactor:
             try:
                 # One series range of one partition at a time, merged from the head's
                 # sorted pieces: the flush never holds a merged copy of the whole head.
+                # Each chunk becomes a file of its own (``max_file_rows=1``): the files
+                # are gathered only once the head has dropped the rows (see below).
                 for p in view.partitions(pms):
                     out = self._output(
-                        cur, resolution="raw", partition=p, level=0, seq=seq, rolled_up=False
+                        cur,
+                        resolution="raw",
+                        partition=p,
+                        level=0,
+                        seq=seq,
+                        rolled_up=False,
+                        max_file_rows=1,
                     )
                     outputs.append(out)
                     sids, counts = view.series_rows(p, p + pms - 1)
                     for lo, hi in blocks.split_by_rows(sids, counts, self._opt.merge_chunk_rows):
                         self._check_stopped()
-                        chunk = view.rows(lo, hi, p, p + pms - 1)
-                        rows += len(chunk)
-                        out.add(chunk.to_columns())
-                        del chunk
+                        # Held by nobody else, the chunk is freed once encoded.
+                        rows += out.add(view.rows(lo, hi, p, p + pms - 1).to_columns())
                         release_free_memory()  # the chunk's temporaries, before the next
                     out.seal()
             except BaseException:
@@ -219,8 +226,33 @@ class Compactor:
                 save_series_ranges(con, lo_ts, hi_ts)
 
             self._publish(added, [], extra, lambda: self._head.drop_through(through))
-            self._report("flush", 0, len(added), rows, t0)
+            files_out = len(added)
+            for out in outputs:
+                if not self._stopped.is_set():
+                    files_out += self._combine(cur, out.entries)
+            self._report("flush", 0, files_out, rows, t0)
             return rows
+
+    def _combine(self, cur: duckdb.DuckDBPyConnection, entries: list[FileEntry]) -> int:
+        """Gather a flushed partition's chunk files into files of up to ``max_file_rows``
+        rows and publish them in their place; return the change in the file count. Runs
+        after the flush's own publication, when the head no longer holds the rows, so
+        DuckDB's buffers for the gathering come on top of a smaller working set. Readers
+        see the same rows before and after."""
+        if len(entries) < 2:
+            return 0
+        release_free_memory()  # the head's dropped rows, before DuckDB's buffers grow
+        added, removed = combine_entries(
+            cur,
+            self._manifest.root,
+            self._ids,
+            entries,
+            max_file_rows=self._opt.max_file_rows,
+            zstd_level=self._opt.zstd_level,
+        )
+        if added:
+            self._publish(added, removed)
+        return len(added) - len(removed)
 
     # -- merge -------------------------------------------------------------------------
 

@@ -7,11 +7,16 @@ into one file (``COPY ... FROM read_parquet([...])`` keeps their order), which i
 and renamed to its final name. A file holds at most ``max_file_rows`` rows unless a
 single chunk is larger. The caller lists the finished files in the manifest in
 one transaction, or calls :meth:`FileOutput.discard` to remove everything it wrote.
+
+A head flush publishes each chunk as a file of its own first and gathers them with
+:func:`combine_entries` once the head has let go of its rows, so DuckDB's buffers for
+the gathering never add to the head's memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +28,7 @@ from monitoringserver.metrics import blocks, layout
 from monitoringserver.metrics.manifest import FileEntry, publish_file
 from monitoringserver.storage import codec
 
-__all__ = ["FileIds", "FileOutput"]
+__all__ = ["FileIds", "FileOutput", "combine_entries"]
 
 
 class FileIds:
@@ -74,34 +79,38 @@ class FileOutput:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def add(self, cols: blocks.Columns) -> None:
-        """Append rows (sorted, and after every row added before)."""
+    def add(self, cols: blocks.Columns) -> int:
+        """Append rows (sorted, and after every row added before); return their count.
+        Columns nobody else holds (``out.add(run.to_columns())``) are freed as soon as
+        they are encoded, before the encoded copy is reordered and written: that bounds
+        a job's peak memory."""
         sid = np.asarray(cols["series_id"], dtype=np.uint64)
-        if len(sid) == 0:
-            return
+        n = len(sid)
+        if n == 0:
+            return 0
         ts = np.asarray(cols["ts"], dtype=np.int64)
-        if self._chunks and self._gathered() + len(sid) > self.max_file_rows:
+        min_ts, max_ts = int(ts.min()), int(ts.max())
+        if self._chunks and self._gathered() + n > self.max_file_rows:
             self.seal()
         if self.resolution == "raw":
-            data: blocks.Columns = codec.encode(
-                sid,
-                ts,
-                np.asarray(cols["value"], dtype=np.float64),
-                max_digits=self.max_decimal_digits,
-            )
+            values = np.asarray(cols["value"], dtype=np.float64)
+            del cols
+            heads = sid[codec.segment_starts(sid)]
+            data: blocks.Columns = codec.encode(sid, ts, values, max_digits=self.max_decimal_digits)
+            del ts, values
             if self.metric_hashes is not None:
-                heads = sid[codec.segment_starts(sid)]
                 data = layout.cluster_by_metric(data, self.metric_hashes(heads))
         else:
             data = blocks.encode_rollup(cols, max_digits=self.max_decimal_digits)
+            del cols, ts
         path = self._dir() / f".tmp-{self.ids.take()}.parquet"
-        self._chunks.append(
-            _Chunk(path, len(sid), int(sid[0]), int(sid[-1]), int(ts.min()), int(ts.max()))
-        )
+        self._chunks.append(_Chunk(path, n, int(sid[0]), int(sid[-1]), min_ts, max_ts))
+        del sid
         blocks.write_parquet(self.con, data, path, zstd_level=self.zstd_level)
         del data
         if self._gathered() >= self.max_file_rows:
             self.seal()
+        return n
 
     def _gathered(self) -> int:
         return sum(c.rows for c in self._chunks)
@@ -150,3 +159,60 @@ class FileOutput:
         self._chunks = []
         for e in self.entries:
             (self.root / e.path).unlink(missing_ok=True)
+
+
+def combine_entries(
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    ids: FileIds,
+    entries: Sequence[FileEntry],
+    *,
+    max_file_rows: int,
+    zstd_level: int,
+) -> tuple[list[FileEntry], list[FileEntry]]:
+    """Gather published files of one run (same resolution, partition, level and
+    ``seq``; given in series order, their ranges not overlapping) into files of at most
+    ``max_file_rows`` rows, as :meth:`FileOutput.seal` would have. Returns ``(added,
+    removed)`` for the caller to publish in one transaction; the inputs stay on disk
+    until then. A file that would gather alone is left as it is."""
+    groups: list[list[FileEntry]] = []
+    for e in entries:
+        if groups and sum(g.rows for g in groups[-1]) + e.rows <= max_file_rows:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    added: list[FileEntry] = []
+    removed: list[FileEntry] = []
+    try:
+        for group in groups:
+            if len(group) < 2:
+                continue
+            first = group[0]
+            fid = ids.take()
+            final = root / Path(first.path).parent / f"{fid}.parquet"
+            tmp = final.with_name(f".tmp-{fid}.parquet")
+            try:
+                blocks.combine_parquet(
+                    con, [root / e.path for e in group], tmp, zstd_level=zstd_level
+                )
+                publish_file(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+            added.append(
+                dataclasses.replace(
+                    first,
+                    id=fid,
+                    path=str(final.relative_to(root)),
+                    max_sid=group[-1].max_sid,
+                    min_ts=min(e.min_ts for e in group),
+                    max_ts=max(e.max_ts for e in group),
+                    rows=sum(e.rows for e in group),
+                    bytes=final.stat().st_size,
+                )
+            )
+            removed += group
+    except BaseException:
+        for e in added:
+            (root / e.path).unlink(missing_ok=True)
+        raise
+    return added, removed

@@ -110,3 +110,59 @@ async def test_a_cancelled_request_cancels_its_query() -> None:
 def test_max_concurrent_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         QueryRunner(0)
+
+
+def _thread_name(cancel: threading.Event, remaining: float) -> str:
+    return threading.current_thread().name
+
+
+@pytest.mark.parametrize(
+    ("inline_answer", "ran_on"),
+    [("inline", "inline"), (None, "promql"), (BadDataError("cannot parse query: x"), "")],
+)
+async def test_an_inline_answer_is_used_else_the_thread_runs(
+    inline_answer: str | Exception | None, ran_on: str
+) -> None:
+    runner: QueryRunner[str] = QueryRunner(1)
+    loop_thread = threading.current_thread().name
+
+    def inline() -> str | None:
+        assert threading.current_thread().name == loop_thread  # on the loop itself
+        if isinstance(inline_answer, Exception):
+            raise inline_answer
+        return inline_answer
+
+    if isinstance(inline_answer, Exception):
+        with pytest.raises(BadDataError, match="x"):
+            await runner.run(_thread_name, 5.0, inline)
+        return
+    answer, waited = await runner.run(_thread_name, 5.0, inline)
+    assert answer.startswith(ran_on)
+    assert waited == 0.0
+
+
+async def test_inline_is_not_tried_while_every_slot_is_taken() -> None:
+    runner: QueryRunner[str] = QueryRunner(1)
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(cancel: threading.Event, remaining: float) -> str:
+        started.set()
+        release.wait(10)
+        return "first"
+
+    first = asyncio.create_task(runner.run(blocking, 10.0))
+    await _wait(started)
+    tried: list[bool] = []
+
+    def inline() -> str | None:
+        tried.append(True)
+        return "inline"
+
+    second = asyncio.create_task(runner.run(_thread_name, 10.0, inline))
+    await asyncio.sleep(0)
+    assert not second.done()
+    release.set()
+    assert (await first)[0] == "first"
+    answer, _ = await second
+    assert answer.startswith("promql")
+    assert tried == []

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from monitoringserver.metrics import blocks, layout
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry
-from monitoringserver.metrics.partcache import CacheStats, PartCache, series_key
+from monitoringserver.metrics.partcache import CacheStats, NotCached, PartCache, series_key
 from monitoringserver.metrics.runs import Run, merge_runs
 
 __all__ = ["FileReader"]
@@ -51,21 +51,35 @@ class FileReader:
     def stats(self) -> CacheStats:
         return self.cache.stats()
 
-    def raw(self, cur: duckdb.DuckDBPyConnection, files: list[FileEntry], ids: IdArray) -> Run:
+    def raw(
+        self,
+        cur: duckdb.DuckDBPyConnection | None,
+        files: list[FileEntry],
+        ids: IdArray,
+        *,
+        cached_rows: int | None = None,
+    ) -> Run:
         """Merged rows of ``ids`` (sorted, unique) in raw ``files`` (sorted by ``seq``)
         over the files' whole time range: the cached merge of this file set, else the
-        cached rows of each file, reading the files still missing."""
+        cached rows of each file, reading the files still missing. ``cached_rows``:
+        answer from the cache alone with at most that many rows, else raise
+        :class:`NotCached` (``cur`` is then not used)."""
         key = series_key(ids)
         if len(files) > 1:
             merged = self.cache.get(tuple(f.id for f in files), key)
             if isinstance(merged, Run):
-                return merged
+                return _within(merged, cached_rows)
         out: list[Run | None] = []
         for f in files:
             got = self.cache.get((f.id,), key)
             out.append(got if isinstance(got, Run) else None)
         missing = [i for i, c in enumerate(out) if c is None]
+        if cached_rows is not None and (
+            missing or sum(len(c) for c in out if c is not None) > cached_rows
+        ):
+            raise NotCached("cannot read raw rows from memory: not cached or too many")
         if missing:
+            assert cur is not None, "a read that may miss the cache needs a cursor"
             for i, cols in self._read_raw(cur, [files[i] for i in missing], missing, ids):
                 out[i] = self.cache.put((files[i].id,), key, Run.from_columns(cols))
         runs = [c for c in out if c is not None]
@@ -102,17 +116,27 @@ class FileReader:
         return known
 
     def rollups(
-        self, cur: duckdb.DuckDBPyConnection, files: list[FileEntry], ids: IdArray
+        self,
+        cur: duckdb.DuckDBPyConnection | None,
+        files: list[FileEntry],
+        ids: IdArray,
+        *,
+        cached_rows: int | None = None,
     ) -> list[blocks.Columns]:
         """Decoded rollup rows of ``ids`` in each of ``files`` (same order), every
-        bucket of the file; callers filter by time."""
+        bucket of the file; callers filter by time. ``cached_rows`` as for :meth:`raw`."""
         key = series_key(ids)
         got: list[blocks.Columns | None] = []
         for f in files:
             entry = self.cache.get((f.id,), key)
             got.append(entry if isinstance(entry, dict) else None)
         missing = [i for i, c in enumerate(got) if c is None]
+        if cached_rows is not None and (
+            missing or sum(len(c["ts"]) for c in got if c is not None) > cached_rows
+        ):
+            raise NotCached("cannot read rollup rows from memory: not cached or too many")
         if missing:
+            assert cur is not None, "a read that may miss the cache needs a cursor"
             read = blocks.read_rollup_many(
                 cur,
                 [self._root / files[i].path for i in missing],
@@ -123,3 +147,9 @@ class FileReader:
             for i, cols in zip(missing, read, strict=True):
                 got[i] = self.cache.put((files[i].id,), key, cols)
         return [c for c in got if c is not None]
+
+
+def _within(run: Run, cached_rows: int | None) -> Run:
+    if cached_rows is not None and len(run) > cached_rows:
+        raise NotCached("cannot read raw rows from memory: too many")
+    return run

@@ -41,7 +41,7 @@ from monitoringserver.metrics.labelsets import (
     pair_ok,
     validate_label_set,
 )
-from monitoringserver.metrics.postings import select_ids
+from monitoringserver.metrics.postings import select_few, select_ids
 from monitoringserver.model.labels import (
     METRIC_NAME,
     Labels,
@@ -384,6 +384,14 @@ class SeriesIndex:
             if start_ms is not None and end_ms is not None and len(ids):
                 ids = ids[(self._min_ts[ids] <= end_ms) & (self._max_ts[ids] >= start_ms)]
             return ids
+
+    def select_few(self, matchers: Sequence[Matcher], limit: int) -> IdArray | None:
+        """:meth:`select` (without a time range) when it costs little whatever the
+        index holds: an equality matcher with a value names a short posting list and
+        the equality matchers leave at most ``limit`` series (see
+        :func:`~monitoringserver.metrics.postings.select_few`); ``None`` otherwise."""
+        with self._lock:
+            return select_few(self._postings, self._labels, matchers, limit)
 
     def label_names(self, series_ids: IdArray | None = None) -> list[str]:
         with self._lock:

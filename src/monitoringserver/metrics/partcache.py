@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from monitoringserver.metrics.blocks import Columns
 from monitoringserver.metrics.runs import Run
 
-__all__ = ["CacheStats", "Entry", "PartCache", "series_key"]
+__all__ = ["CacheStats", "Entry", "NotCached", "PartCache", "series_key"]
 
 #: A cached value: raw rows as a :class:`Run`, rollup rows as columns.
 Entry = Run | Columns
@@ -36,6 +36,12 @@ E = TypeVar("E", Run, Columns)
 
 #: Bytes charged per entry on top of its arrays (key, dict, array headers).
 ENTRY_OVERHEAD = 512
+
+
+class NotCached(Exception):  # noqa: N818 - a signal to the caller, not an error
+    """Raised by reads asked to answer from memory only (``cached_only``) when the
+    answer is not at hand: a cache miss, a head merge pending, more rows than allowed.
+    Callers catch it and do the full read elsewhere; it never reaches a client."""
 
 
 def series_key(ids: NDArray[np.uint64]) -> bytes:

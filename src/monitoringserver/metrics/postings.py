@@ -26,7 +26,7 @@ from monitoringserver.metrics.labelsets import matcher_mask, selectivity
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher, MatchOp, matches_all
 
-__all__ = ["PROBE_MAX", "select_ids"]
+__all__ = ["PROBE_MAX", "SCAN_MAX", "select_few", "select_ids"]
 
 IdArray = NDArray[np.uint64]
 Postings = Mapping[str, Mapping[str, "array[int]"]]
@@ -34,6 +34,9 @@ Postings = Mapping[str, Mapping[str, "array[int]"]]
 #: it, the remaining matchers filter through masks. A check costs about a microsecond,
 #: a mask over 100 k series about thirty.
 PROBE_MAX = 64
+#: Longest posting list :func:`select_few` intersects (a binary search per id into each
+#: other list: some tens of microseconds).
+SCAN_MAX = 4096
 _NO_VALUES: Mapping[str, array[int]] = {}
 
 
@@ -48,24 +51,17 @@ def select_ids(
     """Ascending ids (below ``n``) of the series matching every matcher; all ``n`` when
     there are none. ``postings``: label name → value → ascending ids; ``labels``: each
     id's label set. ``probe_max`` is :data:`PROBE_MAX` (tests vary it)."""
-    lists: list[array[int]] = []
-    rest: list[Matcher] = []
-    for m in matchers:
-        if m.op is MatchOp.EQ and m.value:
-            hit = postings.get(m.name, _NO_VALUES).get(m.value)
-            if not hit:
-                return np.empty(0, dtype=np.uint64)
-            lists.append(hit)
-        else:
-            rest.append(m)
+    split = _split(postings, matchers)
+    if split is None:
+        return np.empty(0, dtype=np.uint64)
+    lists, rest = split
     if not lists:
         return _by_masks(postings, rest, n)
     ids = _intersect(lists)
     if len(ids) == 0 or not rest:
         return ids
     if len(ids) * len(rest) <= probe_max:
-        keep = [matches_all(rest, labels[i]) for i in ids.tolist()]
-        return ids[np.array(keep, dtype=np.bool_)]
+        return _checked(ids, labels, rest)
     for m in sorted(rest, key=selectivity):
         values = postings.get(m.name, _NO_VALUES)
         if m.op is MatchOp.NEQ:
@@ -77,6 +73,53 @@ def select_ids(
         if len(ids) == 0:
             break
     return ids
+
+
+def select_few(
+    postings: Postings,
+    labels: Sequence[Labels],
+    matchers: Sequence[Matcher],
+    limit: int,
+    scan: int = SCAN_MAX,
+) -> IdArray | None:
+    """:func:`select_ids` when it is cheap, else ``None``: only when an equality
+    matcher with a value names at most ``scan`` ids and the equality matchers leave at
+    most ``limit`` candidates (each then checked against the other matchers), so the
+    work is bounded by ``scan`` and ``limit`` whatever the index holds."""
+    split = _split(postings, matchers)
+    if split is None:
+        return np.empty(0, dtype=np.uint64)
+    lists, rest = split
+    if not lists or min(map(len, lists)) > scan:
+        return None
+    ids = _intersect(lists)
+    if len(ids) > limit:
+        return None
+    return _checked(ids, labels, rest) if rest and len(ids) else ids
+
+
+def _split(
+    postings: Postings, matchers: Sequence[Matcher]
+) -> tuple[list[array[int]], list[Matcher]] | None:
+    """The posting lists of the equality matchers with a value, and the other matchers;
+    ``None`` when such a matcher names no series."""
+    lists: list[array[int]] = []
+    rest: list[Matcher] = []
+    for m in matchers:
+        if m.op is MatchOp.EQ and m.value:
+            hit = postings.get(m.name, _NO_VALUES).get(m.value)
+            if not hit:
+                return None
+            lists.append(hit)
+        else:
+            rest.append(m)
+    return lists, rest
+
+
+def _checked(ids: IdArray, labels: Sequence[Labels], matchers: list[Matcher]) -> IdArray:
+    """Those of ``ids`` whose label sets match ``matchers``: one check per id."""
+    keep = [matches_all(matchers, labels[i]) for i in ids.tolist()]
+    return ids[np.array(keep, dtype=np.bool_)]
 
 
 def _intersect(lists: list[array[int]]) -> IdArray:
@@ -93,7 +136,7 @@ def _intersect(lists: list[array[int]]) -> IdArray:
 def _members(ids: IdArray, posting: array[int]) -> NDArray[np.bool_]:
     """Which of ``ids`` are in ``posting`` (ascending, non-empty): a binary search each."""
     sorted_ids = np.frombuffer(posting, dtype=np.uint64)
-    pos = np.searchsorted(sorted_ids, ids)
+    pos = sorted_ids.searchsorted(ids)
     np.minimum(pos, len(sorted_ids) - 1, out=pos)
     found: NDArray[np.bool_] = sorted_ids[pos] == ids
     return found

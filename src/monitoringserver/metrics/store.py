@@ -33,7 +33,7 @@ from monitoringserver.metrics.filereader import FileReader
 from monitoringserver.metrics.head import MemHead
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.manifest import FileEntry, Manifest, Snapshot
-from monitoringserver.metrics.partcache import CacheStats
+from monitoringserver.metrics.partcache import CacheStats, NotCached
 from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.model.labels import Labels
 from monitoringserver.model.matchers import Matcher
@@ -75,26 +75,37 @@ class EmbeddedMetricStore:
 
     # -- raw ---------------------------------------------------------------------------
 
-    def _head(self, ids: IdArray, start_ms: int, end_ms: int) -> Run:
+    def _head(
+        self, ids: IdArray, start_ms: int, end_ms: int, cached_rows: int | None = None
+    ) -> Run:
         """Head rows of ``ids`` in the range, sorted by ``(series_id, ts)``, the last
-        write of each key kept."""
+        write of each key kept (``cached_rows``: see :meth:`select_packed_cached`)."""
+        if cached_rows is not None and len(self._mem) > cached_rows:
+            # Reading the head may first merge its newest batches, at a cost in
+            # proportion to the whole head: only a small head is read here.
+            raise NotCached("cannot read head rows from memory: the head is large")
         return self._mem.rows(ids, start_ms, end_ms)
 
-    def _read_raw(self, ids: IdArray, start_ms: int, end_ms: int) -> tuple[Run, Snapshot]:
-        """Merged raw rows of ``ids`` in the range, and the snapshot they came from."""
-        cur = self._db.cursor()
+    def _read_raw(
+        self, ids: IdArray, start_ms: int, end_ms: int, cached_rows: int | None = None
+    ) -> tuple[Run, Snapshot]:
+        """Merged raw rows of ``ids`` in the range, and the snapshot they came from
+        (``cached_rows``: see :meth:`select_packed_cached`)."""
+        cur = self._db.cursor() if cached_rows is None else None
         for attempt in range(_RETRIES):
             with self._manifest.snapshot() as snap:
                 files = _overlapping(snap.of("raw"), ids, start_ms, end_ms)
-                stored = self._files.raw(cur, files, ids)
+                stored = self._files.raw(cur, files, ids, cached_rows=cached_rows)
                 if not all(start_ms <= f.min_ts and f.max_ts <= end_ms for f in files):
                     stored = stored.in_time(start_ms, end_ms)
-                head = self._head(ids, start_ms, end_ms)
+                head = self._head(ids, start_ms, end_ms, cached_rows)
                 stable = snap.generation % 2 == 0
                 if (stable and self._manifest.generation == snap.generation) or (
                     attempt == _RETRIES - 1
                 ):
                     return merge_runs([stored, head]), snap
+            if cached_rows is not None:  # never wait for a publication
+                raise NotCached("cannot read raw rows from memory: a publication is running")
             # A flush or merge published meanwhile: read again once it has finished.
             self._manifest.wait_settled(_SETTLE_S)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -107,28 +118,55 @@ class EmbeddedMetricStore:
     ) -> PackedSeries:
         """Raw samples of every matching series in ``[start_ms, end_ms]``, packed flat
         (see :class:`PackedSeries`); rollup ``last`` values stand in where raw aged out."""
-        ids = self._index.select(matchers)
+        return self._packed(self._index.select(matchers), start_ms, end_ms, None)
+
+    def select_packed_cached(
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        *,
+        max_series: int,
+        max_rows: int,
+    ) -> PackedSeries | None:
+        """:meth:`select_packed` if it can be answered from memory at a small bounded
+        cost, else ``None``: an equality matcher names at most ``max_series`` series,
+        their rows are in the read cache, at most ``max_rows`` of them per file set,
+        the head holds at most ``max_rows`` rows (after a flush, or under light ingest)
+        and no flush or merge is being published. Never
+        reads a file and never waits, so it may run on an event loop."""
+        ids = self._index.select_few(matchers, max_series)
+        if ids is None:
+            return None
+        try:
+            return self._packed(ids, start_ms, end_ms, max_rows)
+        except NotCached:
+            return None
+
+    def _packed(
+        self, ids: IdArray, start_ms: int, end_ms: int, cached_rows: int | None
+    ) -> PackedSeries:
         if len(ids) == 0 or start_ms > end_ms:
             return PackedSeries.empty()
-        run, snap = self._read_raw(ids, start_ms, end_ms)
+        run, snap = self._read_raw(ids, start_ms, end_ms, cached_rows)
         raw_oldest = min((f.min_ts for f in snap.of("raw")), default=None)
         if raw_oldest is None or start_ms < raw_oldest:
             # Raw data aged out (or never was): the finest rollup's ``last`` stands in.
             cutoff = end_ms if raw_oldest is None else min(end_ms, raw_oldest - 1)
-            fallback = self._rollup_last(ids, start_ms, cutoff, run)
+            fallback = self._rollup_last(ids, start_ms, cutoff, run, cached_rows)
             if fallback is not None:
                 run = Run.from_columns(blocks.dedup_last([fallback, run.to_columns()]))
         return self._pack_raw(run)
 
     def _rollup_last(
-        self, ids: IdArray, start_ms: int, end_ms: int, raw: Run
+        self, ids: IdArray, start_ms: int, end_ms: int, raw: Run, cached_rows: int | None
     ) -> blocks.Columns | None:
         pieces: list[blocks.Columns] = []
         upper = end_ms
         for res in (Resolution.M5, Resolution.H1):
             with self._manifest.snapshot() as snap:
                 files = snap.of(res.value)
-                rows = self._rollup_files(files, ids, start_ms, upper)
+                rows = self._rollup_files(files, ids, start_ms, upper, cached_rows)
             if len(rows["ts"]):
                 pieces.insert(
                     0, {"series_id": rows["series_id"], "ts": rows["ts"], "value": rows["last"]}
@@ -160,10 +198,18 @@ class EmbeddedMetricStore:
     # -- rollups -----------------------------------------------------------------------
 
     def _rollup_files(
-        self, files: list[FileEntry], ids: IdArray, start_ms: int, end_ms: int
+        self,
+        files: list[FileEntry],
+        ids: IdArray,
+        start_ms: int,
+        end_ms: int,
+        cached_rows: int | None = None,
     ) -> blocks.Columns:
         chosen = _overlapping(files, ids, start_ms, end_ms)  # sorted by seq
-        got = self._files.rollups(self._db.cursor(), chosen, ids)
+        if not chosen:
+            return _empty_rollup()
+        cur = self._db.cursor() if cached_rows is None else None
+        got = self._files.rollups(cur, chosen, ids, cached_rows=cached_rows)
         parts = [_in_time(c, start_ms, end_ms) for c in got]
         if not parts:
             return _empty_rollup()

@@ -23,7 +23,7 @@ from monitoringserver.promql.durations import rewrite as rewrite_durations
 from monitoringserver.promql.extended import rewrite as rewrite_extended
 from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.parser import parse
-from monitoringserver.promql.selectors import sort_order
+from monitoringserver.promql.selectors import InlineBounds, NotInline, sort_order
 from monitoringserver.promql.values import (
     Matrix,
     QueryStats,
@@ -35,7 +35,7 @@ from monitoringserver.promql.values import (
     Vector,
 )
 
-__all__ = ["Engine", "EngineOptions"]
+__all__ = ["Engine", "EngineOptions", "InlineBounds", "NotInline"]
 
 #: Query times must lie within ±2**62 ms (about ±146 million years), so that window
 #: arithmetic on int64 milliseconds cannot overflow.
@@ -66,7 +66,13 @@ class EngineOptions:
 
 
 class Engine:
-    """Evaluates PromQL over a :class:`MetricQuerier`."""
+    """Evaluates PromQL over a :class:`MetricQuerier`.
+
+    ``inline`` (of :meth:`instant` and :meth:`range`): evaluate only if the query stays
+    within these :class:`InlineBounds`, else raise :class:`NotInline` having returned
+    nothing; so a caller on an event loop may try a query there before handing it to a
+    thread.
+    """
 
     def __init__(self, querier: MetricQuerier, options: EngineOptions | None = None) -> None:
         self.querier = querier
@@ -80,6 +86,7 @@ class Engine:
         timeout_s: float | None = None,
         cancel: threading.Event | None = None,
         lookback_delta_ms: int | None = None,
+        inline: InlineBounds | None = None,
     ) -> Result:
         """Evaluate ``query`` at ``time_ms``; result type vector, scalar, string or matrix."""
         return self._run(
@@ -90,6 +97,7 @@ class Engine:
             timeout_s=timeout_s,
             cancel=cancel,
             lookback_delta_ms=lookback_delta_ms,
+            inline=inline,
         )
 
     def range(
@@ -102,6 +110,7 @@ class Engine:
         timeout_s: float | None = None,
         cancel: threading.Event | None = None,
         lookback_delta_ms: int | None = None,
+        inline: InlineBounds | None = None,
     ) -> Result:
         """Evaluate ``query`` at ``start_ms, start_ms + step_ms, … <= end_ms``; a matrix."""
         if step_ms <= 0:
@@ -127,6 +136,7 @@ class Engine:
             timeout_s=timeout_s,
             cancel=cancel,
             lookback_delta_ms=lookback_delta_ms,
+            inline=inline,
         )
 
     def _run(
@@ -139,12 +149,18 @@ class Engine:
         timeout_s: float | None,
         cancel: threading.Event | None,
         lookback_delta_ms: int | None,
+        inline: InlineBounds | None,
     ) -> Result:
         for name, at in (("start", start_ms), ("end", end_ms)):
             if not -_TIME_LIMIT_MS <= at <= _TIME_LIMIT_MS:
                 raise BadDataError(
                     f"cannot run query: {name} time {at} ms is outside the supported range"
                 )
+        if inline is not None and (
+            len(query) > inline.max_query_chars
+            or (step_ms and (end_ms - start_ms) // step_ms + 1 > inline.max_steps)
+        ):
+            raise NotInline("cannot evaluate query inline: it is too long or has too many steps")
         t0 = time.perf_counter()
         stats = QueryStats()
         try:
@@ -168,6 +184,7 @@ class Engine:
             max_samples=opts.max_samples,
             max_series=opts.max_series,
             subquery_step_ms=opts.default_subquery_step_ms,
+            inline=inline,
         )
         if step_ms:
             ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)

@@ -20,7 +20,14 @@ from monitoringserver.model.labels import METRIC_NAME, Labels
 from monitoringserver.promql.memo import LabelsMemo
 from monitoringserver.promql.packed import Packed
 from monitoringserver.promql.parser import at_ms, duration_ms, extended_mode
-from monitoringserver.promql.selectors import Loader, Selection, instant_vector, range_matrix
+from monitoringserver.promql.selectors import (
+    InlineBounds,
+    Loader,
+    NotInline,
+    Selection,
+    instant_vector,
+    range_matrix,
+)
 from monitoringserver.promql.values import (
     I64,
     B,
@@ -128,6 +135,7 @@ class Evaluator:
         max_samples: int,
         max_series: int,
         subquery_step_ms: int,
+        inline: InlineBounds | None = None,
     ) -> None:
         self.query = query
         self.start_ms = start_ms
@@ -135,7 +143,7 @@ class Evaluator:
         self.step_ms = step_ms
         self.lookback_ms = lookback_ms
         self.stats = stats
-        self.loader = Loader(querier, stats, max_samples, max_series)
+        self.loader = Loader(querier, stats, max_samples, max_series, inline)
         self.subquery_step_ms = subquery_step_ms
         self.is_range = start_ms != end_ms
         self._deadline = deadline
@@ -272,6 +280,8 @@ class Evaluator:
         return self.loader.load(vs, mint, maxt)
 
     def subquery(self, sq: pp.SubqueryExpr, ts: I64) -> Matrix:
+        if self.loader.inline is not None:  # its inner steps are not bounded
+            raise NotInline("cannot evaluate query inline: it has a subquery")
         rng = duration_ms(sq.range)
         step = duration_ms(sq.step) or self.subquery_step_ms
         eff = self.effective_times(sq.at, duration_ms(sq.offset), ts)

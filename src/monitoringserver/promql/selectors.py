@@ -26,7 +26,36 @@ from monitoringserver.promql.packed import Idx, Packed, pack, reorder, upper_bou
 from monitoringserver.promql.parser import selector_matchers
 from monitoringserver.promql.values import I64, Matrix, QueryStats, Vector
 
-__all__ = ["Loader", "Selection", "instant_vector", "range_matrix", "sort_order"]
+__all__ = [
+    "InlineBounds",
+    "Loader",
+    "NotInline",
+    "Selection",
+    "instant_vector",
+    "range_matrix",
+    "sort_order",
+]
+
+
+class NotInline(Exception):  # noqa: N818 - a signal to the caller, not an error
+    """An evaluation asked to stay within :class:`InlineBounds` would exceed them (or
+    the querier cannot promise to answer from memory). Nothing was returned; the caller
+    runs the query again the ordinary way. It never reaches a client."""
+
+
+@dataclass(frozen=True, slots=True)
+class InlineBounds:
+    """What a query may cost to be evaluated inline (on an event loop): at most
+    ``max_series`` series loaded, ``max_samples`` samples loaded (also per file set
+    read), ``max_steps`` steps, ``max_query_chars`` characters of query text, no
+    subquery, and every selection answered from memory
+    (``select_packed_cached``). Within them a query costs about a millisecond at most."""
+
+    max_series: int = 64
+    max_samples: int = 20_000
+    max_steps: int = 1_100
+    max_query_chars: int = 2_000
+
 
 T = TypeVar("T", bound=np.generic)
 
@@ -68,12 +97,18 @@ class Loader:
     """Fetches series for one query, counting samples against the query's limits."""
 
     def __init__(
-        self, querier: MetricQuerier, stats: QueryStats, max_samples: int, max_series: int
+        self,
+        querier: MetricQuerier,
+        stats: QueryStats,
+        max_samples: int,
+        max_series: int,
+        inline: InlineBounds | None = None,
     ) -> None:
         self._querier = querier
         self._stats = stats
         self._max_samples = max_samples
         self._max_series = max_series
+        self.inline = inline
 
     def load(self, vs: pp.VectorSelector, mint_ms: int, maxt_ms: int) -> Selection:
         """Series matching ``vs`` with samples in ``[mint_ms, maxt_ms]`` (inclusive)."""
@@ -95,6 +130,12 @@ class Loader:
         self._stats.series_loaded += len(labels)
         self._stats.samples_loaded += len(data.ts)
         self._stats.peak_samples = max(self._stats.peak_samples, self._stats.samples_loaded)
+        bounds = self.inline
+        if bounds is not None and (
+            self._stats.series_loaded > bounds.max_series
+            or self._stats.samples_loaded > bounds.max_samples
+        ):
+            raise NotInline("cannot evaluate query inline: it loads too much")
         if self._stats.series_loaded > self._max_series:
             raise QueryLimitError(
                 f"cannot execute query: it would select more than {self._max_series} series"
@@ -109,9 +150,12 @@ class Loader:
     def _select(
         self, matchers: list[Matcher], mint_ms: int, maxt_ms: int
     ) -> tuple[list[Labels], Packed]:
-        """Through ``select_packed`` (one flat result) when the querier has it."""
+        """Through ``select_packed`` (one flat result) when the querier has it; inline,
+        through ``select_packed_cached`` or not at all (:class:`NotInline`)."""
         # ``getattr`` rather than ``isinstance`` against the runtime-checkable protocol,
         # which costs tens of microseconds per call.
+        if self.inline is not None:
+            return self._select_cached(self.inline, matchers, mint_ms, maxt_ms)
         select_packed = getattr(self._querier, "select_packed", None)
         if select_packed is not None:
             ps: PackedSeries = select_packed(matchers, mint_ms, maxt_ms)
@@ -123,6 +167,24 @@ class Loader:
         return [s.labels for s in series], pack(
             [s.ts_ms for s in series], [s.values for s in series]
         )
+
+    def _select_cached(
+        self, bounds: InlineBounds, matchers: list[Matcher], mint_ms: int, maxt_ms: int
+    ) -> tuple[list[Labels], Packed]:
+        cached = getattr(self._querier, "select_packed_cached", None)
+        ps: PackedSeries | None = None
+        if cached is not None:
+            ps = cached(
+                matchers,
+                mint_ms,
+                maxt_ms,
+                max_series=bounds.max_series - self._stats.series_loaded,
+                max_rows=bounds.max_samples,
+            )
+        if ps is None:
+            raise NotInline("cannot evaluate query inline: its series are not at hand")
+        offsets = np.asarray(ps.offsets, dtype=np.intp)
+        return list(ps.labels), Packed(_read_only(ps.ts_ms), _read_only(ps.values), offsets)
 
 
 def _read_only(a: NDArray[T]) -> NDArray[T]:

@@ -35,6 +35,7 @@ from monitoringserver.errors import BadDataError
 from monitoringserver.metrics.api import MetricQuerier
 from monitoringserver.model.labels import Labels
 from monitoringserver.promql import Engine, Result, format_query, parse
+from monitoringserver.promql.engine import InlineBounds, NotInline
 from monitoringserver.web.direct_routes import DirectRoute
 from monitoringserver.web.routers.prometheus_encode import encode_data
 from monitoringserver.web.routers.prometheus_params import (
@@ -52,6 +53,8 @@ from monitoringserver.web.security import check_scope
 __all__ = ["create_router"]
 
 _encoder = msgspec.json.Encoder()
+#: Queries within these bounds run on the event loop (see ``QueryRunner.run``).
+_INLINE = InlineBounds()
 _GET_POST = ["GET", "POST"]
 
 
@@ -202,7 +205,14 @@ def create_router(
             )
             return _encode(_limit_result(result, params))
 
-        encoded, waited = await runner.run(call, timeout_s)
+        def inline() -> _Encoded | None:
+            try:
+                result = engine.instant(text, at, lookback_delta_ms=lookback, inline=_INLINE)
+            except NotInline:
+                return None
+            return _encode(_limit_result(result, params))
+
+        encoded, waited = await runner.run(call, timeout_s, inline)
         return respond(encoded, params, waited)
 
     @route("/api/v1/query_range")
@@ -237,7 +247,16 @@ def create_router(
             )
             return _encode(_limit_result(result, params))
 
-        encoded, waited = await runner.run(call, timeout_s)
+        def inline() -> _Encoded | None:
+            try:
+                result = engine.range(
+                    text, start, end, step, lookback_delta_ms=lookback, inline=_INLINE
+                )
+            except NotInline:
+                return None
+            return _encode(_limit_result(result, params))
+
+        encoded, waited = await runner.run(call, timeout_s, inline)
         return respond(encoded, params, waited)
 
     def time_range(params: _Params) -> tuple[int, int]:

@@ -1,5 +1,10 @@
 """Runs PromQL queries off the event loop: a bounded thread pool, a slot gate, a timeout.
 
+A query may first be tried inline, on the loop itself, by a call that answers only when
+its cost is small and bounded (``Engine``'s ``inline`` bounds: series and samples from
+memory, about a millisecond at most) and returns ``None`` otherwise; handing a query to
+a thread and waking the loop when it ends costs more than such a query.
+
 :class:`QueryRunner` gives each query one of ``max_concurrent`` slots; a query that finds
 none free waits for one, and that wait counts against its timeout. The query itself runs
 in the runner's own pool of ``max_concurrent`` threads (queries never queue behind other
@@ -42,12 +47,28 @@ class QueryRunner(Generic[T]):
         self._gate = asyncio.Semaphore(max_concurrent)
         self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="promql")
 
-    async def run(self, call: QueryCall[T], timeout_s: float) -> tuple[T, float]:
+    async def run(
+        self,
+        call: QueryCall[T],
+        timeout_s: float,
+        inline: Callable[[], T | None] | None = None,
+    ) -> tuple[T, float]:
         """``call``'s result and the seconds it waited for a slot.
 
+        ``inline``: tried first, on the loop, when a slot is free (it must return
+        ``None`` at once, having done little, unless its work is bounded and small);
+        its result, when not ``None``, is the answer.
+
         Raises :class:`QueryTimeoutError` when no slot frees up or the query does not
-        finish within ``timeout_s``; the exceptions of ``call`` propagate unchanged.
+        finish within ``timeout_s``; the exceptions of ``call`` and ``inline``
+        propagate unchanged.
         """
+        if inline is not None and not self._gate.locked():
+            # A free slot, held for the call without acquiring it: nothing else runs
+            # on the loop meanwhile.
+            answer = inline()
+            if answer is not None:
+                return answer, 0.0
         waited = 0.0
         if self._gate.locked():
             queued = time.perf_counter()

@@ -163,16 +163,18 @@ class EmbeddedMetricStore:
     ) -> blocks.Columns | None:
         pieces: list[blocks.Columns] = []
         upper = end_ms
-        for res in (Resolution.M5, Resolution.H1):
-            with self._manifest.snapshot() as snap:
+        with self._manifest.snapshot() as snap:  # one view of both resolutions
+            for res in (Resolution.M5, Resolution.H1):
                 files = snap.of(res.value)
+                if not files:
+                    continue
                 rows = self._rollup_files(files, ids, start_ms, upper, cached_rows)
-            if len(rows["ts"]):
-                pieces.insert(
-                    0, {"series_id": rows["series_id"], "ts": rows["ts"], "value": rows["last"]}
-                )
-            oldest = min((f.min_ts for f in files), default=None)
-            if oldest is not None:
+                if len(rows["ts"]):
+                    pieces.insert(
+                        0,
+                        {"series_id": rows["series_id"], "ts": rows["ts"], "value": rows["last"]},
+                    )
+                oldest = min(f.min_ts for f in files)
                 if oldest <= start_ms:
                     break
                 upper = oldest - 1

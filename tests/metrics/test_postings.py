@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from monitoringserver.metrics.index import SeriesIndex
 from monitoringserver.metrics.labelsets import matcher_mask, selectivity
-from monitoringserver.metrics.postings import select_ids
+from monitoringserver.metrics.postings import select_few, select_ids
 from monitoringserver.model.labels import Labels, make_labels
 from monitoringserver.model.matchers import Matcher, MatchOp, matches_all
 
@@ -62,6 +62,37 @@ def test_select_ids_agrees_with_masks_and_model(
     assert got.tolist() == expected == old_select(index, ms)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    sets=label_sets,
+    ms=st.lists(matchers(), max_size=4),
+    limit=st.integers(0, 8),
+    scan=st.integers(0, 20),
+)
+def test_select_few_is_select_ids_or_declines(
+    sets: list[Labels], ms: list[Matcher], limit: int, scan: int
+) -> None:
+    index = build(sets)
+    got = select_few(index._postings, index._labels, ms, limit, scan)
+    expected = [i for i, lbl in enumerate(sets) if matches_all(ms, lbl)]
+    eq = [m for m in ms if m.op is MatchOp.EQ and m.value]
+    candidates = [lbl for lbl in sets if matches_all(eq, lbl)]
+    lists = [index._postings.get(m.name, {}).get(m.value) for m in eq]
+    declines = (
+        bool(eq)
+        and all(lists)
+        and (
+            min(map(len, lists)) > scan or len(candidates) > limit  # type: ignore[arg-type]
+        )
+    )
+    if not eq or declines:
+        assert got is None
+        return
+    assert got is not None
+    assert got.tolist() == expected
+    assert len(got) <= limit
+
+
 @settings(max_examples=100, deadline=None)
 @given(sets=label_sets, ms=st.lists(matchers(), max_size=3), lo=st.integers(0, 50))
 def test_select_with_time_range_keeps_series_overlapping_it(
@@ -89,6 +120,8 @@ CASES = [
     [M.eq("h", "9"), M("k", MatchOp.RE, "[0-3]"), M("h", MatchOp.NEQ, "")],  # probed sets
     [M.eq("h", "9"), M.eq("absent", "")],  # absent label matches ""
     [M.eq("h", "9"), M("absent", MatchOp.NEQ, "")],
+    [M.eq("__name__", "m"), M("absent", MatchOp.NEQ, "")],  # != "": the label must be there
+    [M.eq("__name__", "m"), M("h", MatchOp.NEQ, "")],
     [M("k", MatchOp.NEQ, "1")],  # negative only: masks
     [M.eq("h", "nope"), M("k", MatchOp.NEQ, "1")],
     [],

@@ -64,7 +64,7 @@ def select_ids(
         return _checked(ids, labels, rest)
     for m in sorted(rest, key=selectivity):
         values = postings.get(m.name, _NO_VALUES)
-        if m.op is MatchOp.NEQ:
+        if m.op is MatchOp.NEQ and m.value:  # only the value's series are out
             hit = values.get(m.value)
             if hit:
                 ids = ids[~_members(ids, hit)]

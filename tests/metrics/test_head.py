@@ -177,9 +177,24 @@ def test_flush_view_reads_series_ranges_of_sorted_pieces(
     head.rows(np.array([1, 2, 3, 5], np.uint64), 0, 100)  # merges what is held so far
     for i, cols in enumerate(_BATCHES[read_first:], start=read_first):
         head.add(i + 1, 100 * (i + 1), *cols)
+    everything = np.array([1, 2, 3, 5], np.uint64)
+    twin = MemHead()  # the same batches, never flushed
+    for i, cols in enumerate(_BATCHES):
+        twin.add(i + 1, 100 * (i + 1), *cols)
+    before = twin.rows(everything, 0, 100)
     view = head.flush_view()
     assert view is not None
     assert (view.through, view.lsn) == (3, 300)
+    # The batches are sorted runs now: reads and the row count are unchanged.
+    assert len(head) == 9
+    after = head.rows(everything, 0, 100)
+    assert (after.sids.tolist(), after.values.tolist()) == (
+        before.sids.tolist(),
+        before.values.tolist(),
+    )
+    again = head.flush_view()
+    assert again is not None
+    assert again.rows(0, 9, 0, 100).values.tolist() == before.values.tolist()
     got = view.rows(lo, hi, start, end)
     per_series = np.split(got.values, np.cumsum(got.lengths)[:-1]) if len(got) else []
     assert {s: v.tolist() for s, v in zip(got.sids.tolist(), per_series, strict=True)} == want
@@ -189,6 +204,8 @@ def test_flush_view_reads_series_ranges_of_sorted_pieces(
     assert counts.sum() >= 7  # a key rewritten by a newer piece may count twice
     sids, counts = view.series_rows(15, 35)
     assert dict(zip(sids.tolist(), counts.tolist(), strict=True)) == {1: 1, 3: 1 + (read_first < 2)}
+    head.drop_through(view.through)
+    assert (len(head), head.flushed_lsn) == (0, 300)
 
 
 async def test_restart_rebuilds_the_head_from_the_wal_until_a_flush(data_dir: Path) -> None:

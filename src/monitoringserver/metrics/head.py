@@ -15,6 +15,10 @@ the batches added since the last one, and a flush drops its batches (inside the
 manifest publication that adds their parts, so a reader retries instead of missing
 rows) and the next read rebuilds the run from the batches left.
 
+A flush does not merge the whole head: it replaces each batch by its sorted run (16
+bytes per row where the staged columns took 24, and the staging chunks are freed once
+no batch uses them) and reads those runs a series range at a time (:class:`FlushView`).
+
 Thread-safety: :meth:`add` runs on the event loop and never waits for a merge (a short
 lock guards the batch list); merges are serialised by a second lock and publish an
 immutable state object, so a reader never sees a half-built run.
@@ -22,6 +26,7 @@ immutable state object, so a reader never sees a half-built run.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -32,16 +37,24 @@ from monitoringserver.metrics import blocks
 from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.storage import codec
 
-__all__ = ["FlushView", "MemHead", "Piece"]
+__all__ = ["FlushView", "MemHead"]
 
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
     number: int
     lsn: int  # WAL position just past the batch's last record
-    sids: NDArray[np.uint64]
+    rows: int  # rows added (before rewrites inside the batch are removed)
+    sids: NDArray[np.uint64]  # per row as added; per series once sorted (see ``run``)
     ts: NDArray[np.int64]
     values: NDArray[np.float64]
+    lengths: NDArray[np.int64] | None = None  # set once sorted: the batch is a Run
+
+    def sorted_run(self) -> Run | None:
+        """The batch as a sorted run when it has been replaced by one, else ``None``."""
+        if self.lengths is None:
+            return None
+        return Run(self.sids, self.lengths, self.ts, self.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,134 +65,54 @@ class _Merged:
 
 
 @dataclass(frozen=True, slots=True)
-class _Sorted:
-    """One batch in ``(series_id, ts)`` order without copying its rows: series
-    ``sids[i]`` (ascending, unique) owns rows ``rows[offsets[i]:offsets[i + 1]]`` of the
-    batch's columns (``rows`` is ``None`` when the batch is in that order already);
-    rewrites of a key inside the batch are left out (the last one is kept)."""
-
-    sids: NDArray[np.uint64]
-    offsets: NDArray[np.int64]
-    rows: NDArray[np.int32] | NDArray[np.intp] | None
-    ts: NDArray[np.int64]
-    values: NDArray[np.float64]
-    ts_min: int
-    ts_max: int
-
-    def take(self, a: int, b: int) -> Run:
-        """Series ``sids[a:b]`` and their rows as a run (copies only when reordered)."""
-        lo, hi = int(self.offsets[a]), int(self.offsets[b])
-        lengths = np.diff(self.offsets[a : b + 1])
-        if self.rows is None:
-            return Run(self.sids[a:b], lengths, self.ts[lo:hi], self.values[lo:hi])
-        idx = self.rows[lo:hi]
-        return Run(self.sids[a:b], lengths, self.ts[idx], self.values[idx])
-
-
-def _sorted_of(batch: _Batch) -> _Sorted:
-    """:class:`_Sorted` of ``batch``. Its sort order costs 4 bytes per row (8 above 2**31
-    rows) where a sorted copy of the columns would cost 24."""
-    sid, ts = batch.sids, batch.ts
-    n = len(ts)
-    order: NDArray[np.intp] | None = None
-    if n > 1:
-        same = sid[1:] == sid[:-1]
-        if not bool(np.all((sid[1:] > sid[:-1]) | (same & (ts[1:] >= ts[:-1])))):
-            t0 = int(ts.min())
-            if int(sid.max()) < 2**26 and int(ts.max()) - t0 < 2**37:
-                order = np.argsort((sid.astype(np.int64) << 37) | (ts - t0), kind="stable")
-            else:
-                order = np.lexsort((ts, sid))
-    s_sid = sid if order is None else sid[order]
-    s_ts = ts if order is None else ts[order]
-    last = np.ones(n, dtype=np.bool_)
-    if n > 1:
-        last[:-1] = (s_sid[1:] != s_sid[:-1]) | (s_ts[1:] != s_ts[:-1])
-    if not bool(last.all()):
-        order = np.flatnonzero(last) if order is None else order[last]
-        s_sid = s_sid[last]
-    starts = codec.segment_starts(s_sid)
-    offsets = np.append(starts, len(s_sid)).astype(np.int64)
-    rows: NDArray[np.int32] | NDArray[np.intp] | None = order
-    if order is not None and n < 2**31:
-        rows = order.astype(np.int32)
-    lo, hi = (int(ts.min()), int(ts.max())) if n else (0, -1)
-    return _Sorted(s_sid[starts], offsets, rows, ts, batch.values, lo, hi)
-
-
-Piece = Run | _Sorted
-
-
-@dataclass(frozen=True, slots=True)
 class FlushView:
     """What a flush writes: every head row of batches up to ``through``, and ``lsn``, the
-    WAL position just past their last record. The rows stay in ``pieces`` (sorted,
-    oldest first, not merged): a flush reads them a series range at a time with
-    :meth:`rows`, so it never holds a merged copy of the whole head."""
+    WAL position just past their last record. The rows stay in ``runs`` (each sorted,
+    oldest first, not merged with each other): a flush reads them a series range at a
+    time with :meth:`rows`, so it never holds a merged copy of the whole head."""
 
-    pieces: tuple[Piece, ...]
+    runs: tuple[Run, ...]
     through: int
     lsn: int
 
     def partitions(self, partition_ms: int) -> list[int]:
         """Starts of the ``partition_ms``-wide time partitions with rows, ascending."""
         found: set[int] = set()
-        for p in self.pieces:
-            if isinstance(p, Run):
-                if len(p):
-                    found.update(np.unique(p.ts - p.ts % partition_ms).tolist())
-            elif p.ts_min - p.ts_min % partition_ms == p.ts_max - p.ts_max % partition_ms:
-                found.add(p.ts_min - p.ts_min % partition_ms)
+        for r in self.runs:
+            lo, hi = int(r.ts.min()), int(r.ts.max())
+            if lo - lo % partition_ms == hi - hi % partition_ms:
+                found.add(lo - lo % partition_ms)
             else:
-                found.update(np.unique(p.ts - p.ts % partition_ms).tolist())
+                found.update(np.unique(r.ts - r.ts % partition_ms).tolist())
         return sorted(found)
 
     def series_rows(
         self, start_ms: int, end_ms: int
     ) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
         """Series with rows in ``[start_ms, end_ms]`` (ascending) and their row counts
-        summed over the pieces (a key rewritten by a newer piece counts twice)."""
-        sids: list[NDArray[np.uint64]] = []
-        counts: list[NDArray[np.int64]] = []
-        for p in self.pieces:
-            whole: Run
-            if isinstance(p, _Sorted):
-                if p.ts_min > end_ms or p.ts_max < start_ms:
-                    continue
-                if start_ms <= p.ts_min and p.ts_max <= end_ms:
-                    sids.append(p.sids)
-                    counts.append(np.diff(p.offsets))
-                    continue
-                whole = p.take(0, len(p.sids))  # a batch across the range's edge: a copy
-            else:
-                whole = p
-            run = whole.in_time(start_ms, end_ms)
-            sids.append(run.sids)
-            counts.append(run.lengths)
-        if not sids:
+        summed over the runs (a key rewritten by a newer run counts twice)."""
+        picked = [r.in_time(start_ms, end_ms) for r in self.runs]
+        picked = [r for r in picked if len(r)]
+        if not picked:
             return np.empty(0, np.uint64), np.empty(0, np.int64)
-        union, inverse = np.unique(np.concatenate(sids), return_inverse=True)
-        total = np.bincount(inverse, weights=np.concatenate(counts), minlength=len(union))
+        union, inverse = np.unique(np.concatenate([r.sids for r in picked]), return_inverse=True)
+        weights = np.concatenate([r.lengths for r in picked])
+        total = np.bincount(inverse, weights=weights, minlength=len(union))
         return union, total.astype(np.int64)
 
     def rows(self, lo: int, hi: int, start_ms: int, end_ms: int) -> Run:
         """Rows of series ``lo..hi`` (inclusive) with ``start_ms <= ts <= end_ms``,
         sorted by ``(series_id, ts)``, the newest write of each key kept."""
-        runs: list[Run] = []
-        for p in self.pieces:
-            a, b = np.searchsorted(p.sids, [lo, hi + 1]).tolist()
+        parts: list[Run] = []
+        for r in self.runs:
+            a, b = np.searchsorted(r.sids, [lo, hi + 1]).tolist()
             if a == b:
                 continue
-            if isinstance(p, Run):
-                offsets = p.offsets()
-                ra, rb = int(offsets[a]), int(offsets[b])
-                run = Run(p.sids[a:b], p.lengths[a:b], p.ts[ra:rb], p.values[ra:rb])
-            elif p.ts_min > end_ms or p.ts_max < start_ms:
-                continue
-            else:
-                run = p.take(a, b)
-            runs.append(run.in_time(start_ms, end_ms))
-        return merge_runs(runs)
+            offsets = r.offsets()
+            ra, rb = int(offsets[a]), int(offsets[b])
+            part = Run(r.sids[a:b], r.lengths[a:b], r.ts[ra:rb], r.values[ra:rb])
+            parts.append(part.in_time(start_ms, end_ms))
+        return merge_runs(parts)
 
 
 class MemHead:
@@ -214,7 +147,7 @@ class MemHead:
                     f"cannot add head batch {number}: batch {self._batches[-1].number} "
                     "is already in"
                 )
-            self._batches.append(_Batch(number, lsn, sids, ts, values))
+            self._batches.append(_Batch(number, lsn, len(ts), sids, ts, values))
             self._rows += len(ts)
 
     def drop_through(self, through: int) -> None:
@@ -225,7 +158,7 @@ class MemHead:
             if not gone:
                 return
             self._batches = keep
-            self._rows -= sum(len(b.ts) for b in gone)
+            self._rows -= sum(b.rows for b in gone)
             self._flushed_lsn = max(self._flushed_lsn, gone[-1].lsn)
             self._drops += 1
             self._merged = _Merged(self._drops, through, Run.empty())
@@ -256,20 +189,40 @@ class MemHead:
         return _pick(run, ids).in_time(start_ms, end_ms)
 
     def flush_view(self) -> FlushView | None:
-        """Every batch held, as sorted pieces (``None`` when no batch is held): the
-        merged run readers built, if any is current, and each batch after it on its own
-        (see :class:`FlushView`); no merge of the whole head."""
+        """Every batch held, as sorted runs (``None`` when no batch is held): the merged
+        run readers built, if one is current, and each batch after it, which is replaced
+        by its sorted run for good (see :class:`FlushView`); no merge of the whole head."""
         merged = self._merged
         with self._lock:
             if not self._batches:
                 return None
             batches = list(self._batches)
             fresh = merged.drops == self._drops
-        base: list[Piece] = [merged.run] if fresh and len(merged.run) else []
+        runs: list[Run] = [merged.run] if fresh and len(merged.run) else []
         after = merged.through if fresh else -1
-        pieces = [*base, *(_sorted_of(b) for b in batches if b.number > after and len(b.ts))]
         through = batches[-1].number
-        return FlushView(tuple(pieces), through, self._lsn_of(through))
+        todo = [b for b in reversed(batches) if b.number > after and b.rows]
+        del batches  # each batch's staged columns may go as soon as it is sorted
+        while todo:
+            runs.append(self._sort(todo.pop()))
+        return FlushView(tuple(runs), through, self._lsn_of(through))
+
+    def _sort(self, batch: _Batch) -> Run:
+        """``batch``'s sorted run; the head keeps that run in the batch's place, so the
+        staged columns it viewed can be freed (a batch is immutable: it is swapped)."""
+        done = batch.sorted_run()
+        if done is not None:
+            return done
+        run = _run_of(batch)
+        compact = dataclasses.replace(
+            batch, sids=run.sids, ts=run.ts, values=run.values, lengths=run.lengths
+        )
+        with self._lock:
+            for i, b in enumerate(self._batches):
+                if b is batch:
+                    self._batches[i] = compact
+                    break
+        return run
 
     def partitions(self, partition_ms: int) -> set[int]:
         """Starts of the ``partition_ms``-wide time partitions the head has rows in."""
@@ -324,6 +277,9 @@ class MemHead:
 
 def _run_of(batch: _Batch) -> Run:
     """The sorted run of one batch, the newest write of a key kept."""
+    done = batch.sorted_run()
+    if done is not None:
+        return done
     cols: blocks.Columns = {"series_id": batch.sids, "ts": batch.ts, "value": batch.values}
     return Run.from_columns(blocks.dedup_last([cols]))
 

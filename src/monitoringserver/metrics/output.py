@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from monitoringserver.metrics import blocks, layout
 from monitoringserver.metrics.manifest import FileEntry, publish_file
 from monitoringserver.storage import codec
+from monitoringserver.storage.memory import release_free_memory
 
 __all__ = ["FileIds", "FileOutput", "combine_entries"]
 
@@ -106,6 +107,9 @@ class FileOutput:
         path = self._dir() / f".tmp-{self.ids.take()}.parquet"
         self._chunks.append(_Chunk(path, n, int(sid[0]), int(sid[-1]), min_ts, max_ts))
         del sid
+        # The encoding's freed temporaries go back to the system before DuckDB (its own
+        # allocator) buffers the write: otherwise the two peaks add up.
+        release_free_memory()
         blocks.write_parquet(self.con, data, path, zstd_level=self.zstd_level)
         del data
         if self._gathered() >= self.max_file_rows:

@@ -181,13 +181,22 @@ def encode(
 def _decode_decimal(
     m: NDArray[np.int64], enc: NDArray[np.int8], starts: NDArray[np.intp], out: NDArray[np.float64]
 ) -> None:
-    """Decimal samples (mantissa deltas, per-series ``starts``) into ``out``."""
+    """Decimal samples (mantissa deltas, per-series ``starts``) into ``out``. Holds
+    about 10 bytes per sample besides ``m`` and ``out`` (17 when some series are
+    second-order and not all share one decimal scale)."""
     first = _segmented_cumsum(m, starts)
     second = enc >= _SECOND_ORDER
     if bool(second.any()):
         both = _segmented_cumsum(first, starts)
         np.copyto(first, both, where=second)
-    np.divide(first, _P10[enc % _SECOND_ORDER], out=out)
+        del both
+    del second
+    scale = enc % _SECOND_ORDER
+    lo, hi = (int(scale.min()), int(scale.max())) if len(scale) else (0, 0)
+    if lo == hi:  # one scale for every sample (common): no per-sample divisor array
+        np.divide(first, _P10[lo], out=out)
+    else:
+        np.divide(first, _P10[scale], out=out)
 
 
 def decode(

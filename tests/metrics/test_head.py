@@ -301,3 +301,27 @@ async def test_a_flush_gathers_its_chunk_files_up_to_max_file_rows(
         got = h.handle.store.select_packed([Matcher.eq("__name__", "m")], *ALL)
         assert got.values.tolist() == values.reshape(-1).tolist()
         assert sorted(p.name for p in data_dir.rglob("*.parquet") if p.name.startswith(".")) == []
+
+
+async def test_a_flush_across_partitions_keeps_the_newest_write_of_each_key(
+    data_dir: Path,
+) -> None:
+    labels = [series("m", host=f"h{i:03}") for i in range(50)]
+    step = 600_000  # 30 points over 5 h: rows in 5 or 6 partitions of 1 h
+    values = np.arange(50 * 30, dtype=np.float64).reshape(50, 30)
+    async with open_store(
+        data_dir,
+        now_ms=T0_MS + DAY_MS,
+        raw_partition_s=3600,
+        merge_chunk_rows=1000,
+        max_file_rows=1000,
+    ) as h:
+        await h.handle.appender.append(grid(labels, T0_MS, 30, step, values))
+        await h.handle.writer.commit_pending()
+        await h.handle.appender.append(grid(labels[:5], T0_MS + 3 * step, 1, step, -np.ones(5)))
+        await h.handle.writer.commit_pending()
+        assert await h.handle.flush_now() == 1500
+        got = h.handle.store.select_packed([Matcher.eq("__name__", "m")], *ALL)
+        values[:5, 3] = -1.0
+        assert got.values.tolist() == values.reshape(-1).tolist()
+        assert h.handle.store.stats().resolutions["raw"].files >= 5

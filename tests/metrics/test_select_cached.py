@@ -70,6 +70,9 @@ async def test_what_is_not_at_hand_cheaply_is_none(data_dir: Path) -> None:
         await h.handle.appender.append(grid(CPU, T0_MS + 60 * STEP, 10, STEP, np.ones(120)))
         await h.handle.writer.commit_pending()
         assert store.select_packed_cached(one, START, END, max_series=64, max_rows=100) is None
+        store.select_packed(one, START, END)  # merges the head
+        small = store.select_packed_cached(one, START, END, max_series=64, max_rows=100)
+        _same(small, store.select_packed(one, START, END))
         got = store.select_packed_cached(one, START, END, max_series=64, max_rows=10_000)
         _same(got, store.select_packed(one, START, END))
         assert got is not None

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitoringserver.metrics import blocks
+from monitoringserver.metrics.partcache import NotCached
 from monitoringserver.metrics.runs import Run, merge_runs
 from monitoringserver.storage import codec
 
@@ -62,6 +63,14 @@ class _Merged:
     drops: int  # drops seen when it was built (a drop invalidates it)
     through: int  # highest batch number merged in (-1: none)
     run: Run
+    #: Each series' first row in ``run``: built once per merge, not once per read.
+    starts: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        starts = np.zeros(len(self.run.lengths), dtype=np.intp)
+        np.cumsum(self.run.lengths[:-1], out=starts[1:])
+        starts.flags.writeable = False
+        object.__setattr__(self, "starts", starts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +189,18 @@ class MemHead:
         with self._lock:
             return self._batches[-1].number if self._batches else 0
 
-    def rows(self, ids: NDArray[np.uint64], start_ms: int, end_ms: int) -> Run:
+    def rows(
+        self, ids: NDArray[np.uint64], start_ms: int, end_ms: int, *, merged_only: bool = False
+    ) -> Run:
         """Rows of series ``ids`` (sorted, unique) with ``start_ms <= ts <= end_ms``,
-        sorted by ``(series_id, ts)``, the newest write of each key kept."""
-        run = self._current().run
-        if len(run) == 0:
-            return run
-        return _pick(run, ids).in_time(start_ms, end_ms)
+        sorted by ``(series_id, ts)``, the newest write of each key kept.
+        ``merged_only``: raise :class:`NotCached` rather than first merge the batches
+        added since the last merge (which costs time in proportion to the head), so the
+        read costs time in proportion to ``ids`` and their rows only."""
+        state = self._merged_state() if merged_only else self._current()
+        if len(state.run) == 0:
+            return state.run
+        return _pick(state.run, ids, state.starts).in_time(start_ms, end_ms)
 
     def flush_view(self) -> FlushView | None:
         """Every batch held, as sorted runs (``None`` when no batch is held): the merged
@@ -250,6 +264,17 @@ class MemHead:
         with self._lock:
             return max((b.lsn for b in self._batches if b.number <= number), default=0)
 
+    def _merged_state(self) -> _Merged:
+        """The merged state if it holds every batch held now, else :class:`NotCached`."""
+        merged = self._merged
+        with self._lock:
+            current = merged.drops == self._drops and (
+                not self._batches or self._batches[-1].number <= merged.through
+            )
+        if not current:
+            raise NotCached("cannot read head rows from memory: a merge is pending")
+        return merged
+
     def _current(self) -> _Merged:
         """The merged state with every batch held now."""
         merged = self._merged
@@ -284,14 +309,16 @@ def _run_of(batch: _Batch) -> Run:
     return Run.from_columns(blocks.dedup_last([cols]))
 
 
-def _pick(run: Run, ids: NDArray[np.uint64]) -> Run:
-    """The series ``ids`` of ``run`` (those it has)."""
+def _pick(run: Run, ids: NDArray[np.uint64], starts: NDArray[np.intp] | None = None) -> Run:
+    """The series ``ids`` of ``run`` (those it has); ``starts``: each series' first row
+    (computed when not given)."""
     if len(run) == 0:
         return run
-    pos = np.minimum(np.searchsorted(run.sids, ids), len(run.sids) - 1)
+    pos = np.minimum(run.sids.searchsorted(ids), len(run.sids) - 1)
     found = pos[run.sids[pos] == ids]
     if len(found) == 0:
         return Run.empty()
-    offsets = run.offsets()
-    rows = codec.segment_gather(offsets[:-1].astype(np.intp), run.lengths, found)
+    if starts is None:
+        starts = run.offsets()[:-1].astype(np.intp)
+    rows = codec.segment_gather(starts, run.lengths, found)
     return Run(run.sids[found], run.lengths[found], run.ts[rows], run.values[rows])

@@ -80,11 +80,15 @@ class EmbeddedMetricStore:
     ) -> Run:
         """Head rows of ``ids`` in the range, sorted by ``(series_id, ts)``, the last
         write of each key kept (``cached_rows``: see :meth:`select_packed_cached`)."""
-        if cached_rows is not None and len(self._mem) > cached_rows:
-            # Reading the head may first merge its newest batches, at a cost in
-            # proportion to the whole head: only a small head is read here.
-            raise NotCached("cannot read head rows from memory: the head is large")
-        return self._mem.rows(ids, start_ms, end_ms)
+        if cached_rows is None:
+            return self._mem.rows(ids, start_ms, end_ms)
+        if len(self._mem) <= cached_rows:  # merging a head this small costs little
+            run = self._mem.rows(ids, start_ms, end_ms)
+        else:  # never merge a large head here: its merged state or nothing
+            run = self._mem.rows(ids, start_ms, end_ms, merged_only=True)
+        if len(run) > cached_rows:
+            raise NotCached("cannot read head rows from memory: too many")
+        return run
 
     def _read_raw(
         self, ids: IdArray, start_ms: int, end_ms: int, cached_rows: int | None = None
@@ -131,9 +135,9 @@ class EmbeddedMetricStore:
     ) -> PackedSeries | None:
         """:meth:`select_packed` if it can be answered from memory at a small bounded
         cost, else ``None``: an equality matcher names at most ``max_series`` series,
-        their rows are in the read cache, at most ``max_rows`` of them per file set,
-        the head holds at most ``max_rows`` rows (after a flush, or under light ingest)
-        and no flush or merge is being published. Never
+        their rows are in the read cache, at most ``max_rows`` of them per file set and
+        in the head, the head is merged already (or holds at most ``max_rows`` rows, so
+        merging it costs little) and no flush or merge is being published. Never
         reads a file and never waits, so it may run on an event loop."""
         ids = self._index.select_few(matchers, max_series)
         if ids is None:

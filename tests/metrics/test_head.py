@@ -80,8 +80,14 @@ async def test_concurrent_selects_see_every_committed_sample_once(data_dir: Path
         done = threading.Event()
         problems: list[str] = []
 
+        reads = [0]
+
         def reader() -> None:
-            while not done.is_set():
+            # Paced: a reader that never waits holds the GIL between numpy calls and
+            # starves the writer's threads (each of their GIL hand-backs waits out the
+            # switch interval), which made this test take minutes on a busy machine.
+            while not done.wait(0.0005):
+                reads[0] += 1
                 before = committed[0]
                 got = h.handle.store.select_packed([Matcher.eq("__name__", "s")], *ALL)
                 for s in got.series():
@@ -111,6 +117,7 @@ async def test_concurrent_selects_see_every_committed_sample_once(data_dir: Path
             for t in threads:
                 t.join()
         assert problems == []
+        assert reads[0] >= 40  # the readers did overlap the commits and flushes
         final = h.handle.store.select_packed([Matcher.eq("__name__", "s")], *ALL)
         assert len(final.ts_ms) == len(labels) * committed[0]
 

@@ -86,14 +86,7 @@ class FlushView:
 
     def partitions(self, partition_ms: int) -> list[int]:
         """Starts of the ``partition_ms``-wide time partitions with rows, ascending."""
-        found: set[int] = set()
-        for r in self.runs:
-            lo, hi = int(r.ts.min()), int(r.ts.max())
-            if lo - lo % partition_ms == hi - hi % partition_ms:
-                found.add(lo - lo % partition_ms)
-            else:
-                found.update(np.unique(r.ts - r.ts % partition_ms).tolist())
-        return sorted(found)
+        return sorted(_partitions_of([r.ts for r in self.runs], partition_ms))
 
     def series_rows(
         self, start_ms: int, end_ms: int
@@ -246,14 +239,7 @@ class MemHead:
         cached = self._parts
         if cached is not None and cached[:3] == key:
             return set(cached[3])
-        found: set[int] = set()
-        for b in batches:
-            if len(b.ts):
-                lo, hi = int(b.ts.min()), int(b.ts.max())
-                if lo - lo % partition_ms == hi - hi % partition_ms:
-                    found.add(lo - lo % partition_ms)
-                else:
-                    found.update(np.unique(b.ts - b.ts % partition_ms).tolist())
+        found = _partitions_of([b.ts for b in batches], partition_ms)
         self._parts = (*key, frozenset(found))
         return found
 
@@ -298,6 +284,21 @@ class MemHead:
                 if self._drops == drops:  # a drop meanwhile: the next read rebuilds
                     self._merged = state
             return state
+
+
+def _partitions_of(columns: list[NDArray[np.int64]], partition_ms: int) -> set[int]:
+    """Starts of the ``partition_ms``-wide time partitions the timestamps fall in (one
+    comparison for a column inside a single partition, the common case)."""
+    found: set[int] = set()
+    for ts in columns:
+        if not len(ts):
+            continue
+        lo, hi = int(ts.min()), int(ts.max())
+        if lo - lo % partition_ms == hi - hi % partition_ms:
+            found.add(lo - lo % partition_ms)
+        else:
+            found.update(np.unique(ts - ts % partition_ms).tolist())
+    return found
 
 
 def _run_of(batch: _Batch) -> Run:

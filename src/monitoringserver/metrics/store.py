@@ -236,7 +236,7 @@ class EmbeddedMetricStore:
         with self._manifest.snapshot() as snap:
             raw_files = snap.of("raw")
             unrolled = {f.partition_start for f in raw_files if not f.rolled_up}
-            unrolled |= self._head_partitions(pms)
+            unrolled |= self._mem.partitions(pms)
             stored = self._rollup_files(snap.of(resolution.value), ids, first, last_end)
         keep = ~np.isin(stored["ts"] - stored["ts"] % pms, list(unrolled))
         pieces = [blocks.take(stored, keep)]
@@ -262,10 +262,6 @@ class EmbeddedMetricStore:
             )
             for lbl, (a, b) in zip(labels, bounds, strict=True)
         ]
-
-    def _head_partitions(self, pms: int) -> set[int]:
-        """Starts of the raw partitions the head has rows in."""
-        return self._mem.partitions(pms)
 
     # -- metadata ----------------------------------------------------------------------
 

@@ -67,9 +67,10 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
     c.close()
 
 
-def _write(con: duckdb.DuckDBPyConnection, path: Path, messages: list[str]) -> None:
+def log_columns(messages: list[str]) -> dict[str, np.ndarray]:
+    """Log-table columns for ``messages`` (timestamps 0, 1, ...; the other fields fixed)."""
     n = len(messages)
-    cols = {
+    return {
         "ts": np.arange(n, dtype=np.int64),
         "server_id": np.array(["h"] * n, dtype=object),
         "level": np.array(["info"] * n, dtype=object),
@@ -78,7 +79,10 @@ def _write(con: duckdb.DuckDBPyConnection, path: Path, messages: list[str]) -> N
         "message": np.array(messages, dtype=object),
         "attrs": np.array([""] * n, dtype=object),
     }
-    con.register("_in", cols)
+
+
+def _write(con: duckdb.DuckDBPyConnection, path: Path, messages: list[str]) -> None:
+    con.register("_in", log_columns(messages))
     try:
         con.execute(f"COPY (SELECT * FROM {encoded_relation('_in')}) TO '{path}' (FORMAT parquet)")
     finally:

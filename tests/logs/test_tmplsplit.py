@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +23,7 @@ from monitoringserver.model.logs import LogBatch, LogRecord
 from monitoringserver.storage.db import Database
 
 from .conftest import FakeClock
-from .test_templates import SHAPES, U1
+from .test_templates import SHAPES, U1, log_columns
 
 H32 = uuid.UUID(int=0xA53FDDC9099F9C9FEB7FE26B91C3098C).hex
 PIECES = [
@@ -43,19 +42,7 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def _both(con: duckdb.DuckDBPyConnection, messages: list[str], chunk: int) -> None:
-    n = len(messages)
-    con.register(
-        "_src",
-        {
-            "ts": np.arange(n, dtype=np.int64),
-            "server_id": np.array(["h"] * n, dtype=object),
-            "level": np.array(["info"] * n, dtype=object),
-            "logger": np.array(["l"] * n, dtype=object),
-            "source": np.array(["s"] * n, dtype=object),
-            "message": np.array(messages, dtype=object),
-            "attrs": np.array([""] * n, dtype=object),
-        },
-    )
+    con.register("_src", log_columns(messages))
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE src AS SELECT * FROM _src")
     finally:

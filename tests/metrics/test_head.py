@@ -87,7 +87,6 @@ async def test_concurrent_selects_see_every_committed_sample_once(data_dir: Path
             # starves the writer's threads (each of their GIL hand-backs waits out the
             # switch interval), which made this test take minutes on a busy machine.
             while not done.wait(0.0005):
-                reads[0] += 1
                 before = committed[0]
                 got = h.handle.store.select_packed([Matcher.eq("__name__", "s")], *ALL)
                 for s in got.series():
@@ -97,6 +96,7 @@ async def test_concurrent_selects_see_every_committed_sample_once(data_dir: Path
                         problems.append("duplicate or unsorted timestamps")
                     if not np.array_equal(s.values, (s.ts_ms - T0_MS) / STEP):
                         problems.append("wrong values")
+                reads[0] += 1
 
         threads = [threading.Thread(target=reader) for _ in range(2)]
         for t in threads:
@@ -112,12 +112,16 @@ async def test_concurrent_selects_see_every_committed_sample_once(data_dir: Path
                     await h.handle.flush_now()
                 if step % 16 == 15:
                     await h.handle.maintain_now()
+                # Every step overlaps at least one read (a condition, not a duration).
+                seen, deadline = reads[0], time.monotonic() + 30
+                while reads[0] == seen:
+                    assert time.monotonic() < deadline, "the readers stopped reading"
+                    await asyncio.sleep(0.001)
         finally:
             done.set()
             for t in threads:
                 t.join()
         assert problems == []
-        assert reads[0] >= 40  # the readers did overlap the commits and flushes
         final = h.handle.store.select_packed([Matcher.eq("__name__", "s")], *ALL)
         assert len(final.ts_ms) == len(labels) * committed[0]
 
